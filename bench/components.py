@@ -1,0 +1,31 @@
+"""What a plugin hands to bench: a named factory, its default hyperparameters and a description."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping
+
+KINDS = ("model", "optimizer", "dataset", "tokenizer", "schedule")
+
+
+@dataclass(frozen=True)
+class Component:
+    """One registrable thing.
+
+    ``defaults`` is the complete set of hyperparameters the factory accepts as keyword
+    arguments; matrix keys are routed to a component exactly when they appear here.
+    ``tags`` carries small facts the harness needs before building anything
+    (a dataset tagged ``"text"`` needs a tokenizer, one tagged ``"tokens"`` does not).
+    """
+
+    name: str
+    factory: Callable[..., Any]
+    defaults: Mapping[str, Any] = field(default_factory=dict)
+    description: str = ""
+    tags: frozenset[str] = frozenset()
+
+    def __post_init__(self) -> None:
+        if not self.name or not isinstance(self.name, str):
+            raise ValueError(f"component name must be a non-empty string, got {self.name!r}")
+        object.__setattr__(self, "defaults", dict(self.defaults))
+        object.__setattr__(self, "tags", frozenset(self.tags))

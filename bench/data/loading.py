@@ -1,0 +1,41 @@
+"""Turn a cell's dataset + tokenizer settings into token tensors on the training device."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from bench.cells import component_params
+from bench.data.corpus import SPLITS, Corpus
+from bench.data.token_cache import load_tokens
+from bench.registry import Registry
+
+
+@dataclass
+class CellData:
+    splits: dict[str, torch.Tensor]
+    vocab_size: int
+    entropy_rate: float | None
+    text: bool
+    tokenizer: Any | None
+
+
+def load_cell_data(config: dict[str, Any], registry: Registry, device: torch.device) -> CellData:
+    dataset = registry.get("dataset", config["dataset"])
+    corpus: Corpus = dataset.factory(**component_params(config, dataset))
+    tokenizer = None
+    if corpus.is_text:
+        tokenizer_component = registry.get("tokenizer", config["tokenizer"])
+        tokenizer = tokenizer_component.factory(**component_params(config, tokenizer_component))
+        arrays = {split: load_tokens(corpus.splits[split], tokenizer) for split in SPLITS}
+        vocab_size = tokenizer.vocab_size
+    else:
+        arrays = {split: np.asarray(corpus.splits[split]) for split in SPLITS}
+        vocab_size = int(corpus.vocab_size)
+    # int32 halves the footprint of int64 and is enough for any vocabulary; batches are
+    # widened to int64 only when gathered.
+    splits = {split: torch.from_numpy(np.asarray(a, dtype=np.int32)).to(device) for split, a in arrays.items()}
+    return CellData(splits, vocab_size, corpus.entropy_rate, corpus.is_text, tokenizer)

@@ -1,0 +1,76 @@
+"""Keys the harness itself understands in a cell, with defaults and value checks.
+
+Model, optimizer, dataset and schedule hyperparameters are not listed here: each plugin
+component declares its own in ``Component.defaults``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from bench.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class Key:
+    default: Any
+    help: str
+    check: Callable[[Any], bool] | None = None
+    requirement: str = ""
+
+
+def _positive(v):
+    return v > 0
+
+
+def _non_negative(v):
+    return v >= 0
+
+
+TRAINER_KEYS: dict[str, Key] = {
+    "model": Key(None, "registered model name"),
+    "optimizer": Key(None, "registered optimizer name"),
+    "dataset": Key("synthetic", "registered dataset name"),
+    "tokenizer": Key("gpt2", "tokenizer for text datasets (ignored by token datasets)"),
+    "schedule": Key("constant", "learning-rate schedule name"),
+    "seed": Key(0, "seed for init, batch sampling and dropout"),
+    "lr": Key(1e-3, "peak learning rate", _positive, "> 0"),
+    "seq_len": Key(64, "tokens per training sequence", _positive, ">= 1"),
+    "batch_size": Key(16, "sequences per micro-batch", _positive, ">= 1"),
+    "grad_accum": Key(1, "micro-batches per optimizer step", _positive, ">= 1"),
+    "epochs": Key(1, "training epochs (ignored when max_steps > 0)", _positive, ">= 1"),
+    "max_steps": Key(0, "optimizer steps in total; 0 means epochs x steps_per_epoch", _non_negative, ">= 0"),
+    "steps_per_epoch": Key(0, "optimizer steps per epoch; 0 means one pass over the train tokens",
+                           _non_negative, ">= 0"),
+    "grad_clip": Key(0.0, "max global gradient norm; 0 disables clipping", _non_negative, ">= 0"),
+    "eval_every": Key(0, "also evaluate every N steps; 0 means only at epoch ends", _non_negative, ">= 0"),
+    "eval_batch_size": Key(0, "sequences per evaluation batch; 0 means batch_size", _non_negative, ">= 0"),
+    "log_every": Key(25, "read the train loss (a device sync) every N steps", _positive, ">= 1"),
+    "dtype": Key("float32", "compute dtype: float32 or bfloat16 (autocast)",
+                 lambda v: v in ("float32", "bfloat16"), "'float32' or 'bfloat16'"),
+}
+
+TYPE_NAMES = {bool: "a boolean", int: "an integer", float: "a number", str: "a string", list: "a list"}
+
+
+def type_error(key: str, value: Any, default: Any) -> str | None:
+    """Describe why ``value`` has the wrong type for a key whose default is ``default``."""
+    if default is None or value is None:
+        return None
+    expected = type(default)
+    if expected is float and isinstance(value, int) and not isinstance(value, bool):
+        return None
+    if isinstance(value, bool) != (expected is bool) or not isinstance(value, expected):
+        return f"{key} must be {TYPE_NAMES.get(expected, expected.__name__)}, got {value!r}"
+    return None
+
+
+def check_trainer_values(config: dict[str, Any], where: str) -> None:
+    for name, key in TRAINER_KEYS.items():
+        value = config.get(name)
+        problem = type_error(name, value, key.default)
+        if problem:
+            raise ConfigError(f"{where}: {problem}")
+        if key.check is not None and value is not None and not key.check(value):
+            raise ConfigError(f"{where}: {name} = {value!r} is impossible; it must be {key.requirement}")

@@ -1,0 +1,119 @@
+"""Pieces shared by the transformer models: attention, MLP, init, FLOPs and argument checks.
+
+Both GPT-1 and GPT-2 use the same attention and MLP sublayers; they differ only in where
+the LayerNorms sit, so the blocks themselves live in ``gpt1.py`` and ``gpt2_tiny.py``.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+
+def check_hparams(vocab_size: int, *, n_layer: int, dropout: float, **sizes: int) -> None:
+    """Raise ``ValueError`` naming the offending key for hyperparameters no model can use.
+
+    ``sizes`` are widths that must be positive integers (``n_embd``, ``n_positions``, ...).
+    """
+    if not isinstance(vocab_size, int) or vocab_size < 1:
+        raise ValueError(f"vocab_size must be a positive integer, got {vocab_size!r}")
+    if not isinstance(n_layer, int) or n_layer < 1:
+        raise ValueError(f"n_layer must be an integer >= 1, got {n_layer!r}; set n_layer to 1 or more")
+    for key, value in sizes.items():
+        if not isinstance(value, int) or value < 1:
+            raise ValueError(f"{key} must be a positive integer, got {value!r}")
+    if not 0.0 <= dropout < 1.0:
+        raise ValueError(f"dropout must be in [0, 1), got {dropout!r}; use 0.0 to disable it")
+
+
+def check_heads(n_embd: int, n_head: int) -> None:
+    """Attention splits the channels evenly across heads."""
+    if n_embd % n_head:
+        nearest = min((h for h in range(1, n_embd + 1) if n_embd % h == 0), key=lambda h: abs(h - n_head))
+        raise ValueError(
+            f"n_embd={n_embd} is not divisible by n_head={n_head}: each head gets n_embd // n_head "
+            f"channels; pick n_head from the divisors of n_embd (nearest: n_head={nearest})"
+        )
+
+
+class CausalSelfAttention(nn.Module):
+    """Multi-head self-attention where position ``t`` attends only to positions ``<= t``."""
+
+    def __init__(self, n_embd: int, n_head: int, dropout: float, bias: bool = True):
+        super().__init__()
+        self.n_head = n_head
+        self.dropout = dropout
+        # One matmul produces queries, keys and values for all heads at once.
+        self.c_attn = nn.Linear(n_embd, 3 * n_embd, bias=bias)
+        # Output projection: writes back into the residual stream (scaled at init in GPT-2).
+        self.c_proj = nn.Linear(n_embd, n_embd, bias=bias)
+        self.resid_dropout = nn.Dropout(dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        B, T, C = x.shape
+        q, k, v = self.c_attn(x).split(C, dim=2)
+        # (B, T, C) -> (B, n_head, T, head_dim): heads become a batch dimension.
+        q, k, v = (t.view(B, T, self.n_head, C // self.n_head).transpose(1, 2) for t in (q, k, v))
+        # is_causal=True applies the lower-triangular mask inside the fused kernel
+        # (flash / memory-efficient attention on GPU), so no (T, T) mask buffer is stored.
+        y = F.scaled_dot_product_attention(
+            q, k, v, dropout_p=self.dropout if self.training else 0.0, is_causal=True
+        )
+        y = y.transpose(1, 2).contiguous().view(B, T, C)
+        return self.resid_dropout(self.c_proj(y))
+
+
+class MLP(nn.Module):
+    """Position-wise feed-forward network with a 4x wider GELU hidden layer."""
+
+    def __init__(self, n_embd: int, dropout: float, bias: bool = True):
+        super().__init__()
+        self.c_fc = nn.Linear(n_embd, 4 * n_embd, bias=bias)
+        self.gelu = nn.GELU()
+        self.c_proj = nn.Linear(4 * n_embd, n_embd, bias=bias)
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.dropout(self.c_proj(self.gelu(self.c_fc(x))))
+
+
+def init_gpt_weights(model: nn.Module, residual_scale_layers: int | None = None) -> None:
+    """N(0, 0.02) for every matmul and embedding, zero biases (GPT-1 and GPT-2 alike).
+
+    With ``residual_scale_layers=n_layer`` the projections that write into the residual
+    stream (every ``c_proj``) get std ``0.02 / sqrt(2 * n_layer)``: each block adds two such
+    outputs, and scaling keeps the residual stream's variance from growing with depth (GPT-2).
+    """
+    for module in model.modules():
+        if isinstance(module, (nn.Linear, nn.Embedding)):
+            nn.init.normal_(module.weight, mean=0.0, std=0.02)
+        if isinstance(module, nn.Linear) and module.bias is not None:
+            nn.init.zeros_(module.bias)
+    if residual_scale_layers is not None:
+        std = 0.02 / math.sqrt(2 * residual_scale_layers)
+        for name, param in model.named_parameters():
+            if name.endswith("c_proj.weight"):
+                nn.init.normal_(param, mean=0.0, std=std)
+
+
+def transformer_flops_per_token(
+    *, n_layer: int, n_embd: int, vocab_size: int, seq_len: int
+) -> int:
+    """Training FLOPs per token: ``6 * N_matmul + 6 * n_layer * seq_len * n_embd``.
+
+    * ``N_matmul = 12 * n_layer * n_embd**2 + vocab_size * n_embd``: per layer the qkv
+      (3 d^2), attention output (d^2) and MLP (8 d^2) weights, plus the output head, which is
+      a matmul even when its weight is tied to the token embedding. Biases, LayerNorms and
+      the embedding lookups are ignored (O(d) per token, negligible).
+    * A weight used once per token costs 2 FLOPs forward (multiply + add) and 4 backward
+      (gradient w.r.t. input and w.r.t. weight): hence the factor 6 = 3 x forward.
+    * Attention scores ``q @ k^T`` and the weighted sum ``att @ v`` are each ``2 * T * d``
+      forward FLOPs per token per layer if every position attended to all T positions;
+      with the causal mask a token sees on average T/2, so forward is ``2 * T * d`` per
+      layer and training ``6 * T * d`` (PaLM's ``12 * L * T * d``, halved for causality).
+    """
+    n_matmul = 12 * n_layer * n_embd**2 + vocab_size * n_embd
+    return 6 * n_matmul + 6 * n_layer * seq_len * n_embd

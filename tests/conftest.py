@@ -1,0 +1,57 @@
+"""Shared fixtures: an isolated cache and outputs folder, and a way to run the real CLI."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(autouse=True)
+def isolated_cache(tmp_path_factory, monkeypatch):
+    # Token caches from one test must not leak into another's timing or correctness.
+    monkeypatch.setenv("BENCH_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "bench-cache"))
+
+
+@pytest.fixture
+def write_matrix(tmp_path):
+    def write(body: str, name: str = "tiny") -> Path:
+        path = tmp_path / f"{name}.toml"
+        path.write_text(textwrap.dedent(body))
+        return path
+    return write
+
+
+TINY_DEFAULTS = """
+[defaults]
+dataset = "synthetic"
+vocab_size = 16
+train_tokens = 4000
+valid_tokens = 600
+test_tokens = 600
+seq_len = 16
+batch_size = 8
+epochs = 2
+steps_per_epoch = 10
+n_embd = 16
+n_hidden = 16
+n_head = 2
+n_positions = 32
+log_every = 5
+"""
+
+
+@pytest.fixture
+def bench_cli(tmp_path):
+    """Run ``bench`` in a subprocess with its outputs under tmp_path; returns CompletedProcess."""
+    def run(*args: str, env: dict[str, str] | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
+        full_env = {**os.environ, "BENCH_OUTPUTS": str(tmp_path / "outputs"), **(env or {})}
+        return subprocess.run([sys.executable, "-m", "bench.cli", *args], capture_output=True, text=True,
+                              env=full_env, cwd=tmp_path, timeout=timeout)
+    return run

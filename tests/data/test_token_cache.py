@@ -1,0 +1,115 @@
+"""The on-disk token cache: tokenize once, memory-map afterwards."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from bench.data import token_cache
+from bench.data.token_cache import cache_path, load_tokens, split_for_batch, token_dtype
+
+
+class CountingTokenizer:
+    """UTF-8 bytes, counting how often it is asked to encode."""
+
+    eot_token = None
+
+    def __init__(self, name: str = "counting", vocab_size: int = 256, batch: bool = False) -> None:
+        self.name = name
+        self.vocab_size = vocab_size
+        self.encode_calls = 0
+        self.batch_calls = 0
+        if batch:
+            self.encode_batch = self._encode_batch
+
+    def encode(self, text: str) -> list[int]:
+        self.encode_calls += 1
+        return list(text.encode("utf-8"))
+
+    def _encode_batch(self, texts: list[str]) -> list[list[int]]:
+        self.batch_calls += 1
+        return [list(t.encode("utf-8")) for t in texts]
+
+    def decode(self, ids) -> str:
+        return bytes(ids).decode("utf-8")
+
+
+@pytest.fixture(autouse=True)
+def cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("BENCH_CACHE_DIR", str(tmp_path / "cache"))
+    return tmp_path / "cache"
+
+
+def test_second_load_reads_the_cache_without_encoding(cache):
+    tok = CountingTokenizer()
+    first = load_tokens("hello world\n", tok)
+    assert tok.encode_calls == 1
+    second = load_tokens("hello world\n", tok)
+    assert tok.encode_calls == 1
+    assert isinstance(second, np.memmap) and second.dtype == np.uint16
+    assert not second.flags.writeable
+    np.testing.assert_array_equal(first, second)
+    assert second.tolist() == list(b"hello world\n")
+    path = cache_path("hello world\n", tok)
+    assert path.parent == cache / "tokens" and path.name.endswith("-counting.uint16.bin")
+    assert path.stat().st_size == 2 * len(b"hello world\n")
+
+
+def test_a_fresh_tokenizer_object_also_hits_the_cache():
+    load_tokens("abc", CountingTokenizer())
+    again = CountingTokenizer()
+    assert load_tokens("abc", again).tolist() == [97, 98, 99]
+    assert again.encode_calls == 0
+
+
+def test_key_is_text_and_tokenizer_name():
+    a, b = CountingTokenizer("a"), CountingTokenizer("b")
+    load_tokens("same", a)
+    load_tokens("same", b)
+    load_tokens("other", a)
+    assert (a.encode_calls, b.encode_calls) == (2, 1)
+
+
+def test_large_vocab_uses_uint32():
+    tok = CountingTokenizer("big", vocab_size=70_000)
+    ids = load_tokens("xyz", tok)
+    assert ids.dtype == np.uint32 and ids.tolist() == [120, 121, 122]
+    assert token_dtype(65_536) == np.uint16 and token_dtype(65_537) == np.uint32
+
+
+def test_empty_text_is_an_empty_array(cache):
+    tok = CountingTokenizer()
+    ids = load_tokens("", tok)
+    assert ids.shape == (0,) and ids.dtype == np.uint16
+    assert tok.encode_calls == 0 and not cache.exists()
+
+
+def test_ids_outside_the_vocabulary_are_rejected():
+    with pytest.raises(ValueError, match="outside"):
+        load_tokens("é", CountingTokenizer("tiny", vocab_size=100))  # UTF-8 bytes 0xC3 0xA9
+
+
+def test_large_text_goes_through_encode_batch(monkeypatch):
+    monkeypatch.setattr(token_cache, "CHUNK_CHARS", 100)
+    text = "".join(f"line {i} with ünïcode\n" for i in range(200))
+    tok = CountingTokenizer("batched", batch=True)
+    ids = load_tokens(text, tok)
+    assert (tok.batch_calls, tok.encode_calls) == (1, 0)
+    assert ids.tolist() == list(text.encode("utf-8"))
+
+
+def test_split_for_batch_tiles_text_at_safe_line_starts():
+    text = "".join(f"{' ' if i % 3 else ''}word {i} \n{'' if i % 5 else chr(10)}" for i in range(500))
+    pieces = split_for_batch(text, chunk_chars=64)
+    assert len(pieces) > 10
+    assert "".join(pieces) == text
+    for left, right in zip(pieces, pieces[1:]):
+        assert left.endswith("\n")
+        # a line start that is a pretoken boundary: non-space, or one space then non-space,
+        # and (for a non-space start) no whitespace before the newline
+        assert (right[0] == " " and not right[1].isspace()) or (not right[0].isspace() and not left[-2].isspace())
+
+
+def test_split_for_batch_without_safe_cut_keeps_one_piece():
+    assert split_for_batch("x" * 1000, chunk_chars=10) == ["x" * 1000]
+    assert split_for_batch("", chunk_chars=10) == []

@@ -1,0 +1,58 @@
+import pytest
+
+from bench.errors import ConfigError
+from bench.matrix import expand_grid, load_matrix, parse_matrix
+
+
+def test_github_actions_include_semantics():
+    # The worked example from the GitHub Actions documentation.
+    combos = expand_grid(
+        {"fruit": ["apple", "pear"], "animal": ["cat", "dog"]},
+        include=[{"color": "green"}, {"color": "pink", "animal": "cat"}, {"fruit": "apple", "shape": "circle"},
+                 {"fruit": "banana"}, {"fruit": "banana", "animal": "cat"}],
+        exclude=[],
+    )
+    assert combos == [
+        {"fruit": "apple", "animal": "cat", "color": "pink", "shape": "circle"},
+        {"fruit": "apple", "animal": "dog", "color": "green", "shape": "circle"},
+        {"fruit": "pear", "animal": "cat", "color": "pink"},
+        {"fruit": "pear", "animal": "dog", "color": "green"},
+        {"fruit": "banana"},
+        {"fruit": "banana", "animal": "cat"},
+    ]
+
+
+def test_exclude_matches_partial_combinations_before_include():
+    combos = expand_grid({"model": ["a", "b"], "opt": ["x", "y"]}, include=[{"model": "a", "opt": "x", "lr": 1}],
+                         exclude=[{"opt": "x"}])
+    assert combos == [{"model": "a", "opt": "y"}, {"model": "b", "opt": "y"}, {"model": "a", "opt": "x", "lr": 1}]
+
+
+def test_hw3_matrix_has_the_twelve_report_runs():
+    matrix = load_matrix("matrices/hw3.toml")
+    shapes = {(c["model"], c["optimizer"], c["n_layer"]) for c in matrix.combinations}
+    assert len(matrix.combinations) == 12 == len(shapes)
+    assert {("gpt1", "adamw", 4), ("lstm", "sgd", 1), ("lstm", "adamw", 2)} <= shapes
+
+
+def test_no_axes_means_one_cell_of_defaults():
+    matrix = parse_matrix({"defaults": {"model": "lstm"}}, default_name="m", where="m")
+    assert matrix.combinations == [{}]
+
+
+def test_malformed_toml_names_the_line(write_matrix):
+    path = write_matrix("[defaults]\nlr = = 3\n")
+    with pytest.raises(ConfigError, match="line 2"):
+        load_matrix(path)
+
+
+@pytest.mark.parametrize("raw, message", [
+    ({"defaults": {}, "matrixx": {}}, "did you mean 'matrix'"),
+    ({"matrix": {"model": "lstm"}}, "non-empty list"),
+    ({"seeds": [1.5]}, "seeds"),
+    ({"eval": {"hellaswagg": True}}, "did you mean 'hellaswag'"),
+    ({"matrix": {"model": ["a"], "exclude": [{"model": "a"}]}}, "no cells"),
+])
+def test_bad_matrix_structure(raw, message):
+    with pytest.raises(ConfigError, match=message):
+        parse_matrix(raw, default_name="m", where="m.toml")
