@@ -9,6 +9,7 @@ from tabulate import tabulate
 
 from bench.cells import Cell, component_params, resolve_cells
 from bench.components import KINDS
+from bench.data.loading import check_data_available
 from bench.errors import BenchError
 from bench.matrix import load_matrix
 from bench.registry import Registry, build_registry, plugin_manager
@@ -49,6 +50,7 @@ def run_matrix(path: str, *, device: str, filter_expr: str | None, dry_run: bool
         print(f"{len(cells)} cells in matrix {matrix.name!r}; nothing trained (--dry-run)")
         return 0
     target = resolve_device(device)
+    check_data_available([c.config for c in cells], registry)
     store = ResultStore(outputs, matrix.name)
     print(f"bench: {len(cells)} cells of {matrix.name!r} on {target}, results in {store.path}", file=sys.stderr)
     outcome = run_cells(cells, registry=registry, hooks=manager.hook, store=store, device=target, force=force)

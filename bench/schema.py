@@ -49,6 +49,10 @@ TRAINER_KEYS: dict[str, Key] = {
     "log_every": Key(25, "read the train loss (a device sync) every N steps", _positive, ">= 1"),
     "dtype": Key("float32", "compute dtype: float32 or bfloat16 (autocast)",
                  lambda v: v in ("float32", "bfloat16"), "'float32' or 'bfloat16'"),
+    "memory_interval_ms": Key(100, "sample GPU/process memory every N ms while training; 0 disables",
+                              _non_negative, ">= 0"),
+    "peak_tflops": Key(0.0, "device peak TFLOP/s for MFU; 0 means look the GPU up in bench.timing's table",
+                       _non_negative, ">= 0"),
 }
 
 TYPE_NAMES = {bool: "a boolean", int: "an integer", float: "a number", str: "a string", list: "a list"}

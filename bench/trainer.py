@@ -13,7 +13,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from bench import memory
+from bench import memory, timing
 from bench.cells import Cell, component_params
 from bench.data.loading import load_cell_data
 from bench.data.samplers import RandomBatchSampler
@@ -111,9 +111,12 @@ def train_cell(cell: Cell, registry: Registry, hooks: Any, device: torch.device,
         return result
 
     memory.reset_peak(device)
+    step_timer = timing.StepWindowTimer(device)  # synchronises only around steps 10..19
     model.train()
+    memory_sampler = memory.start_sampling(device, config["memory_interval_ms"])
     train_clock.start()
     for step in range(total_steps):
+        step_timer.begin(step)
         lr = schedule(step)
         for group in optimizer.param_groups:
             group["lr"] = lr
@@ -128,6 +131,7 @@ def train_cell(cell: Cell, registry: Registry, hooks: Any, device: torch.device,
             torch.nn.utils.clip_grad_norm_(model.parameters(), config["grad_clip"])
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
+        step_timer.end(step)
         window_steps += 1
         done = step + 1
 
@@ -165,7 +169,9 @@ def train_cell(cell: Cell, registry: Registry, hooks: Any, device: torch.device,
             epoch_steps = 0
             train_clock.start()
     train_clock.stop()
-    peak = memory.peak_memory(device)
+    sampled = memory_sampler.stop()
+    peak = memory.run_memory(device, sampled)
+    gpu_name = memory.device_name(device, sampled)
 
     model.load_state_dict(best["state"])
     _save_weights(record, best["state"])
@@ -201,6 +207,12 @@ def train_cell(cell: Cell, registry: Registry, hooks: Any, device: torch.device,
         "eval_time_s": eval_clock.total,
         "tokens_per_s": train_tokens / train_clock.total if train_clock.total > 0 else None,
         "memory": peak,
+        "gpu_name": gpu_name,
+        **step_timer.result(),
+        **timing.throughput(train_flops=flops_per_token * train_tokens, train_time_s=train_clock.total,
+                            steps=total_steps, epochs=rows[-1]["epoch"] if rows else 0,
+                            peak_tflops_setting=config["peak_tflops"], device_name=gpu_name,
+                            precision=timing.matmul_precision(device, config["dtype"])),
     }
     record.write_summary(summary)
     hooks.bench_run_end(cell=cell_info, summary=summary)

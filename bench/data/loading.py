@@ -11,6 +11,7 @@ import torch
 from bench.cells import component_params
 from bench.data.corpus import SPLITS, Corpus
 from bench.data.token_cache import load_tokens
+from bench.errors import ConfigError
 from bench.registry import Registry
 
 
@@ -39,3 +40,22 @@ def load_cell_data(config: dict[str, Any], registry: Registry, device: torch.dev
     # widened to int64 only when gathered.
     splits = {split: torch.from_numpy(np.asarray(a, dtype=np.int32)).to(device) for split, a in arrays.items()}
     return CellData(splits, vocab_size, corpus.entropy_rate, corpus.is_text, tokenizer)
+
+
+def check_data_available(configs: list[dict[str, Any]], registry: Registry) -> None:
+    """Open every distinct dataset and tokenizer the cells use, so missing files or tokenizer
+    caches fail the whole command up front (exit 2) instead of failing cell after cell."""
+    seen = set()
+    for config in configs:
+        dataset = registry.get("dataset", config["dataset"])
+        key = (dataset.name, repr(sorted(component_params(config, dataset).items())), config["tokenizer"])
+        if key in seen:
+            continue
+        seen.add(key)
+        try:
+            dataset.factory(**component_params(config, dataset))
+        except ValueError as exc:
+            raise ConfigError(f"dataset {dataset.name!r}: {exc}") from None
+        if config["tokenizer"] is not None:
+            tokenizer = registry.get("tokenizer", config["tokenizer"])
+            tokenizer.factory(**component_params(config, tokenizer))

@@ -89,6 +89,6 @@ def split_for_batch(text: str, chunk_chars: int = CHUNK_CHARS) -> list[str]:
 def _encode(text: str, tokenizer) -> np.ndarray:
     encode_batch = getattr(tokenizer, "encode_batch", None)
     if callable(encode_batch) and len(text) > CHUNK_CHARS:
-        parts = [np.asarray(ids, dtype=np.int64) for ids in encode_batch(split_for_batch(text))]
+        parts = [np.asarray(ids, dtype=np.int64) for ids in encode_batch(split_for_batch(text, CHUNK_CHARS))]
         return np.concatenate(parts) if parts else np.empty(0, dtype=np.int64)
     return np.asarray(tokenizer.encode(text), dtype=np.int64)

@@ -1,0 +1,135 @@
+"""A plugin distribution built here, found through a real importlib.metadata entry point,
+adds a model and an optimizer that then train in a matrix next to the built-ins."""
+
+from __future__ import annotations
+
+import json
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+PLUGIN_SOURCE = '''
+import torch
+from torch import nn
+
+from bench import Component, hookimpl
+from bench.lm import LanguageModel
+
+
+class TokenwiseMLP(LanguageModel):
+    """Each position's logits from its own token through n_layer residual MLPs; no mixing over time."""
+
+    def __init__(self, vocab_size, n_layer, n_embd):
+        super().__init__()
+        self.vocab_size = vocab_size
+        self.embed = nn.Embedding(vocab_size, n_embd)
+        self.layers = nn.ModuleList(nn.Linear(n_embd, n_embd) for _ in range(n_layer))
+        self.head = nn.Linear(n_embd, vocab_size)
+        self.shape = (n_layer, n_embd)
+
+    def forward(self, idx):
+        x = self.embed(idx)
+        for layer in self.layers:
+            x = x + torch.relu(layer(x))
+        return self.head(x)
+
+    def flops_per_token(self, seq_len):
+        n_layer, n_embd = self.shape
+        return 6 * (n_layer * n_embd * n_embd + n_embd * self.vocab_size)
+
+
+class SignSGD(torch.optim.Optimizer):
+    def __init__(self, params, lr):
+        super().__init__(params, {"lr": lr})
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        for group in self.param_groups:
+            for p in group["params"]:
+                if p.grad is not None:
+                    p.add_(p.grad.sign(), alpha=-group["lr"])
+
+
+def sign_sgd(params, *, lr, device_type):
+    if lr <= 0:
+        raise ValueError(f"lr must be > 0, got {lr}")
+    return SignSGD(params, lr)
+
+
+@hookimpl
+def bench_models():
+    return [Component("tokenwise-mlp", TokenwiseMLP, {"n_layer": 1, "n_embd": 16},
+                      "per-token residual MLP (a bigram model with depth)")]
+
+
+@hookimpl
+def bench_optimizers():
+    return [Component("signsgd", sign_sgd, {}, "sign of the gradient times lr")]
+'''
+
+
+def make_distribution(site: Path, dist_name: str, module: str, source: str) -> None:
+    """Lay out an installed distribution by hand: its module and a .dist-info with entry points."""
+    (site / module).mkdir(parents=True)
+    (site / module / "__init__.py").write_text(source)
+    info = site / f"{dist_name.replace('-', '_')}-0.1.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {dist_name}\nVersion: 0.1\n")
+    (info / "entry_points.txt").write_text(f"[bench.plugins]\n{module} = {module}\n")
+
+
+@pytest.fixture
+def plugin_site(tmp_path):
+    site = tmp_path / "site"
+    make_distribution(site, "bench-demo-plugin", "bench_demo_plugin", PLUGIN_SOURCE)
+    return site
+
+
+def test_third_party_model_and_optimizer_train_in_a_matrix(plugin_site, bench_cli, write_matrix):
+    from tests.conftest import TINY_DEFAULTS
+    env = {"PYTHONPATH": str(plugin_site)}
+    listing = bench_cli("list", env=env)
+    assert listing.returncode == 0, listing.stderr
+    assert "tokenwise-mlp" in listing.stdout and "signsgd" in listing.stdout
+    assert "bench-demo-plugin 0.1" in listing.stdout
+
+    matrix = write_matrix(TINY_DEFAULTS + """
+    [matrix]
+    model = ["tokenwise-mlp", "lstm"]
+    lr = [1e-2]
+    optimizer = ["signsgd", "adam"]
+    """, name="thirdparty")
+    run = bench_cli("run", str(matrix), env=env)
+    assert run.returncode == 0, run.stderr
+    summaries = [json.loads(p.read_text()) for p in (Path(matrix).parent / "outputs" / "thirdparty").glob("*/summary.json")]
+    assert sorted((s["config"]["model"], s["config"]["optimizer"]) for s in summaries) == [
+        ("lstm", "adam"), ("lstm", "signsgd"), ("tokenwise-mlp", "adam"), ("tokenwise-mlp", "signsgd")]
+    # Every cell trained and beat the uniform guess over the 16-token vocabulary.
+    assert all(s["status"] == "ok" and s["best_val_ppl"] < 16 for s in summaries), summaries
+
+
+def test_third_party_model_passes_the_contract_checks(plugin_site, monkeypatch):
+    from bench.testing import check_model, check_optimizer
+
+    monkeypatch.syspath_prepend(str(plugin_site))
+    import bench_demo_plugin
+
+    check_model(bench_demo_plugin.bench_models()[0])
+    check_optimizer(bench_demo_plugin.bench_optimizers()[0])
+
+
+def test_duplicate_names_name_both_distributions(plugin_site, bench_cli):
+    make_distribution(plugin_site, "bench-shadow", "bench_shadow", textwrap.dedent('''
+        from bench import Component, hookimpl
+
+        @hookimpl
+        def bench_models():
+            return [Component("lstm", lambda vocab_size: None, {}, "a clash")]
+    '''))
+    result = bench_cli("list", env={"PYTHONPATH": str(plugin_site)})
+    assert result.returncode == 2
+    line = result.stderr.strip()
+    assert "lstm" in line and "bench 0.1.0" in line and "bench-shadow 0.1" in line
+    assert len(line.splitlines()) == 1
