@@ -35,8 +35,14 @@ def component_params(config: dict[str, Any], component: Component) -> dict[str, 
     return {key: config[key] for key in component.defaults}
 
 
+# Keys that change how a cell is run or observed, never what it computes: changing them must not
+# turn a finished (or half-finished) cell into a new one.
+OPERATIONAL_KEYS = frozenset({"checkpoint", "checkpoint_every", "memory_interval_ms", "peak_tflops"})
+
+
 def cell_id(config: dict[str, Any]) -> str:
-    blob = json.dumps(config, sort_keys=True, separators=(",", ":"))
+    identity = {k: v for k, v in config.items() if k not in OPERATIONAL_KEYS}
+    blob = json.dumps(identity, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
 

@@ -1,4 +1,4 @@
-"""The `bench` command line: list, run, report."""
+"""The `bench` command line: list, run, report, plot, eval."""
 
 from __future__ import annotations
 
@@ -33,8 +33,31 @@ def build_parser() -> argparse.ArgumentParser:
     report = sub.add_parser("report", help="print tables from finished runs")
     report.add_argument("--matrix", help="matrix name (default: every matrix under the outputs folder)")
     report.add_argument("--sort", default="ppl", help="ppl, time, memory, params or name")
-    report.add_argument("--format", default="github", help="github, markdown, latex, html or csv")
+    report.add_argument("--format", default="github", help="github, markdown, latex, html, csv or json")
     report.add_argument("--outputs", help=f"results folder (default: $BENCH_OUTPUTS or ./{DEFAULT_OUTPUTS})")
+    report.add_argument("--where", action="append", metavar="COND",
+                        help="keep cells where key=value (also !=, <, <=, >, >=; comma-separated or repeated), "
+                             "e.g. model=lstm,n_layer=1 or best_val_ppl<20")
+    report.add_argument("--tables", help="comma-separated subset of perplexity, time, memory, aggregate, params, "
+                                         "hellaswag (default: all)")
+    report.add_argument("--peak-tflops", type=float, metavar="TFLOPS",
+                        help="device peak TFLOP/s for the MFU column, overriding what each cell stored")
+    report.add_argument("--plots", metavar="DIR", help="also write loss/perplexity PNGs under DIR/<matrix>/")
+
+    plot = sub.add_parser("plot", help="write loss and perplexity curves of finished runs as PNG files")
+    plot.add_argument("--matrix", help="matrix name (default: every matrix under the outputs folder)")
+    plot.add_argument("--outputs", help=f"results folder (default: $BENCH_OUTPUTS or ./{DEFAULT_OUTPUTS})")
+    plot.add_argument("--out", metavar="DIR", help="where the PNGs go, one folder per matrix "
+                                                  "(default: <outputs>/plots)")
+    plot.add_argument("--where", action="append", metavar="COND", help="same filters as `bench report --where`")
+
+    evaluate = sub.add_parser("eval", help="score finished cells on downstream benchmarks (lm-eval)")
+    benchmark = evaluate.add_subparsers(dest="benchmark", required=True)
+    hellaswag = benchmark.add_parser("hellaswag", help="re-score a finished cell's best weights on HellaSwag")
+    hellaswag.add_argument("--run", required=True, metavar="CELL_DIR", help="a cell folder, outputs/<matrix>/<cell-id>")
+    hellaswag.add_argument("--limit", type=int, default=0, help="score the first N items only (default 0: all)")
+    hellaswag.add_argument("--batch-size", type=int, default=16, help="requests per forward pass (default 16)")
+    hellaswag.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     return parser
 
 
@@ -50,10 +73,22 @@ def main(argv: Sequence[str] | None = None) -> int:
                               force=args.force, outputs=_outputs_root(args))
         if args.command == "report":
             from bench.commands import report
-            return report(outputs=_outputs_root(args), matrix=args.matrix, sort=args.sort, fmt=args.format)
+            return report(outputs=_outputs_root(args), matrix=args.matrix, sort=args.sort, fmt=args.format,
+                          where=args.where, plots=args.plots, peak_tflops=args.peak_tflops,
+                          which=[t.strip() for t in args.tables.split(",") if t.strip()] if args.tables else None)
+        if args.command == "plot":
+            from bench.commands import plot
+            return plot(outputs=_outputs_root(args), matrix=args.matrix, where=args.where,
+                        out=args.out or os.path.join(_outputs_root(args), "plots"))
+        if args.command == "eval" and args.benchmark == "hellaswag":
+            from bench.commands import eval_hellaswag
+            return eval_hellaswag(run=args.run, limit=args.limit, batch_size=args.batch_size, device=args.device)
     except BenchError as exc:
         print(f"bench: error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # a second Ctrl-C; the first one's checkpoint still resumes the cell
+        print("\nbench: interrupted", file=sys.stderr)
+        return 130
     return 2
 
 

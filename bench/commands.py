@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 import torch
 from tabulate import tabulate
@@ -11,11 +12,18 @@ from bench.cells import Cell, component_params, resolve_cells
 from bench.components import KINDS
 from bench.data.loading import check_data_available
 from bench.errors import BenchError
+from bench.evaluation.cell_hellaswag import check_eval_settings, describe, score_cell, write_fields
+from bench.evaluation.checkpoint_loading import NotTextCell
+from bench.lock import MatrixLock
 from bench.matrix import load_matrix
 from bench.registry import Registry, build_registry, plugin_manager
+from bench.report import hellaswag as hellaswag_report
 from bench.report import tables
+from bench.report.plots import write_plots
+from bench.report.select import filter_summaries
 from bench.runner import resolve_device, run_cells, select_cells
-from bench.store import ResultStore, matrix_names
+from bench.signals import GracefulStop
+from bench.store import CellRecord, ResultStore, matrix_names
 
 
 def _registry() -> tuple[object, Registry]:
@@ -42,6 +50,7 @@ def run_matrix(path: str, *, device: str, filter_expr: str | None, dry_run: bool
                outputs: str) -> int:
     manager, registry = _registry()
     matrix = load_matrix(path)
+    check_eval_settings(matrix.evaluation, path)
     cells = select_cells(resolve_cells(matrix, registry), filter_expr)
     if not cells:
         raise BenchError(f"--filter {filter_expr!r} matches none of the matrix's cells")
@@ -52,11 +61,19 @@ def run_matrix(path: str, *, device: str, filter_expr: str | None, dry_run: bool
     target = resolve_device(device)
     check_data_available([c.config for c in cells], registry)
     store = ResultStore(outputs, matrix.name)
-    print(f"bench: {len(cells)} cells of {matrix.name!r} on {target}, results in {store.path}", file=sys.stderr)
-    outcome = run_cells(cells, registry=registry, hooks=manager.hook, store=store, device=target, force=force)
+    # The lock refuses a second run on these outputs (exit 2); the stop turns SIGINT/SIGTERM into
+    # "finish the step, checkpoint, exit".
+    with MatrixLock(store.path), GracefulStop() as stop:
+        print(f"bench: {len(cells)} cells of {matrix.name!r} on {target}, results in {store.path}",
+              file=sys.stderr)
+        outcome = run_cells(cells, registry=registry, hooks=manager.hook, store=store, device=target,
+                            force=force, stop=stop, evaluation=matrix.evaluation)
+    if outcome.interrupted:
+        print(f"bench: stopped by {outcome.interrupted}; run the same command again to resume", file=sys.stderr)
+        return stop.exit_code
     summaries = [s for s in store.summaries() if s["id"] in {c.id for c in cells}]
     frame = tables.sort_frame(tables.summaries_frame(summaries), "name")
-    print(tables.render(tables.perplexity_table(frame), "github"))
+    print(tables.render(_with_hellaswag(tables.perplexity_table(frame), frame), "github"))
     print(f"{len(outcome.finished)} trained, {len(outcome.skipped)} already complete, "
           f"{len(outcome.failed)} failed", file=sys.stderr)
     return 1 if outcome.failed else 0
@@ -82,17 +99,76 @@ def _vocab_size(config: dict, registry: Registry) -> int:
     return tokenizer.factory(**component_params(config, tokenizer)).vocab_size
 
 
-def report(*, outputs: str, matrix: str | None, sort: str, fmt: str) -> int:
+def _matrix_summaries(outputs: str, matrix: str | None, where: list[str] | None) -> dict[str, list[dict]]:
+    """Summaries of each requested matrix, after --where; errors when there is nothing to show."""
     names = [matrix] if matrix else matrix_names(outputs)
     if not names:
         raise BenchError(f"no results under {outputs!r}; run `bench run MATRIX` first")
+    selected = {}
     for name in names:
         summaries = ResultStore(outputs, name).summaries()
         if not summaries:
             raise BenchError(f"no results for matrix {name!r} under {outputs!r}; known: "
                              f"{', '.join(matrix_names(outputs)) or 'none'}")
+        selected[name] = filter_summaries(summaries, where)
+    if where and not any(selected.values()):
+        raise BenchError(f"--where {' '.join(where)!r} matches no cell; loosen the condition")
+    return {name: summaries for name, summaries in selected.items() if summaries}
+
+
+def report(*, outputs: str, matrix: str | None, sort: str, fmt: str, where: list[str] | None = None,
+           plots: str | None = None, peak_tflops: float | None = None, which: list[str] | None = None) -> int:
+    if fmt not in tables.FORMATS:
+        raise BenchError(f"unknown format {fmt!r}; use one of {', '.join(tables.FORMATS)}")
+    if peak_tflops is not None and peak_tflops <= 0:
+        raise BenchError(f"--peak-tflops must be > 0, got {peak_tflops}")
+    document = {}
+    for name, summaries in _matrix_summaries(outputs, matrix, where).items():
         frame = tables.sort_frame(tables.summaries_frame(summaries), sort)
-        if len(names) > 1 or fmt not in ("csv",):
-            print(f"\n## {name}: perplexity\n")
-        print(tables.render(tables.perplexity_table(frame), fmt))
+        sections = tables.build_sections(frame, sort=sort, peak_tflops=peak_tflops,
+                                         which=tuple(w for w in which or tables.TABLE_KEYS if w != "hellaswag"))
+        for section in sections:
+            if section.key == "perplexity":
+                section.table = _with_hellaswag(section.table, frame)
+        if hellaswag_report.has_hellaswag(frame) and (not which or "hellaswag" in which):
+            sections.append(tables.Section("hellaswag", "HellaSwag", hellaswag_report.hellaswag_table(frame)))
+        document[name] = sections
+        if plots:
+            written = write_plots(ResultStore(outputs, name), plots, summaries)
+            print(f"bench: {len(written)} plots of {name!r} in {Path(plots) / name}", file=sys.stderr)
+    print(tables.render_document(document, fmt))
+    return 0
+
+
+def plot(*, outputs: str, matrix: str | None, out: str, where: list[str] | None = None) -> int:
+    """Loss/perplexity curves of every selected cell, and one overview per matrix, as PNG files."""
+    total = 0
+    for name, summaries in _matrix_summaries(outputs, matrix, where).items():
+        written = write_plots(ResultStore(outputs, name), out, summaries)
+        total += len(written)
+        for path in written:
+            print(path)
+    if not total:
+        raise BenchError("no cell has recorded validation metrics to plot; run `bench run MATRIX` first")
+    return 0
+
+
+def _with_hellaswag(table, frame):
+    """The perplexity table plus acc/acc_norm columns when any cell has HellaSwag results."""
+    return hellaswag_report.with_accuracy_columns(table, frame) if hellaswag_report.has_hellaswag(frame) else table
+
+
+def eval_hellaswag(*, run: str, limit: int, batch_size: int, device: str) -> int:
+    """Re-score one finished cell folder on HellaSwag and store the figures in its summary."""
+    if limit < 0 or batch_size < 1:
+        raise BenchError(f"--limit must be >= 0 and --batch-size >= 1, got {limit} and {batch_size}")
+    _, registry = _registry()
+    target = resolve_device(device)
+    try:
+        fields = score_cell(run, registry, target, limit=limit, batch_size=batch_size, progress=True)
+    except NotTextCell as exc:
+        write_fields(CellRecord(Path(run)), {"hellaswag_note": f"skipped: {exc}"})
+        print(f"bench: hellaswag skipped: {exc}", file=sys.stderr)
+        return 0
+    print(describe(fields))
     return 0

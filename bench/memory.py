@@ -19,6 +19,7 @@ import os
 import resource
 import sys
 import threading
+import time
 import weakref
 from dataclasses import dataclass
 from typing import Any, Callable, Protocol
@@ -66,17 +67,26 @@ class RssProbe:
     source = "process RSS from /proc/self/statm"
 
     def __init__(self, statm_path: str = "/proc/self/statm"):
-        self._path = statm_path
         self._page = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
-        self.read()  # raise now (OSError) rather than in the sampling thread when procfs is missing
+        # Kept open: one pread per sample instead of open/read/close, each of which would
+        # hand the GIL back and forth with the training thread.
+        self._fd: int | None = os.open(statm_path, os.O_RDONLY)
+        try:
+            self.read()  # fail here (OSError, ValueError) rather than in the sampling thread
+        except BaseException:
+            self.close()
+            raise
 
     def read(self) -> dict[str, float | None]:
-        with open(self._path, "rb") as handle:
-            resident_pages = int(handle.read().split()[1])
+        if self._fd is None:
+            raise OSError("RssProbe is closed")
+        resident_pages = int(os.pread(self._fd, 256, 0).split()[1])
         return {"rss_bytes": resident_pages * self._page}
 
     def close(self) -> None:
-        pass
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
 
 
 class NvmlProbe:
@@ -150,6 +160,7 @@ class _Sampling:
         self.stats: dict[str, RunningStat] = {}
         self.errors: dict[str, str] = {}
         self.samples = 0
+        self.thread_cpu_s: float | None = None
         self.stop = threading.Event()
         # Re-entrant: a garbage collection inside sample_once may run the finalizer on this thread.
         self.lock = threading.RLock()
@@ -171,6 +182,7 @@ class _Sampling:
     def loop(self, interval_s: float) -> None:
         while not self.stop.wait(interval_s):
             self.sample_once()
+        self.thread_cpu_s = time.thread_time()  # the sampler's own cost, reported with its figures
 
 
 class MemorySampler:
@@ -206,8 +218,12 @@ class MemorySampler:
         return self
 
     def stop(self) -> dict[str, Any]:
-        if self._thread is not None and self._finalizer is not None and self._finalizer.alive:
-            self._finalizer()  # stops and joins the thread, closes the probes
+        if self._finalizer is not None and self._finalizer.alive:
+            self._finalizer()  # stops and joins the thread, takes the last sample, closes the probes
+        elif self._thread is None:
+            for probe in self._state.probes:  # never started: release NVML all the same
+                probe.close()
+            self._state.probes.clear()
         return self.result()
 
     def __enter__(self) -> MemorySampler:
@@ -220,7 +236,8 @@ class MemorySampler:
         """Mean and peak of every reading, the sample count, and where each figure came from."""
         state = self._state
         with state.lock:
-            figures: dict[str, Any] = {"samples": state.samples, "interval_ms": round(self.interval_s * 1000, 3)}
+            figures: dict[str, Any] = {"samples": state.samples, "interval_ms": round(self.interval_s * 1000, 3),
+                                       "sampler_cpu_s": state.thread_cpu_s}
             for key, stat in state.stats.items():
                 figures[f"{key}_mean"] = stat.mean
                 figures[f"{key}_peak"] = stat.peak
@@ -332,6 +349,7 @@ def run_memory(device: torch.device, sampled: dict[str, Any]) -> dict[str, Any]:
         "rss_peak_bytes": os_peak_rss_bytes(),
         "samples": figures.get("samples"),
         "interval_ms": figures.get("interval_ms"),
+        "sampler_cpu_s": figures.get("sampler_cpu_s"),
     }
     if device.type == "cuda":
         out["allocated_peak_bytes"] = torch.cuda.max_memory_allocated(device)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import sys
 import time
 import traceback
@@ -11,10 +12,12 @@ from typing import Any, Callable
 import torch
 
 from bench.cells import Cell
+from bench.checkpoint import CHECKPOINT_DIR, CheckpointStore
 from bench.errors import BenchError
+from bench.evaluation.cell_hellaswag import score_in_run
 from bench.registry import Registry
 from bench.store import CellRecord, ResultStore
-from bench.trainer import Diverged, train_cell
+from bench.trainer import Diverged, Interrupted, Progress, train_cell
 
 TRACEBACK_FILE = "traceback.txt"
 
@@ -24,6 +27,7 @@ class RunOutcome:
     finished: list[str] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
     failed: dict[str, str] = field(default_factory=dict)  # cell name -> status
+    interrupted: str | None = None  # the signal that stopped the run early, if one did
 
 
 def resolve_device(choice: str) -> torch.device:
@@ -52,45 +56,114 @@ def select_cells(cells: list[Cell], expression: str | None) -> list[Cell]:
     return [c for c in cells if all(str(c.config.get(k)) == v for k, v in pairs)]
 
 
+# A rerun skips cells whose summary holds one of these: their outcome is a property of the
+# configuration. oom, error and interrupted cells run again, resuming from their checkpoint.
+FINAL_STATUSES = ("ok", "diverged")
+
+
 def run_cells(cells: list[Cell], *, registry: Registry, hooks: Any, store: ResultStore,
-              device: torch.device, force: bool = False,
-              say: Callable[[str], None] = lambda line: print(line, file=sys.stderr)) -> RunOutcome:
+              device: torch.device, force: bool = False, stop: Any = None,
+              evaluation: dict[str, Any] | None = None,
+              say: Callable[[str], None] = lambda line: print(line, file=sys.stderr, flush=True)) -> RunOutcome:
+    """Train each cell in turn. ``stop`` (a :class:`bench.signals.GracefulStop`) ends the run after
+    the current step with the cell checkpointed; ``force`` retrains every cell from scratch."""
     outcome = RunOutcome()
     for position, cell in enumerate(cells, start=1):
+        if stop is not None and stop.requested:
+            outcome.interrupted = stop.cause
+            break
         record = store.cell(cell.id)
         prefix = f"[{position}/{len(cells)}] {cell.name}"
-        if record.is_complete and not force:
-            say(f"{prefix}: already complete, skipped (use --force to rerun)")
+        previous = record.read_summary() or {}
+        if previous.get("status") in FINAL_STATUSES and not force:
+            say(f"{prefix}: already {_done_word(previous)}, skipped (use --force to rerun)")
             outcome.skipped.append(cell.name)
+            CheckpointStore(record.path / CHECKPOINT_DIR, cell.id).clear()  # left by a kill after the summary
+            score_in_run(record, evaluation, registry=registry, device=device, say=say, prefix=prefix)
             continue
+        if force:
+            CheckpointStore(record.path / CHECKPOINT_DIR, cell.id).clear()
+        (record.path / TRACEBACK_FILE).unlink(missing_ok=True)
         record.write_config(cell.as_dict())
         started = time.perf_counter()
+        progress = Progress()
         try:
-            summary = train_cell(cell, registry, hooks, device, record)
+            summary = _train_with_oom_retry(cell, registry, hooks, device, record, stop, progress,
+                                            lambda line: say(f"{prefix}: {line.strip()}"))
         except KeyboardInterrupt:
             raise
+        except Interrupted as exc:
+            _notify_end(hooks, cell, _failure_summary(cell, record, exc, device, progress), say)
+            say(f"{prefix}: {exc}")
+            outcome.interrupted = stop.cause if stop is not None else "a stop request"
+            break
         except Exception as exc:  # noqa: BLE001 - one cell's failure must not end the matrix
-            status = _failure_summary(cell, record, exc, device)
-            say(f"{prefix}: {status['status']}: {status['reason']} (see {record.path / TRACEBACK_FILE})")
+            status = _failure_summary(cell, record, exc, device, progress)
+            say(f"{prefix}: {status['status']} at step {status['step']}: {status['reason']} "
+                f"(see {record.path / TRACEBACK_FILE})")
             outcome.failed[cell.name] = status["status"]
-            if device.type == "cuda":
-                torch.cuda.empty_cache()
-            continue
-        say(f"{prefix}: val ppl {summary['best_val_ppl']:.2f}, test ppl {summary['test_ppl']:.2f} "
-            f"({time.perf_counter() - started:.1f} s)")
-        outcome.finished.append(cell.name)
+            if status["status"] in FINAL_STATUSES:  # a diverged cell will not resume: free the disk
+                CheckpointStore(record.path / CHECKPOINT_DIR, cell.id).clear()
+            _notify_end(hooks, cell, status, say)
+        else:
+            say(f"{prefix}: val ppl {summary['best_val_ppl']:.2f}, test ppl {summary['test_ppl']:.2f} "
+                f"({time.perf_counter() - started:.1f} s)")
+            outcome.finished.append(cell.name)
+            score_in_run(record, evaluation, registry=registry, device=device, say=say, prefix=prefix)
+        # Outside the except block, so the exception's frames (and the tensors they hold) are gone.
+        free_memory(device)
     return outcome
 
 
-def _failure_summary(cell: Cell, record: CellRecord, exc: BaseException, device: torch.device) -> dict[str, Any]:
-    if isinstance(exc, Diverged):
+def _notify_end(hooks: Any, cell: Cell, summary: dict[str, Any], say: Callable[[str], None]) -> None:
+    """``bench_run_end`` for a cell that did not finish; a logger failing here only gets a warning."""
+    try:
+        hooks.bench_run_end(cell=cell.as_dict(), summary=summary)
+    except Exception as exc:  # noqa: BLE001 - a logger plugin must not end the matrix either
+        say(f"warning: a bench_run_end hook failed for {cell.name}: {type(exc).__name__}: {exc}")
+
+
+def _done_word(summary: dict[str, Any]) -> str:
+    if summary.get("status") == "diverged":
+        return f"diverged at step {summary.get('step')}"
+    return "complete"
+
+
+def _train_with_oom_retry(cell: Cell, registry: Registry, hooks: Any, device: torch.device, record: CellRecord,
+                          stop: Any, progress: Progress, say: Callable[[str], None]) -> dict[str, Any]:
+    try:
+        return train_cell(cell, registry, hooks, device, record, stop=stop, progress=progress, say=say)
+    except torch.OutOfMemoryError as exc:
+        if not cell.config["oom_retry"] or cell.config["batch_size"] < 2:
+            raise
+        say(f"out of memory at step {progress.step} ({str(exc).splitlines()[0][:120]})")
+    free_memory(device)
+    batching = (cell.config["batch_size"] // 2, cell.config["grad_accum"] * 2)
+    say(f"retrying once with batch_size {batching[0]} x grad_accum {batching[1]} (same effective batch)")
+    return train_cell(cell, registry, hooks, device, record, stop=stop, progress=progress, batching=batching,
+                      say=say)
+
+
+def free_memory(device: torch.device) -> None:
+    """Return what a finished or failed cell held, so the next cell starts with the whole device."""
+    gc.collect()
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+
+
+def _failure_summary(cell: Cell, record: CellRecord, exc: BaseException, device: torch.device,
+                     progress: Progress) -> dict[str, Any]:
+    if isinstance(exc, Interrupted):
+        status, step = "interrupted", exc.step
+    elif isinstance(exc, Diverged):
         status, step = "diverged", exc.step
     elif isinstance(exc, torch.OutOfMemoryError):
-        status, step = "oom", None
+        status, step = "oom", progress.step
     else:
-        status, step = "error", None
-    record.write_text(TRACEBACK_FILE, "".join(traceback.format_exception(exc)))
-    summary = {**cell.as_dict(), "status": status, "step": step, "device": str(device),
-               "reason": f"{type(exc).__name__}: {exc}".splitlines()[0][:300]}
+        status, step = "error", progress.step
+    if status != "interrupted":
+        record.write_text(TRACEBACK_FILE, "".join(traceback.format_exception(exc)))
+    summary = {**cell.as_dict(), "status": status, "step": step, "total_steps": progress.total_steps,
+               "device": str(device), "reason": f"{type(exc).__name__}: {exc}".splitlines()[0][:300]}
     record.write_summary(summary)
     return summary

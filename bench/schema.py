@@ -53,6 +53,13 @@ TRAINER_KEYS: dict[str, Key] = {
                               _non_negative, ">= 0"),
     "peak_tflops": Key(0.0, "device peak TFLOP/s for MFU; 0 means look the GPU up in bench.timing's table",
                        _non_negative, ">= 0"),
+    "checkpoint": Key(True, "save resumable training state at epoch ends and every checkpoint_every steps"),
+    "checkpoint_every": Key(0, "also checkpoint every N steps; 0 means at epoch ends only", _non_negative, ">= 0"),
+    "divergence_factor": Key(0.0, "stop as diverged once the logged train loss exceeds k x its running minimum; "
+                             "0 disables (a non-finite loss always stops)", lambda v: v == 0 or v > 1,
+                             "0 (off) or > 1"),
+    "oom_retry": Key(False, "after out-of-memory, retry the cell once with half the micro-batch and twice "
+                     "grad_accum (same effective batch)"),
 }
 
 TYPE_NAMES = {bool: "a boolean", int: "an integer", float: "a number", str: "a string", list: "a list"}
@@ -78,3 +85,6 @@ def check_trainer_values(config: dict[str, Any], where: str) -> None:
             raise ConfigError(f"{where}: {problem}")
         if key.check is not None and value is not None and not key.check(value):
             raise ConfigError(f"{where}: {name} = {value!r} is impossible; it must be {key.requirement}")
+    if config.get("oom_retry") and config.get("batch_size", 0) % 2:
+        raise ConfigError(f"{where}: oom_retry halves the micro-batch, so batch_size must be even, "
+                          f"got {config['batch_size']}; make it even or set oom_retry = false")

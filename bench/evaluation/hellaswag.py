@@ -109,14 +109,20 @@ def task_manager(source: HellaSwagSource) -> Iterator[Any]:
 
 @contextmanager
 def _quiet_lm_eval() -> Iterator[None]:
-    # lm-eval logs every step at INFO; bench prints its own one-line result instead.
+    # lm-eval logs every step at INFO and `datasets` draws progress bars for a few-second load;
+    # bench prints its own one-line result instead.
+    import datasets
+
     logger = logging.getLogger("lm_eval")
-    previous = logger.level
+    previous_level, bars_were_off = logger.level, datasets.are_progress_bars_disabled()
     logger.setLevel(logging.WARNING)
+    datasets.disable_progress_bars()
     try:
         yield
     finally:
-        logger.setLevel(previous)
+        logger.setLevel(previous_level)
+        if not bars_were_off:
+            datasets.enable_progress_bars()
 
 
 def run_hellaswag(lm: Any, *, limit: int = 0, source: HellaSwagSource | None = None) -> dict[str, Any]:
@@ -130,7 +136,7 @@ def run_hellaswag(lm: Any, *, limit: int = 0, source: HellaSwagSource | None = N
     source = source or locate_hellaswag()
     started = time.perf_counter()
     with _quiet_lm_eval(), task_manager(source) as manager:
-        output = simple_evaluate(model=lm, tasks=[TASK], num_fewshot=0, limit=limit or None,
+        output = simple_evaluate(model=lm, tasks=[TASK], limit=limit or None,
                                  task_manager=manager, log_samples=False)
     elapsed = time.perf_counter() - started
     metrics = output["results"][TASK]

@@ -13,8 +13,14 @@ Scoring rules (the same as lm-eval's ``HFLM`` for causal models):
 * the log-likelihood of a request is the sum of ``log_softmax`` over the continuation tokens,
   and ``is_greedy`` says whether every continuation token is the argmax of its logits.
 
-Batching: requests are sorted by total length (longest first, so similar lengths share a
-batch and little padding is wasted), right-padded to the longest row of their batch, and
+One extension: a continuation longer than ``max_length`` (which ``HFLM`` refuses) is scored in
+consecutive windows of at most ``max_length`` predicted tokens, the last window first, each
+window reading the ``max_length`` tokens before its last target. Every continuation token is
+still scored exactly once, with as much left context as a window holds; a small model with a
+short context (a byte-level GPT with 64 positions, say) can thus still take HellaSwag.
+
+Batching: windows are sorted by length (longest first, so similar lengths share a batch and
+little padding is wasted), right-padded to the longest row of their batch, and
 scored with one forward pass per batch. Right padding is safe for every causal model (a
 transformer's mask and a recurrent model's left-to-right scan both keep later positions out of
 earlier outputs), so no attention mask is needed. Results come back in request order.
@@ -44,6 +50,8 @@ UNBOUNDED_MAX_LENGTH = 1024
 
 # One tokenized request: ((context, continuation) strings or None, context ids, continuation ids).
 TokenRequest = tuple[Any, list[int], list[int]]
+# What one row of a batch scores: the model's input ids and the ids its last positions must predict.
+Window = tuple[list[int], list[int]]
 
 
 class BenchLM(TemplateLM):
@@ -95,34 +103,43 @@ class BenchLM(TemplateLM):
 
     def _loglikelihood_tokens(self, requests: list[TokenRequest], disable_tqdm: bool = False,
                               **kwargs) -> list[tuple[float, bool]]:
-        results: list[tuple[float, bool] | None] = [None] * len(requests)
+        windows: list[Window] = []
+        owners: list[int] = []
+        for owner, (_, context, continuation) in enumerate(requests):
+            for window in self.windows(context, continuation):
+                windows.append(window)
+                owners.append(owner)
+        totals = [0.0] * len(requests)
+        greedy = [True] * len(requests)  # an empty continuation is trivially greedy
         # Longest first: similar lengths share a batch, and an out-of-memory error shows at once.
-        order = sorted(range(len(requests)), key=lambda i: -(len(requests[i][1]) + len(requests[i][2])))
-        bar = tqdm(total=len(requests), desc="bench loglikelihood", disable=disable_tqdm or not self.progress)
+        order = sorted(range(len(windows)), key=lambda i: -len(windows[i][0]))
+        bar = tqdm(total=len(windows), desc="bench loglikelihood", disable=disable_tqdm or not self.progress)
         for start in range(0, len(order), self.batch_size):
             chunk = order[start:start + self.batch_size]
-            for index, score in zip(chunk, self._score_batch([requests[i] for i in chunk])):
-                results[index] = score
-                strings = requests[index][0]
-                if strings is not None:  # rolling windows carry no strings and are cached by their caller
-                    self.cache_hook.add_partial("loglikelihood", strings, score)
+            for index, (logprob, is_greedy) in zip(chunk, self._score_batch([windows[i] for i in chunk])):
+                totals[owners[index]] += logprob
+                greedy[owners[index]] &= is_greedy
             bar.update(len(chunk))
         bar.close()
-        return results  # type: ignore[return-value]
+        results = list(zip(totals, greedy))
+        for (strings, _, _), score in zip(requests, results):
+            if strings is not None:  # rolling windows carry no strings and are cached by their caller
+                self.cache_hook.add_partial("loglikelihood", strings, score)
+        return results
 
     def loglikelihood_rolling(self, requests, disable_tqdm: bool = False) -> list[float]:
         """Log-likelihood of whole strings, in lm-eval's disjoint rolling windows of ``max_length``."""
-        windows: list[TokenRequest] = []
+        pieces: list[TokenRequest] = []
         owners: list[int] = []
         for owner, (string,) in enumerate(req.args for req in requests):
             token_windows = get_rolling_token_windows(
                 token_list=self.tok_encode(string), prefix_token=self.prefix_token_id,
                 max_seq_len=self.max_length, context_len=1)
             for context, continuation in map(make_disjoint_window, token_windows):
-                windows.append((None, context, continuation))
+                pieces.append((None, context, continuation))
                 owners.append(owner)
         totals = [0.0] * len(requests)
-        scores = self._loglikelihood_tokens(windows, disable_tqdm=disable_tqdm)
+        scores = self._loglikelihood_tokens(pieces, disable_tqdm=disable_tqdm)
         for owner, (logprob, _) in zip(owners, scores):
             totals[owner] += logprob
         for req, total in zip(requests, totals):
@@ -140,29 +157,35 @@ class BenchLM(TemplateLM):
 
     # -- scoring -----------------------------------------------------------------------------
 
-    def _model_input(self, context: list[int], continuation: list[int]) -> list[int]:
+    def windows(self, context: list[int], continuation: list[int]) -> list[Window]:
+        """The rows that score ``continuation`` after ``context``: one row unless the continuation
+        is longer than ``max_length``; none for an empty continuation."""
         if not context:
             raise ValueError("a request needs at least one context token (lm-eval supplies the prefix "
                              "token for an empty context)")
-        if len(continuation) > self.max_length:
-            raise ValueError(f"a continuation of {len(continuation)} tokens cannot be scored within "
-                             f"max_length {self.max_length}")
-        return (context + continuation)[-(self.max_length + 1):][:-1]
+        tokens = context + continuation
+        rows: list[Window] = []
+        end = len(tokens)
+        while end > len(context):
+            first = max(len(context), end - self.max_length)  # first target of this window
+            # Inputs: the max_length tokens before the last target (fewer at the very start).
+            rows.append((tokens[max(0, end - 1 - self.max_length):end - 1], tokens[first:end]))
+            end = first
+        return rows
 
     @torch.no_grad()
-    def _score_batch(self, batch: list[TokenRequest]) -> list[tuple[float, bool]]:
-        inputs = [self._model_input(context, continuation) for _, context, continuation in batch]
-        width = max(len(row) for row in inputs)
-        padded = torch.full((len(inputs), width), self._prefix_token, dtype=torch.long)
+    def _score_batch(self, batch: list[Window]) -> list[tuple[float, bool]]:
+        width = max(len(inputs) for inputs, _ in batch)
+        padded = torch.full((len(batch), width), self._prefix_token, dtype=torch.long)
         rows, positions, targets = [], [], []
-        for row, (tokens, (_, _, continuation)) in enumerate(zip(inputs, batch)):
-            padded[row, :len(tokens)] = torch.tensor(tokens, dtype=torch.long)
-            # The logits at input position p predict token p + 1: the continuation's n tokens are
+        for row, (inputs, predicted) in enumerate(batch):
+            padded[row, :len(inputs)] = torch.tensor(inputs, dtype=torch.long)
+            # The logits at input position p predict token p + 1: the window's n targets are
             # predicted by the last n real positions of the row.
-            first = len(tokens) - len(continuation)
-            rows += [row] * len(continuation)
-            positions += range(first, len(tokens))
-            targets += continuation
+            first = len(inputs) - len(predicted)
+            rows += [row] * len(predicted)
+            positions += range(first, len(inputs))
+            targets += predicted
         rows_t = torch.tensor(rows, dtype=torch.long, device=self._device)
         with autocast_context(self._device, self.dtype):
             logits = self.model(padded.to(self._device))

@@ -1,0 +1,183 @@
+"""Training checkpoints of one cell: written atomically, verified on load, two kept.
+
+Layout under ``<cell>/checkpoints/``:
+
+* ``step-00000040-<sha>.pt``: one whole training state written by ``torch.save``. It holds
+  tensors, numbers, strings, lists and dicts only, so it is read with
+  ``torch.load(..., weights_only=True)`` and loading never runs pickled code.
+* ``index.json``: which file is ``latest`` and which is ``best`` (the state at the end of the
+  epoch with the lowest validation loss so far), each with its step and SHA-256.
+
+A save writes the state to a temp file (fsync), renames it into place, then replaces the index
+the same way, then deletes every file the index does not name (older states, temp files of a
+killed write). A kill between any two of these leaves a complete index whose files all exist.
+
+Loading tries ``latest``, then ``best``. A file whose SHA-256 differs from the index (truncated,
+damaged) or that torch cannot read is skipped with a warning. Falling back to ``best`` loses
+no correctness: it is a full state (RNGs and sampler position included), so training replays
+the same steps to the same numbers. With neither readable the cell starts from scratch. A third
+``previous`` file would double the disk spent on a case that atomic writes already make rare.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+
+from bench.store import atomic_write_json
+
+CHECKPOINT_DIR = "checkpoints"
+INDEX = "index.json"
+FORMAT = 1
+
+
+def _stderr(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
+
+
+@dataclass
+class Restored:
+    state: dict[str, Any]  # the training state that resumes
+    best: dict[str, Any] | None  # the best state (the same object when latest is the best)
+    source: str  # "latest" or "best"
+    path: Path
+
+
+class CheckpointStore:
+    def __init__(self, directory: Path, cell_id: str, warn: Callable[[str], None] = _stderr):
+        self.directory = Path(directory)
+        self.cell_id = cell_id
+        self.warn = warn
+
+    @property
+    def index_path(self) -> Path:
+        return self.directory / INDEX
+
+    def save(self, state: dict[str, Any], *, step: int, best: bool) -> Path:
+        """Write ``state`` as the latest checkpoint (and the best one when ``best``)."""
+        self.directory.mkdir(parents=True, exist_ok=True)
+        payload = {"format": FORMAT, "cell_id": self.cell_id, "step": step, **state}
+        fd, tmp = tempfile.mkstemp(prefix=f".step-{step:08d}.", suffix=".tmp", dir=self.directory)
+        try:
+            with os.fdopen(fd, "wb") as handle:
+                torch.save(payload, handle)
+                handle.flush()
+                os.fsync(handle.fileno())
+            digest = _sha256(Path(tmp))  # of the bytes on disk, which is what a load will check
+            path = self.directory / f"step-{step:08d}-{digest[:16]}.pt"
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        entry = {"file": path.name, "step": step, "sha256": digest}
+        previous = self._read_index() or {}
+        self._write_index({"latest": entry, "best": entry if best else previous.get("best")})
+        return path
+
+    def load(self) -> Restored | None:
+        """The newest readable state, or None (with a warning when something was unreadable)."""
+        index = self._read_index()
+        if index is None:
+            if self.directory.is_dir() and any(self.directory.glob("*.pt")):
+                self.warn(f"warning: {self.index_path} is missing or unreadable; starting the cell from scratch")
+                self.clear()
+            return None
+        latest, best = index.get("latest"), index.get("best")
+        state = self._read(latest) if latest else None
+        if state is not None:
+            if best is None or best["file"] == latest["file"]:
+                return Restored(state, state if best else None, "latest", self.directory / latest["file"])
+            best_state = self._read(best)
+            if best_state is not None:
+                return Restored(state, best_state, "latest", self.directory / latest["file"])
+            # Resuming without the best weights would report a best epoch it cannot evaluate.
+            self.warn("warning: the best checkpoint is unreadable, so the cell starts from scratch")
+            self.clear()
+            return None
+        if best is not None and (latest is None or best["file"] != latest["file"]):
+            best_state = self._read(best)
+            if best_state is not None:
+                self.warn(f"warning: resuming from the best checkpoint (step {best['step']}) instead; "
+                          "the steps after it are trained again")
+                self._write_index({"latest": best, "best": best})
+                return Restored(best_state, best_state, "best", self.directory / best["file"])
+        self.warn("warning: no readable checkpoint left; the cell starts from scratch")
+        self.clear()
+        return None
+
+    def clear(self) -> None:
+        # The index goes first: a kill halfway through leaves unindexed files (removed by the
+        # next save), never an index naming files that are gone.
+        self.index_path.unlink(missing_ok=True)
+        shutil.rmtree(self.directory, ignore_errors=True)
+
+    def files(self) -> list[Path]:
+        return sorted(self.directory.glob("*.pt")) if self.directory.is_dir() else []
+
+    # -- internals ----------------------------------------------------------------------------
+
+    def _read(self, entry: dict[str, Any]) -> dict[str, Any] | None:
+        path = self.directory / entry["file"]
+        try:
+            digest = _sha256(path)
+        except OSError as exc:
+            self.warn(f"warning: checkpoint {path} cannot be read ({exc.strerror or exc})")
+            return None
+        if digest != entry["sha256"]:
+            self.warn(f"warning: checkpoint {path} is truncated or corrupt "
+                      f"({path.stat().st_size} bytes, SHA-256 differs from the one recorded at save time)")
+            return None
+        try:
+            payload = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as exc:  # noqa: BLE001 - any unreadable file is skipped the same way
+            self.warn(f"warning: checkpoint {path} cannot be loaded ({type(exc).__name__}: {exc})")
+            return None
+        if not isinstance(payload, dict) or payload.get("format") != FORMAT or payload.get("cell_id") != self.cell_id:
+            self.warn(f"warning: checkpoint {path} belongs to another cell or format; ignoring it")
+            return None
+        return payload
+
+    def _read_index(self) -> dict[str, Any] | None:
+        try:
+            index = json.loads(self.index_path.read_text())
+        except (FileNotFoundError, json.JSONDecodeError, UnicodeDecodeError):
+            return None
+        return index if isinstance(index, dict) else None
+
+    def _write_index(self, index: dict[str, Any]) -> None:
+        atomic_write_json(self.index_path, index)
+        _fsync_directory(self.directory)  # make both renames durable before deleting anything
+        keep = {INDEX} | {entry["file"] for entry in index.values() if entry}
+        for path in self.directory.iterdir():
+            if path.name not in keep:
+                path.unlink(missing_ok=True)
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _fsync_directory(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass  # some file systems cannot fsync a directory; the renames are still atomic
+    finally:
+        os.close(fd)

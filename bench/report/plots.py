@@ -1,0 +1,183 @@
+"""Loss and perplexity curves as PNG files, drawn with matplotlib's Agg renderer (no display).
+
+Per cell: train and validation loss and perplexity against epoch and against training
+wall-clock seconds (evaluation excluded). Per matrix: every cell's validation perplexity on
+one figure, against epoch and against time. Perplexity axes turn logarithmic when the
+plotted values span more than ``LOG_SPREAD`` times.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from matplotlib.figure import Figure
+from matplotlib.ticker import FuncFormatter, MaxNLocator
+
+from bench.store import ResultStore, atomic_write_bytes
+
+LOG_SPREAD = 5.0
+DPI = 110
+
+
+@dataclass
+class CellCurves:
+    summary: dict[str, Any]
+    rows: list[dict[str, Any]]  # metrics.jsonl
+
+    @property
+    def label(self) -> str:
+        config = self.summary.get("config") or {}
+        layers = f"/L{config['n_layer']}" if config.get("n_layer") is not None else ""
+        return f"{config.get('model', '?')}/{config.get('optimizer', '?')}{layers}"
+
+    @property
+    def epochs(self) -> list[dict[str, Any]]:
+        return [r for r in self.rows if r.get("kind") == "epoch"]
+
+    def val_points(self) -> list[tuple[float, float, float]]:
+        """(fractional epoch, seconds, val loss) of every validation, mid-epoch ones included."""
+        per_epoch = _steps_per_epoch(self.epochs)
+        points = []
+        for r in self.rows:
+            if r.get("val_loss") is None or r.get("step") is None:
+                continue
+            epoch = r["epoch"] if r.get("kind") == "epoch" else (r["step"] / per_epoch if per_epoch else None)
+            if epoch is not None:
+                points.append((float(epoch), float(r.get("train_time_s") or 0.0), float(r["val_loss"])))
+        return sorted(points)
+
+
+def _steps_per_epoch(epochs: list[dict[str, Any]]) -> float | None:
+    first = next((r for r in epochs if r.get("epoch") and r.get("step")), None)
+    return first["step"] / first["epoch"] if first else None
+
+
+def _ppl(loss: float) -> float:
+    return math.exp(min(loss, 700.0))
+
+
+def _finite(values: list[float]) -> list[float]:
+    return [v for v in values if v is not None and math.isfinite(v) and v > 0]
+
+
+def _maybe_log(axis, values: list[float]) -> None:
+    values = _finite(values)
+    if values and max(values) / min(values) > LOG_SPREAD:
+        axis.set_yscale("log")
+        # Plain numbers (3, 10, 40) read better than 3x10^0 on a perplexity axis.
+        axis.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+        axis.yaxis.set_minor_formatter(FuncFormatter(_minor_label))
+
+
+def _minor_label(value: float, _position) -> str:
+    """Label the 2, 3 and 5 between decades, leave the rest as bare ticks."""
+    if value <= 0:
+        return ""
+    mantissa = value / 10 ** math.floor(math.log10(value))
+    return f"{value:g}" if round(mantissa) in (2, 3, 5) and abs(mantissa - round(mantissa)) < 1e-6 else ""
+
+
+def _floor(axis, summary: dict[str, Any]) -> None:
+    floor = summary.get("entropy_floor_ppl")
+    if floor:
+        axis.axhline(floor, color="0.4", linestyle=":", linewidth=1, label=f"entropy floor {floor:.2f}")
+
+
+def cell_figure(curves: CellCurves) -> Figure:
+    fig = Figure(figsize=(10, 7), dpi=DPI, layout="constrained")
+    axes = fig.subplots(2, 2)
+    epochs = curves.epochs
+    train_x_epoch = [r["epoch"] for r in epochs if r.get("train_loss") is not None]
+    train_x_time = [r.get("train_time_s") or 0.0 for r in epochs if r.get("train_loss") is not None]
+    train_loss = [r["train_loss"] for r in epochs if r.get("train_loss") is not None]
+    val = curves.val_points()
+    val_epoch, val_time, val_loss = ([p[i] for p in val] for i in range(3))
+    for row, (x_train, x_val, xlabel) in enumerate((
+            (train_x_epoch, val_epoch, "epoch"),
+            (train_x_time, val_time, "training wall-clock (s, evaluation excluded)"))):
+        for column, transform in enumerate((lambda v: v, _ppl)):
+            axis = axes[row][column]
+            train_y = [transform(v) for v in train_loss]
+            val_y = [transform(v) for v in val_loss]
+            axis.plot(x_train, train_y, marker="o", label="train (epoch mean)")
+            axis.plot(x_val, val_y, marker="s", label="validation")
+            if column == 1:
+                _floor(axis, curves.summary)
+                _maybe_log(axis, train_y + val_y + [curves.summary.get("entropy_floor_ppl") or 0])
+            axis.set_xlabel(xlabel)
+            if row == 0:
+                axis.xaxis.set_major_locator(MaxNLocator(integer=True))
+            axis.set_ylabel("loss (nats/token)" if column == 0 else "perplexity")
+            axis.grid(True, alpha=0.3)
+            axis.legend(fontsize=8)
+    summary = curves.summary
+    fig.suptitle(f"{summary.get('name', curves.label)}  ({summary.get('device', '?')}, "
+                 f"status {summary.get('status', '?')})")
+    return fig
+
+
+def matrix_figure(name: str, cells: list[CellCurves]) -> Figure:
+    fig = Figure(figsize=(13, 6), dpi=DPI, layout="constrained")
+    by_epoch, by_time = fig.subplots(1, 2)
+    colors = _palette(len(cells))
+    styles = {}
+    everything: list[float] = []
+    for color, curves in zip(colors, cells):
+        model = (curves.summary.get("config") or {}).get("model")
+        style = styles.setdefault(model, ("-", "--", "-.", ":")[len(styles) % 4])
+        val = curves.val_points()
+        ppl = [_ppl(p[2]) for p in val]
+        everything += ppl
+        by_epoch.plot([p[0] for p in val], ppl, linestyle=style, marker="o", markersize=3, color=color,
+                      label=curves.label)
+        by_time.plot([p[1] for p in val], ppl, linestyle=style, marker="o", markersize=3, color=color)
+    floors = {c.summary.get("entropy_floor_ppl") for c in cells} - {None}
+    for axis, xlabel in ((by_epoch, "epoch"), (by_time, "training wall-clock (s, evaluation excluded)")):
+        if len(floors) == 1:
+            _floor(axis, cells[0].summary)
+        _maybe_log(axis, everything + list(floors))
+        axis.set_xlabel(xlabel)
+        axis.set_ylabel("validation perplexity")
+        axis.grid(True, alpha=0.3, which="both")
+    by_epoch.xaxis.set_major_locator(MaxNLocator(integer=True))
+    by_epoch.legend(fontsize=7, ncol=2)
+    fig.suptitle(f"{name}: validation perplexity of every cell")
+    return fig
+
+
+def _palette(count: int) -> list:
+    from matplotlib import colormaps
+
+    cmap = colormaps["tab10" if count <= 10 else "tab20"]
+    return [cmap(i % cmap.N) for i in range(count)]
+
+
+def _safe(name: str) -> str:
+    return re.sub(r"[^\w.=+-]", "_", name)
+
+
+def _save(fig: Figure, path: Path) -> Path:
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png")
+    atomic_write_bytes(path, buffer.getvalue())  # a reader never sees half a PNG
+    return path
+
+
+def write_plots(store: ResultStore, out_dir: str | Path, summaries: list[dict[str, Any]]) -> list[Path]:
+    """PNG files for the given cells of one matrix under ``out_dir/<matrix>/``; returns their paths."""
+    target = Path(out_dir) / store.path.name
+    cells = []
+    for summary in summaries:
+        rows = store.cell(summary["id"]).read_metrics()
+        if any(r.get("val_loss") is not None for r in rows):
+            cells.append(CellCurves(summary, rows))
+    written = [_save(cell_figure(c), target / f"{_safe(c.summary.get('name') or c.summary['id'])}.png")
+               for c in cells]
+    if cells:
+        written.append(_save(matrix_figure(store.path.name, cells), target / "all_cells_val_ppl.png"))
+    return written

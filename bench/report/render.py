@@ -1,0 +1,171 @@
+"""Turn report tables into text: github/markdown/latex/html for people, csv and json for machines.
+
+Tables arrive as pandas frames of raw numbers. For people, each column is formatted by its
+header (see ``COLUMN_FORMATS``) and a boolean ``best`` column, if present, is dropped and its
+rows set in bold. Missing values always print as ``-`` (``null`` in json), never ``nan``.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import math
+import numbers
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import numpy as np
+import pandas as pd
+from tabulate import tabulate
+
+from bench.errors import BenchError
+
+FORMATS = {"github": "github", "markdown": "pipe", "latex": "latex_raw", "html": "unsafehtml", "csv": None,
+           "json": None}
+MISSING = "-"
+BEST = "best"
+
+
+def _si(value: float) -> str:
+    """3 significant digits with an SI prefix: 53084160 -> '53.1 M'."""
+    for factor, prefix in ((1e15, "P"), (1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if abs(value) >= factor:
+            return f"{value / factor:.3g} {prefix}"
+    return f"{value:.3g}"
+
+
+def _fixed(digits: int) -> Callable[[float], str]:
+    return lambda v: f"{v:.{digits}f}"
+
+
+def _integer(value: float) -> str:
+    return f"{int(round(value)):,}"
+
+
+COLUMN_FORMATS: dict[str, Callable[[float], str]] = {
+    "Layers": _integer, "Cells": _integer, "Finished": _integer, "Samples": _integer,
+    "Params": _integer, "Non-embedding": _integer, "Mean params": _integer, "Tokens/s": _integer, "Mean tokens/s": _integer,
+    "Train time (s)": _fixed(1), "Mean train time (s)": _fixed(1), "Time/epoch (s)": _fixed(2),
+    "Eval time (s)": _fixed(2), "Time/step (ms)": _fixed(2), "Worst step 10-19 (ms)": _fixed(1),
+    "Floor PPL": _fixed(3), "Val / floor": lambda v: f"{v:.2f}x",
+    "FLOPs/token": _si, "Train FLOPs": _si, "Achieved FLOP/s": _si, "Peak FLOP/s": _si,
+    "MFU (%)": _fixed(2), "GPU util mean (%)": _fixed(0),
+}
+DEFAULT_FLOAT = _fixed(2)  # perplexities and MiB
+
+
+@dataclass
+class Section:
+    """One titled table of one matrix, with sentences that qualify its figures."""
+
+    key: str
+    title: str
+    table: pd.DataFrame
+    notes: list[str] = field(default_factory=list)
+
+
+def _missing(value: Any) -> bool:
+    return value is None or (isinstance(value, float) and math.isnan(value)) or value is pd.NA
+
+
+def _display(value: Any, formatter: Callable[[float], str] | None) -> str:
+    if _missing(value):
+        return MISSING
+    if isinstance(value, (bool, np.bool_)):
+        return "yes" if value else "no"
+    if isinstance(value, numbers.Real):
+        if formatter is not None:
+            return formatter(float(value))
+        return _integer(value) if isinstance(value, numbers.Integral) else DEFAULT_FLOAT(float(value))
+    return str(value)
+
+
+_LATEX_SPECIAL = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
+                  "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}"}
+
+
+def _escape(text: str, fmt: str) -> str:
+    if fmt == "latex":
+        return "".join(_LATEX_SPECIAL.get(ch, ch) for ch in text)
+    if fmt == "html":
+        return html.escape(text)
+    return text.replace("|", "\\|")
+
+
+def _bold(text: str, fmt: str) -> str:
+    if text == MISSING:
+        return text
+    return {"latex": rf"\textbf{{{text}}}", "html": f"<b>{text}</b>"}.get(fmt, f"**{text}**")
+
+
+def _numeric(column: pd.Series) -> bool:
+    values = [v for v in column if not _missing(v)]
+    return bool(values) and all(isinstance(v, numbers.Real) and not isinstance(v, (bool, np.bool_))
+                                for v in values)
+
+
+def render(table: pd.DataFrame, fmt: str, *, floatfmt: str = ".2f") -> str:
+    """One table as text. ``floatfmt`` is kept for callers of the first version; per-column
+    formats now come from ``COLUMN_FORMATS``."""
+    if fmt not in FORMATS:
+        raise BenchError(f"unknown format {fmt!r}; use one of {', '.join(FORMATS)}")
+    if fmt == "json":
+        return json.dumps(records(table), indent=2)
+    if fmt == "csv":
+        cleaned = table.astype(object).map(lambda v: None if _missing(v) else v)
+        return cleaned.to_csv(index=False, na_rep=MISSING).rstrip("\n")
+    best = table[BEST].fillna(False).astype(bool).tolist() if BEST in table else [False] * len(table)
+    shown = table.drop(columns=[BEST]) if BEST in table else table
+    rows = []
+    for position, (_, row) in enumerate(shown.iterrows()):
+        cells = [_escape(_display(row[c], COLUMN_FORMATS.get(c)), fmt) for c in shown.columns]
+        rows.append([_bold(c, fmt) for c in cells] if best[position] else cells)
+    align = ["right" if _numeric(shown[c]) else "left" for c in shown.columns]
+    headers = [_escape(str(c), fmt) for c in shown.columns]
+    return tabulate(rows, headers=headers, tablefmt=FORMATS[fmt], colalign=align or None, disable_numparse=True)
+
+
+def records(table: pd.DataFrame) -> list[dict[str, Any]]:
+    """Rows as JSON-ready dicts: numpy scalars unwrapped, missing values as None."""
+    out = []
+    for _, row in table.iterrows():
+        out.append({str(c): _plain(row[c]) for c in table.columns})
+    return out
+
+
+def _plain(value: Any) -> Any:
+    if _missing(value):
+        return None
+    if hasattr(value, "item"):
+        value = value.item()
+    return value
+
+
+def render_document(matrices: dict[str, list[Section]], fmt: str) -> str:
+    """Every section of every matrix, each under a heading in the format's own syntax."""
+    if fmt not in FORMATS:
+        raise BenchError(f"unknown format {fmt!r}; use one of {', '.join(FORMATS)}")
+    if fmt == "json":
+        document = {name: {s.key: {"title": s.title, "rows": records(s.table), "notes": s.notes}
+                           for s in sections} for name, sections in matrices.items()}
+        return json.dumps({"matrices": document}, indent=2)
+    total = sum(len(sections) for sections in matrices.values())
+    parts = []
+    for name, sections in matrices.items():
+        for section in sections:
+            heading = f"{name}: {section.title}"
+            body = render(section.table, fmt)
+            if fmt == "csv":
+                block = body if total == 1 else f"# {heading}\n{body}"
+                notes = [f"# {n}" for n in section.notes]
+            elif fmt == "latex":
+                block = f"% {heading}\n{body}"
+                notes = [f"% {n}" for n in section.notes]
+            elif fmt == "html":
+                block = f"<h2>{html.escape(heading)}</h2>\n{body}"
+                notes = [f"<p>{html.escape(n)}</p>" for n in section.notes]
+            else:
+                block = f"## {heading}\n\n{body}"
+                notes = [f"_{n}_" if fmt == "markdown" else n for n in section.notes]
+            parts.append("\n\n".join([block, *notes]))
+    return "\n\n".join(parts)

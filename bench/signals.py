@@ -1,0 +1,57 @@
+"""Graceful stop: the first SIGINT or SIGTERM asks the run to stop at the next step boundary.
+
+The trainer reads :attr:`GracefulStop.requested` after each optimizer step (a plain attribute
+read, no device sync), saves a checkpoint and the partial summary, and the run exits with
+``128 + signal number``. A second signal stops at once (``KeyboardInterrupt``); the checkpoint
+from the first still resumes the cell.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+from types import FrameType
+from typing import Any
+
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+class GracefulStop:
+    def __init__(self, signals: tuple[int, ...] = STOP_SIGNALS):
+        self.signals = signals
+        self.received: int | None = None
+        self._previous: dict[int, Any] = {}
+
+    @property
+    def requested(self) -> bool:
+        return self.received is not None
+
+    @property
+    def cause(self) -> str:
+        return signal.Signals(self.received).name if self.received is not None else "nothing"
+
+    @property
+    def exit_code(self) -> int:
+        return 128 + (self.received or 0)
+
+    def __enter__(self) -> GracefulStop:
+        # Python only lets the main thread install handlers; elsewhere (a library caller's worker
+        # thread) the run simply keeps the default behaviour.
+        if threading.current_thread() is threading.main_thread():
+            for signum in self.signals:
+                self._previous[signum] = signal.signal(signum, self._handle)
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler)
+        self._previous.clear()
+
+    def _handle(self, signum: int, frame: FrameType | None) -> None:
+        if self.received is not None:
+            raise KeyboardInterrupt(f"second {signal.Signals(signum).name}: stopping at once")
+        self.received = signum
+        # os.write, not print: a handler may interrupt a print to the same stream.
+        os.write(2, f"\nbench: {signal.Signals(signum).name} received; finishing the current step, saving a "
+                    f"checkpoint and stopping (send it again to stop at once)\n".encode())

@@ -1,0 +1,144 @@
+"""The checkpoint store: atomic files, best + latest only, verified loads, fallbacks."""
+
+from __future__ import annotations
+
+import json
+import random
+
+import numpy as np
+import pytest
+import torch
+
+from bench import rng
+from bench.checkpoint import INDEX, CheckpointStore
+
+
+def _state(step: int) -> dict:
+    model = torch.nn.Linear(4, 3)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    model(torch.randn(2, 4)).sum().backward()
+    optimizer.step()
+    return {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "rng": rng.capture(),
+            "loop": {"step": step, "rows": [{"kind": "log", "step": step, "train_loss": 1.0 / step}]}}
+
+
+@pytest.fixture
+def store(tmp_path):
+    warnings: list[str] = []
+    checkpoints = CheckpointStore(tmp_path / "checkpoints", "cell123", warn=warnings.append)
+    checkpoints.warnings = warnings
+    return checkpoints
+
+
+def _index(store) -> dict:
+    return json.loads(store.index_path.read_text())
+
+
+def test_round_trip_loads_with_weights_only(store):
+    saved = _state(3)
+    path = store.save(saved, step=3, best=True)
+    # The file is an ordinary torch.save archive that the safe unpickler accepts.
+    plain = torch.load(path, weights_only=True)
+    assert plain["step"] == 3 and plain["cell_id"] == "cell123"
+    restored = store.load()
+    assert restored.source == "latest" and restored.best is restored.state
+    for key, tensor in saved["model"].items():
+        assert torch.equal(restored.state["model"][key], tensor)
+    assert restored.state["loop"] == saved["loop"]
+    assert store.warnings == []
+
+
+def test_only_best_and_latest_are_kept(store):
+    store.save(_state(1), step=1, best=True)
+    store.save(_state(2), step=2, best=False)
+    store.save(_state(3), step=3, best=False)
+    index = _index(store)
+    assert index["best"]["step"] == 1 and index["latest"]["step"] == 3
+    assert sorted(p.name for p in store.directory.iterdir()) == sorted(
+        [INDEX, index["best"]["file"], index["latest"]["file"]])
+    store.save(_state(4), step=4, best=True)
+    assert [p.name for p in store.files()] == [_index(store)["latest"]["file"]]
+    restored = store.load()
+    assert restored.state["step"] == 4 and restored.best is restored.state
+
+
+def test_leftovers_of_a_killed_write_are_removed(store):
+    store.save(_state(1), step=1, best=True)
+    (store.directory / ".step-00000002.abc.tmp").write_bytes(b"half a checkpoint")
+    (store.directory / "step-00000002-deadbeef.pt").write_bytes(b"renamed but never indexed")
+    assert store.load().state["step"] == 1  # the index still names step 1
+    store.save(_state(3), step=3, best=False)
+    names = {p.name for p in store.directory.iterdir()}
+    assert not any("00000002" in n for n in names)
+
+
+def test_truncated_latest_falls_back_to_best_with_a_warning(store):
+    store.save(_state(1), step=1, best=True)
+    latest = store.save(_state(2), step=2, best=False)
+    data = latest.read_bytes()
+    latest.write_bytes(data[: len(data) // 2])
+    restored = store.load()
+    assert restored.source == "best" and restored.state["step"] == 1
+    assert any("truncated or corrupt" in w for w in store.warnings)
+    assert any("best checkpoint (step 1)" in w for w in store.warnings)
+    # The bad file is dropped, so the next load is quiet and resumes from the same place.
+    store.warnings.clear()
+    assert store.load().state["step"] == 1 and store.warnings == []
+    assert not latest.exists()
+
+
+def test_flipped_byte_is_detected_even_when_the_length_is_right(store):
+    path = store.save(_state(5), step=5, best=True)
+    data = bytearray(path.read_bytes())
+    data[len(data) // 3] ^= 0xFF
+    path.write_bytes(bytes(data))
+    assert store.load() is None
+    assert any("SHA-256" in w for w in store.warnings)
+    assert not store.directory.exists()  # nothing readable: the cell starts from scratch
+
+
+def test_unreadable_best_means_scratch_not_a_best_epoch_without_weights(store):
+    best = store.save(_state(1), step=1, best=True)
+    store.save(_state(2), step=2, best=False)
+    best.write_bytes(b"")
+    assert store.load() is None
+    assert any("best checkpoint is unreadable" in w for w in store.warnings)
+
+
+def test_missing_or_torn_index(store):
+    assert store.load() is None and store.warnings == []  # a cell that never checkpointed
+    store.save(_state(1), step=1, best=True)
+    store.index_path.write_text("{not json")
+    assert store.load() is None
+    assert any("missing or unreadable" in w for w in store.warnings)
+
+
+def test_a_checkpoint_of_another_cell_is_refused(store, tmp_path):
+    other = CheckpointStore(store.directory, "other-cell", warn=store.warnings.append)
+    other.save(_state(1), step=1, best=True)
+    assert store.load() is None
+    assert any("another cell" in w for w in store.warnings)
+
+
+def test_a_pickled_object_is_not_executed(store):
+    class Payload:
+        def __reduce__(self):
+            return (print, ("code ran during load",))
+
+    store.save({"model": {}, "evil": Payload()}, step=1, best=True)
+    assert store.load() is None
+    assert any("cannot be loaded" in w for w in store.warnings)
+
+
+def test_rng_states_round_trip():
+    torch.manual_seed(1)
+    random.seed(2)
+    np.random.seed(3)
+    state = rng.capture()
+    expected = (random.random(), float(np.random.rand()), torch.rand(3))
+    random.seed(9)
+    np.random.seed(9)
+    torch.manual_seed(9)
+    rng.restore(state)
+    again = (random.random(), float(np.random.rand()), torch.rand(3))
+    assert expected[:2] == again[:2] and torch.equal(expected[2], again[2])
