@@ -106,7 +106,8 @@ def report(results: dict[str, dict[int, float]], args: argparse.Namespace, sourc
         f"torch {torch.__version__} on {device} ({torch.get_num_threads()} threads); {source}, "
         f"{args.rounds} alternating rounds, median. Command: "
         f"`python benchmarks/bench_lm_adapter_batching.py --items {args.items} --rounds {args.rounds}"
-        f" --batch-sizes {' '.join(map(str, args.batch_sizes))}`",
+        f" --batch-sizes {' '.join(map(str, args.batch_sizes))}"
+        f"{f' --threads {args.threads}' if args.threads else ''}`",
         "",
         "| model shape | batch size | items/s | speed-up vs batch 1 |",
         "|---|---:|---:|---:|",
@@ -125,10 +126,13 @@ def main() -> None:
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 16, 64])
     parser.add_argument("--shapes", nargs="+", default=list(SHAPES), choices=list(SHAPES))
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--threads", type=int, help="torch intra-op threads (default: torch's choice)")
     parser.add_argument("--write", type=Path, help="also write the markdown table to this file")
     args = parser.parse_args()
     if 1 not in args.batch_sizes:
         args.batch_sizes = [1, *args.batch_sizes]
+    if args.threads:
+        torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     requests, source = hellaswag_requests(args.items)
     results = {shape: measure(shape, requests, args.batch_sizes, args.rounds, device) for shape in args.shapes}
