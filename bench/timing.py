@@ -88,16 +88,21 @@ def lookup_peak_tflops(device_name: str | None, precision: str) -> float | None:
     return None
 
 
-def matmul_precision(device: torch.device, dtype: str) -> str:
-    """The arithmetic the training matmuls actually ran in, which decides the applicable peak."""
+def matmul_precision(device: torch.device, dtype: str, allow_tf32: bool | None = None) -> str:
+    """The arithmetic the training matmuls actually ran in, which decides the applicable peak.
+
+    ``allow_tf32`` defaults to torch's current global switch.
+    """
     if dtype == "bfloat16":
         return "bf16"
     if dtype == "float16":
         return "fp16"
     # float32 matmuls use TF32 tensor cores only when torch is told to allow it.
-    if device.type == "cuda" and torch.backends.cuda.matmul.allow_tf32:
-        return "tf32"
-    return "fp32"
+    if device.type != "cuda":
+        return "fp32"
+    if allow_tf32 is None:
+        allow_tf32 = bool(torch.backends.cuda.matmul.allow_tf32)
+    return "tf32" if allow_tf32 else "fp32"
 
 
 def throughput(*, train_flops: float | None, train_time_s: float, steps: int, epochs: int,

@@ -8,7 +8,7 @@ does not depend on run-to-run noise.
 
     python benchmarks/sampler_overhead.py                # CPU, RSS probe
     python benchmarks/sampler_overhead.py --device cuda  # GPU, NVML + RSS probes
-    python benchmarks/sampler_overhead.py --write benchmarks/results/sampler_overhead.md
+    python benchmarks/sampler_overhead.py --threads 1 --write run.md  # markdown for benchmarks/results/
 
 Goal: overhead < 0.5 %.
 """
@@ -101,8 +101,13 @@ def main() -> None:
     parser.add_argument("--n-embd", type=int, default=128)
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--seq", type=int, default=128)
+    parser.add_argument("--threads", type=int, default=0,
+                        help="torch intra-op threads (default 0: torch's choice). 1 keeps OpenMP barriers from "
+                             "stalling when other processes share the cores")
     parser.add_argument("--write", type=Path, help="write the result as markdown to this file")
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
 
     device = torch.device(args.device)
     model, optimizer = build(device, args.n_layer, args.n_embd)
