@@ -18,10 +18,22 @@ SUMMARY = "summary.json"
 BEST_WEIGHTS = "best.pt"
 
 
+def _file_mode_from_umask() -> int:
+    # mkstemp creates 0600 files; results should get the permissions any other new file gets.
+    mask = os.umask(0)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
+FILE_MODE = _file_mode_from_umask()
+
+
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
+    # Beside the target, so that os.replace stays on one filesystem and is atomic.
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        os.fchmod(fd, FILE_MODE)
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
             handle.flush()

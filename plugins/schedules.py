@@ -45,34 +45,33 @@ def constant(*, lr: float, total_steps: int, warmup_steps: int = 0,
     return lambda step: lr * step / warmup_steps if step < warmup_steps else lr
 
 
-def cosine(*, lr: float, total_steps: int, warmup_steps: int = 0, min_lr_fraction: float = 0.1,
-           decay_steps: int = 0) -> Callable[[int], float]:
-    _validate(lr, total_steps, warmup_steps, min_lr_fraction)
-    a, b, lr_min = warmup_steps, _decay_end(total_steps, decay_steps, warmup_steps), lr * min_lr_fraction
+def _warmup_then_decay(lr: float, a: int, b: int, lr_min: float,
+                       shape: Callable[[float], float]) -> Callable[[int], float]:
+    """Linear warmup over ``[0, a)``, ``lr_min + (lr - lr_min) * shape(progress)`` over ``[a, b)``
+    with ``shape`` falling from 1 at progress 0 towards 0 at progress 1, then ``lr_min``."""
 
     def schedule(step: int) -> float:
         if step < a:
             return lr * step / a
         if step >= b:
             return lr_min
-        return lr_min + (lr - lr_min) * 0.5 * (1.0 + math.cos(math.pi * (step - a) / (b - a)))
+        return lr_min + (lr - lr_min) * shape((step - a) / (b - a))
 
     return schedule
+
+
+def cosine(*, lr: float, total_steps: int, warmup_steps: int = 0, min_lr_fraction: float = 0.1,
+           decay_steps: int = 0) -> Callable[[int], float]:
+    _validate(lr, total_steps, warmup_steps, min_lr_fraction)
+    return _warmup_then_decay(lr, warmup_steps, _decay_end(total_steps, decay_steps, warmup_steps),
+                              lr * min_lr_fraction, lambda progress: 0.5 * (1.0 + math.cos(math.pi * progress)))
 
 
 def linear(*, lr: float, total_steps: int, warmup_steps: int = 0, min_lr_fraction: float = 0.0,
            decay_steps: int = 0) -> Callable[[int], float]:
     _validate(lr, total_steps, warmup_steps, min_lr_fraction)
-    a, b, lr_min = warmup_steps, _decay_end(total_steps, decay_steps, warmup_steps), lr * min_lr_fraction
-
-    def schedule(step: int) -> float:
-        if step < a:
-            return lr * step / a
-        if step >= b:
-            return lr_min
-        return lr + (lr_min - lr) * (step - a) / (b - a)
-
-    return schedule
+    return _warmup_then_decay(lr, warmup_steps, _decay_end(total_steps, decay_steps, warmup_steps),
+                              lr * min_lr_fraction, lambda progress: 1.0 - progress)
 
 
 def wsd(*, lr: float, total_steps: int, warmup_steps: int = 0, min_lr_fraction: float = 0.0,

@@ -25,17 +25,6 @@ from bench.runner import run_cells
 from bench.store import ResultStore
 from tests.conftest import TINY_DEFAULTS
 
-@pytest.fixture(autouse=True)
-def one_thread(monkeypatch):
-    # Tiny models gain nothing from a second thread, and on a busy machine intra-op threads
-    # that wait for each other make a cell 10-100x slower. Subprocesses inherit the variable.
-    monkeypatch.setenv("OMP_NUM_THREADS", "1")
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 # Three small cells; gpt1 with dropout also checks that the torch RNG is restored.
 MATRIX = TINY_DEFAULTS.replace("log_every = 5", "log_every = 2") + """
 checkpoint_every = 3

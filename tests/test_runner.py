@@ -19,17 +19,6 @@ from bench_plugins.models.lstm import LSTMLanguageModel
 
 from tests.conftest import TINY_DEFAULTS
 
-@pytest.fixture(autouse=True)
-def one_thread(monkeypatch):
-    # Tiny models gain nothing from a second thread, and on a busy machine intra-op threads
-    # that wait for each other make a cell 10-100x slower. Subprocesses inherit the variable.
-    monkeypatch.setenv("OMP_NUM_THREADS", "1")
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 LIVE_MODELS: list[weakref.ref] = []
 
 

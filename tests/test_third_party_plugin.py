@@ -4,7 +4,6 @@ adds a model and an optimizer that then train in a matrix next to the built-ins.
 from __future__ import annotations
 
 import json
-import sys
 import textwrap
 from pathlib import Path
 

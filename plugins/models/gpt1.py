@@ -9,13 +9,8 @@ residual addition, as in the original transformer::
 There is no final LayerNorm (the last block already ends with one). Weights start at
 N(0, 0.02) with zero biases, as in the paper.
 
-Training FLOPs per token (see ``_blocks.transformer_flops_per_token``)::
-
-    6 * (12 * n_layer * n_embd**2 + vocab_size * n_embd) + 6 * n_layer * seq_len * n_embd
-
-i.e. 6 x the matmul weights (output head included, tied or not) plus causal attention
-(score and value matmuls, 4 * T * d forward per layer, halved because a token sees on
-average T/2 positions, times 3 for forward + backward).
+Training FLOPs per token: ``6 * (12 * n_layer * n_embd**2 + vocab_size * n_embd) +
+6 * n_layer * seq_len * n_embd``, derived in ``_blocks.transformer_flops_per_token``.
 """
 
 from __future__ import annotations

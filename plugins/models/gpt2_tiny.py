@@ -14,13 +14,8 @@ With the defaults and ``bias=True, tie_weights=True`` the parameter count is::
 (token table, position table, per block: 12 d^2 matmul weights, 9 d biases, 4 d LayerNorm;
 final LayerNorm), e.g. 30,339,456 for V=50257, P=1024, d=384, n_layer=6.
 
-Training FLOPs per token (see ``_blocks.transformer_flops_per_token``)::
-
-    6 * (12 * n_layer * n_embd**2 + vocab_size * n_embd) + 6 * n_layer * seq_len * n_embd
-
-i.e. 6 x the matmul weights (output head included, tied or not) plus causal attention
-(score and value matmuls, 4 * T * d forward per layer, halved because a token sees on
-average T/2 positions, times 3 for forward + backward).
+Training FLOPs per token: ``6 * (12 * n_layer * n_embd**2 + vocab_size * n_embd) +
+6 * n_layer * seq_len * n_embd``, derived in ``_blocks.transformer_flops_per_token``.
 """
 
 from __future__ import annotations
