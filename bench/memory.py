@@ -313,18 +313,6 @@ def reset_peak(device: torch.device) -> None:
         torch.cuda.reset_peak_memory_stats(device)
 
 
-def peak_memory(device: torch.device) -> dict[str, object]:
-    """Allocator peaks on CUDA; otherwise the process's peak resident set size from the OS."""
-    if device.type == "cuda":
-        return {
-            "allocated_peak_bytes": torch.cuda.max_memory_allocated(device),
-            "reserved_peak_bytes": torch.cuda.max_memory_reserved(device),
-            "source": "torch.cuda allocator",
-        }
-    return {"rss_peak_bytes": os_peak_rss_bytes(),
-            "source": "getrusage ru_maxrss (process lifetime peak)"}
-
-
 def os_peak_rss_bytes() -> int:
     # ru_maxrss is KiB on Linux and bytes on macOS; it is the whole process's lifetime peak,
     # so for the second cell of a matrix it may still be the first cell's.
@@ -352,9 +340,12 @@ def run_memory(device: torch.device, sampled: dict[str, Any]) -> dict[str, Any]:
         "sampler_cpu_s": figures.get("sampler_cpu_s"),
     }
     if device.type == "cuda":
-        out["allocated_peak_bytes"] = torch.cuda.max_memory_allocated(device)
-        out["reserved_peak_bytes"] = torch.cuda.max_memory_reserved(device)
-        sources["allocator"] = "torch.cuda.max_memory_allocated / max_memory_reserved"
+        try:
+            out["allocated_peak_bytes"] = torch.cuda.max_memory_allocated(device)
+            out["reserved_peak_bytes"] = torch.cuda.max_memory_reserved(device)
+            sources["allocator"] = "torch.cuda.max_memory_allocated / max_memory_reserved"
+        except RuntimeError as exc:  # a failed cell may leave the CUDA context unusable
+            sources["allocator"] = f"unavailable: {exc}".splitlines()[0][:200]
     sources["os_peak"] = "getrusage ru_maxrss (process lifetime peak)"
     if out["nvml_process_peak_bytes"] is not None:
         out["source"] = "NVML process memory"

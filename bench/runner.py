@@ -164,6 +164,7 @@ def _failure_summary(cell: Cell, record: CellRecord, exc: BaseException, device:
     if status != "interrupted":
         record.write_text(TRACEBACK_FILE, "".join(traceback.format_exception(exc)))
     summary = {**cell.as_dict(), "status": status, "step": step, "total_steps": progress.total_steps,
-               "device": str(device), "reason": f"{type(exc).__name__}: {exc}".splitlines()[0][:300]}
+               "device": str(device), "reason": f"{type(exc).__name__}: {exc}".splitlines()[0][:300],
+               "memory": progress.memory}
     record.write_summary(summary)
     return summary

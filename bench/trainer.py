@@ -55,6 +55,7 @@ class Progress:
 
     step: int = 0
     total_steps: int = 0
+    memory: dict[str, Any] | None = None  # the sampled figures, once training has stopped
 
 
 def _stderr(line: str) -> None:
@@ -208,72 +209,76 @@ def train_cell(cell: Cell, registry: Registry, hooks: Any, device: torch.device,
     step_timer = timing.StepWindowTimer(device)  # synchronises only around steps 10..19
     model.train()
     memory_sampler = memory.start_sampling(device, config["memory_interval_ms"])
-    train_clock.start()
-    for step in range(loop.step, total_steps):
-        step_timer.begin(step)
-        lr = schedule(step)
-        for group in optimizer.param_groups:
-            group["lr"] = lr
-        for _ in range(accum):
-            x, y = sampler.next_batch()
-            with autocast_context(device, config["dtype"]):
-                logits = model(x)
-            loss = F.cross_entropy(logits.float().reshape(-1, vocab), y.reshape(-1))
-            (loss / accum).backward()
-            loop.window_loss += loss.detach() / accum
-        if config["grad_clip"] > 0:
-            torch.nn.utils.clip_grad_norm_(model.parameters(), config["grad_clip"])
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        step_timer.end(step)
-        loop.window_steps += 1
-        done = loop.step = progress.step = step + 1
+    try:
+        train_clock.start()
+        for step in range(loop.step, total_steps):
+            step_timer.begin(step)
+            lr = schedule(step)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            for _ in range(accum):
+                x, y = sampler.next_batch()
+                with autocast_context(device, config["dtype"]):
+                    logits = model(x)
+                loss = F.cross_entropy(logits.float().reshape(-1, vocab), y.reshape(-1))
+                (loss / accum).backward()
+                loop.window_loss += loss.detach() / accum
+            if config["grad_clip"] > 0:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), config["grad_clip"])
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            step_timer.end(step)
+            loop.window_steps += 1
+            done = loop.step = progress.step = step + 1
 
-        # Reading the loss forces a host-device sync, so it happens every log_every steps only.
-        epoch_end = done % steps_per_epoch == 0 or done == total_steps
-        if done % config["log_every"] == 0 or epoch_end:
-            mean_loss = loop.window_loss.item() / loop.window_steps
-            check_divergence(done, mean_loss, loop.loss_floor, config["divergence_factor"])
-            loop.loss_floor = min(loop.loss_floor, mean_loss)
-            loop.epoch_loss += loop.window_loss
-            loop.epoch_steps += loop.window_steps
-            loop.rows.append({"kind": "log", "step": done, "train_loss": mean_loss, "lr": lr})
-            hooks.bench_log_step(cell=cell_info, step=done, metrics={
-                "train_loss": mean_loss, "lr": lr, "elapsed_s": train_clock.elapsed})
-            loop.window_loss.zero_()
-            loop.window_steps = 0
+            # Reading the loss forces a host-device sync, so it happens every log_every steps only.
+            epoch_end = done % steps_per_epoch == 0 or done == total_steps
+            if done % config["log_every"] == 0 or epoch_end:
+                mean_loss = loop.window_loss.item() / loop.window_steps
+                check_divergence(done, mean_loss, loop.loss_floor, config["divergence_factor"])
+                loop.loss_floor = min(loop.loss_floor, mean_loss)
+                loop.epoch_loss += loop.window_loss
+                loop.epoch_steps += loop.window_steps
+                loop.rows.append({"kind": "log", "step": done, "train_loss": mean_loss, "lr": lr})
+                hooks.bench_log_step(cell=cell_info, step=done, metrics={
+                    "train_loss": mean_loss, "lr": lr, "elapsed_s": train_clock.elapsed})
+                loop.window_loss.zero_()
+                loop.window_steps = 0
 
-        if config["eval_every"] and done % config["eval_every"] == 0 and not epoch_end:
-            result = run_validation(epoch=math.ceil(done / steps_per_epoch), step=done)
-            loop.rows.append({"kind": "step", "step": done, "val_loss": result["loss"], "val_ppl": result["ppl"],
-                              "train_time_s": train_clock.total})
-            train_clock.start()
+            if config["eval_every"] and done % config["eval_every"] == 0 and not epoch_end:
+                result = run_validation(epoch=math.ceil(done / steps_per_epoch), step=done)
+                loop.rows.append({"kind": "step", "step": done, "val_loss": result["loss"], "val_ppl": result["ppl"],
+                                  "train_time_s": train_clock.total})
+                train_clock.start()
 
-        new_best = False
-        if epoch_end:
-            epoch = math.ceil(done / steps_per_epoch)
-            train_loss = loop.epoch_loss.item() / max(loop.epoch_steps, 1)
-            result = run_validation(epoch=epoch, step=done)
-            loop.rows.append({"kind": "epoch", "epoch": epoch, "step": done, "train_loss": train_loss,
-                              "train_ppl": _ppl(train_loss), "val_loss": result["loss"], "val_ppl": result["ppl"],
-                              "train_time_s": train_clock.total, "eval_time_s": eval_clock.total})
-            if result["loss"] < loop.best_val_loss:
-                loop.best_val_loss, loop.best_epoch, loop.best_train_loss = result["loss"], epoch, train_loss
-                best_state = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
-                new_best = True
-            loop.epoch_loss.zero_()
-            loop.epoch_steps = 0
-            train_clock.start()
+            new_best = False
+            if epoch_end:
+                epoch = math.ceil(done / steps_per_epoch)
+                train_loss = loop.epoch_loss.item() / max(loop.epoch_steps, 1)
+                result = run_validation(epoch=epoch, step=done)
+                loop.rows.append({"kind": "epoch", "epoch": epoch, "step": done, "train_loss": train_loss,
+                                  "train_ppl": _ppl(train_loss), "val_loss": result["loss"], "val_ppl": result["ppl"],
+                                  "train_time_s": train_clock.total, "eval_time_s": eval_clock.total})
+                if result["loss"] < loop.best_val_loss:
+                    loop.best_val_loss, loop.best_epoch, loop.best_train_loss = result["loss"], epoch, train_loss
+                    best_state = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
+                    new_best = True
+                loop.epoch_loss.zero_()
+                loop.epoch_steps = 0
+                train_clock.start()
 
-        stopping = stop is not None and stop.requested
-        every = config["checkpoint_every"]
-        if epoch_end or stopping or (every and done % every == 0):
-            persist(new_best)
-        if stopping:
-            raise Interrupted(done, getattr(stop, "cause", "a stop request"))
-    train_clock.stop()
-    sampled = memory_sampler.stop()
-    peak = memory.run_memory(device, sampled)
+            stopping = stop is not None and stop.requested
+            every = config["checkpoint_every"]
+            if epoch_end or stopping or (every and done % every == 0):
+                persist(new_best)
+            if stopping:
+                raise Interrupted(done, getattr(stop, "cause", "a stop request"))
+        train_clock.stop()
+    finally:
+        # Also on failure: the thread stops now, and an out-of-memory cell still reports its memory.
+        sampled = memory_sampler.stop()
+        progress.memory = memory.run_memory(device, sampled)
+    peak = progress.memory
     gpu_name = memory.device_name(device, sampled)
     if best_state is None:
         raise Diverged(loop.step, loop.best_val_loss, f"validation loss was never finite (last {loop.best_val_loss})")

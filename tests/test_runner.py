@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import threading
 import weakref
 
 import pytest
@@ -165,6 +166,11 @@ def test_failing_cells_get_their_status_and_the_rest_finish(faulty_cli, write_ma
 
     record, oom = cells["oom-lstm"]
     assert oom["step"] == 0 and oom["reason"].startswith("OutOfMemoryError: CUDA out of memory")
+    # Memory sampled up to the failure is kept: what an out-of-memory cell used is worth knowing.
+    assert oom["memory"]["samples"] >= 2 and oom["memory"]["source"].startswith("process RSS")
+    assert error["memory"]["rss_sampled_peak_bytes"] > 0
+    # Each cell's sampler thread stopped with its cell, failed or not.
+    assert not [t for t in threading.enumerate() if t.name == "bench-memory-sampler"]
 
     _, retried = cells["retry"]
     assert (retried["micro_batch_size"], retried["grad_accum_used"]) == (4, 2)
