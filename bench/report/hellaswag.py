@@ -1,15 +1,12 @@
 """HellaSwag figures in reports: accuracy columns for the main table and a table of their own.
 
 Both read the flat ``hellaswag_*`` summary fields (see :mod:`bench.evaluation.cell_hellaswag`)
-from a frame built by :func:`bench.report.tables.summaries_frame`. Accuracies are formatted here
-with four decimals: chance is 0.25 and small models differ in the third decimal, which the
-report's two-decimal default would hide.
+from a frame built by :func:`bench.report.tables.summaries_frame`. The tables hold raw numbers;
+:mod:`bench.report.render` prints accuracies with four decimals, because chance is 0.25 and
+small models differ in the third decimal, which the two-decimal default would hide.
 """
 
 from __future__ import annotations
-
-import math
-from typing import Any
 
 import pandas as pd
 
@@ -22,19 +19,8 @@ def has_hellaswag(frame: pd.DataFrame) -> bool:
                for column in ("hellaswag_acc", "hellaswag_note"))
 
 
-def _number(value: Any, digits: int = 4) -> str | None:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return None
-    return f"{float(value):.{digits}f}"
-
-
 def _column(frame: pd.DataFrame, name: str) -> pd.Series:
     return frame[name] if name in frame else pd.Series([None] * len(frame), index=frame.index, dtype=object)
-
-
-def _formatted(frame: pd.DataFrame, name: str, digits: int = 4) -> pd.Series:
-    # Built from a list with dtype=object so that gaps stay None (Series.map would turn them to NaN).
-    return pd.Series([_number(v, digits) for v in _column(frame, name)], index=frame.index, dtype=object)
 
 
 def with_accuracy_columns(table: pd.DataFrame, frame: pd.DataFrame) -> pd.DataFrame:
@@ -42,21 +28,18 @@ def with_accuracy_columns(table: pd.DataFrame, frame: pd.DataFrame) -> pd.DataFr
     table = table.copy()
     position = table.columns.get_loc("Status") if "Status" in table.columns else len(table.columns)
     for offset, (title, field) in enumerate(ACC_COLUMNS.items()):
-        table.insert(position + offset, title, _formatted(frame, field))
+        table.insert(position + offset, title, _column(frame, field))
     return table
 
 
 def hellaswag_table(frame: pd.DataFrame) -> pd.DataFrame:
     """One row per cell: accuracies with standard errors, items scored, and any note."""
-    # Strings, not numbers: a column with gaps would turn into floats and print as "40.00".
-    items = pd.Series([None if _number(v) is None else str(int(v)) for v in _column(frame, "hellaswag_items")],
-                      index=frame.index, dtype=object)
     return pd.DataFrame({
         "Model": _column(frame, "model"), "Layers": _column(frame, "layers"),
         "Optimizer": _column(frame, "optimizer"), "Dataset": _column(frame, "dataset"),
-        "acc": _formatted(frame, "hellaswag_acc"), "acc stderr": _formatted(frame, "hellaswag_acc_stderr"),
-        "acc_norm": _formatted(frame, "hellaswag_acc_norm"),
-        "acc_norm stderr": _formatted(frame, "hellaswag_acc_norm_stderr"),
-        "Items": items, "Items/s": _formatted(frame, "hellaswag_items_per_s", 1),
+        "acc": _column(frame, "hellaswag_acc"), "acc stderr": _column(frame, "hellaswag_acc_stderr"),
+        "acc_norm": _column(frame, "hellaswag_acc_norm"),
+        "acc_norm stderr": _column(frame, "hellaswag_acc_norm_stderr"),
+        "Items": _column(frame, "hellaswag_items"), "Items/s": _column(frame, "hellaswag_items_per_s"),
         "Note": _column(frame, "hellaswag_note"),
     })

@@ -50,6 +50,9 @@ COLUMN_FORMATS: dict[str, Callable[[float], str]] = {
     "Floor PPL": _fixed(3), "Val / floor": lambda v: f"{v:.2f}x",
     "FLOPs/token": _si, "Train FLOPs": _si, "Achieved FLOP/s": _si, "Peak FLOP/s": _si,
     "MFU (%)": _fixed(2), "GPU util mean (%)": _fixed(0),
+    # HellaSwag: chance is 0.25 and small models differ in the third decimal.
+    "HellaSwag acc": _fixed(4), "HellaSwag acc_norm": _fixed(4), "acc": _fixed(4), "acc stderr": _fixed(4),
+    "acc_norm": _fixed(4), "acc_norm stderr": _fixed(4), "Items": _integer, "Items/s": _fixed(1),
 }
 DEFAULT_FLOAT = _fixed(2)  # perplexities and MiB
 
@@ -104,9 +107,8 @@ def _numeric(column: pd.Series) -> bool:
                                 for v in values)
 
 
-def render(table: pd.DataFrame, fmt: str, *, floatfmt: str = ".2f") -> str:
-    """One table as text. ``floatfmt`` is kept for callers of the first version; per-column
-    formats now come from ``COLUMN_FORMATS``."""
+def render(table: pd.DataFrame, fmt: str) -> str:
+    """One table as text, each column formatted by ``COLUMN_FORMATS`` (people's formats only)."""
     if fmt not in FORMATS:
         raise BenchError(f"unknown format {fmt!r}; use one of {', '.join(FORMATS)}")
     if fmt == "json":

@@ -1,6 +1,9 @@
-"""HellaSwag columns and table from summaries: four decimals, gaps as '-', notes shown."""
+"""HellaSwag columns and table from summaries: raw numbers for machines, four decimals for
+people, gaps as '-', notes shown."""
 
 from __future__ import annotations
+
+import json
 
 import pandas as pd
 
@@ -39,17 +42,24 @@ def test_accuracy_columns_go_before_status_with_four_decimals():
     table = pd.DataFrame({"Model": data["model"], "Val PPL": data["best_val_ppl"], "Status": data["status"]})
     out = hellaswag.with_accuracy_columns(table, data)
     assert list(out.columns) == ["Model", "Val PPL", "HellaSwag acc", "HellaSwag acc_norm", "Status"]
-    assert out["HellaSwag acc"].tolist() == ["0.2512", None, None]
-    assert out["HellaSwag acc_norm"].tolist() == ["0.2679", None, None]
+    assert out["HellaSwag acc"].tolist()[0] == 0.25123
+    assert out["HellaSwag acc_norm"].tolist()[0] == 0.26789
     text = render(out, "github")
     assert "0.2512" in text and "0.2679" in text and "nan" not in text
+    rows = [line.split("|")[3:5] for line in text.splitlines()[2:]]
+    assert [cell.strip() for cell in rows[1]] == ["-", "-"] and [cell.strip() for cell in rows[2]] == ["-", "-"]
+    assert json.loads(render(out, "json"))[0]["HellaSwag acc"] == 0.25123
+    assert json.loads(render(out, "json"))[1]["HellaSwag acc"] is None
 
 
 def test_hellaswag_table_shows_errors_items_and_notes():
     table = hellaswag.hellaswag_table(frame(summaries()))
     first = table.iloc[0]
     assert (first["acc"], first["acc stderr"], first["acc_norm"], first["Items"], first["Items/s"]) == (
-        "0.2512", "0.0043", "0.2679", "10042", "9.9")
-    assert table.iloc[1]["Note"] == "skipped: trained on token ids" and table.iloc[1]["acc"] is None
+        0.25123, 0.00433, 0.26789, 10042, 9.87)
+    assert table.iloc[1]["Note"] == "skipped: trained on token ids" and pd.isna(table.iloc[1]["acc"])
     text = render(table, "markdown")
-    assert "10042" in text and "10042.00" not in text and "nan" not in text
+    for shown in ("0.2512", "0.0043", "0.2679", "0.0044", "10,042", "9.9"):
+        assert shown in text
+    assert "10042.00" not in text and "nan" not in text
+    assert json.loads(render(table, "json"))[0]["Items"] == 10042
