@@ -76,8 +76,9 @@ def bench_run_start(cell: dict[str, Any], total_steps: int) -> None:
 
 @hookspec
 def bench_log_step(cell: dict[str, Any], step: int, metrics: dict[str, float]) -> None:
-    """Called every ``log_every`` optimizer steps with the mean train loss since the last call,
-    the learning rate and throughput. Never called more often: reading the loss syncs the device."""
+    """Called every ``log_every`` optimizer steps (and at each epoch end) with ``train_loss``, the
+    mean since the last call, ``lr`` and ``elapsed_s``, the training seconds so far. Never called
+    more often: reading the loss syncs the device."""
 
 
 @hookspec
