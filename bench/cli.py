@@ -29,6 +29,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--dry-run", action="store_true", help="print the resolved cells; train nothing")
     run.add_argument("--force", action="store_true", help="rerun cells that are already complete")
     run.add_argument("--outputs", help=f"results folder (default: $BENCH_OUTPUTS or ./{DEFAULT_OUTPUTS})")
+    run.add_argument("--executor", help="how cells run: local (default) or ray; `bench list` shows every executor")
+    run.add_argument("--jobs", type=int, help="cells trained at once (local: worker processes; default 1)")
+    run.add_argument("--ray-address", help="Ray cluster to use with --executor ray (default: start a local one)")
 
     report = sub.add_parser("report", help="print tables from finished runs")
     report.add_argument("--matrix", help="matrix name (default: every matrix under the outputs folder)")
@@ -70,7 +73,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "run":
             from bench.commands import run_matrix
             return run_matrix(args.matrix, device=args.device, filter_expr=args.filter, dry_run=args.dry_run,
-                              force=args.force, outputs=_outputs_root(args))
+                              force=args.force, outputs=_outputs_root(args),
+                              executor={"name": args.executor or ("ray" if args.ray_address else None), "jobs": args.jobs,
+                                        "address": args.ray_address})
         if args.command == "report":
             from bench.commands import report
             return report(outputs=_outputs_root(args), matrix=args.matrix, sort=args.sort, fmt=args.format,

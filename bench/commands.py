@@ -14,6 +14,7 @@ from bench.data.loading import check_data_available
 from bench.errors import BenchError
 from bench.evaluation.cell_hellaswag import check_eval_settings, describe, score_cell, write_fields
 from bench.evaluation.checkpoint_loading import NotTextCell
+from bench.executors import build_executor, executor_settings
 from bench.lock import MatrixLock
 from bench.matrix import load_matrix
 from bench.registry import Registry, build_registry, plugin_manager
@@ -47,10 +48,11 @@ def _format_defaults(defaults: dict) -> str:
 
 
 def run_matrix(path: str, *, device: str, filter_expr: str | None, dry_run: bool, force: bool,
-               outputs: str) -> int:
+               outputs: str, executor: dict | None = None) -> int:
     manager, registry = _registry()
     matrix = load_matrix(path)
     check_eval_settings(matrix.evaluation, path)
+    runner = build_executor(registry, executor_settings(matrix.executor, executor or {}), path)
     cells = select_cells(resolve_cells(matrix, registry), filter_expr)
     if not cells:
         raise BenchError(f"--filter {filter_expr!r} matches none of the matrix's cells")
@@ -63,11 +65,11 @@ def run_matrix(path: str, *, device: str, filter_expr: str | None, dry_run: bool
     store = ResultStore(outputs, matrix.name)
     # The lock refuses a second run on these outputs (exit 2); the stop turns SIGINT/SIGTERM into
     # "finish the step, checkpoint, exit".
-    with MatrixLock(store.path), GracefulStop() as stop:
+    with MatrixLock(store.path) as lock, GracefulStop() as stop:
         print(f"bench: {len(cells)} cells of {matrix.name!r} on {target}, results in {store.path}",
               file=sys.stderr)
         outcome = run_cells(cells, registry=registry, hooks=manager.hook, store=store, device=target,
-                            force=force, stop=stop, evaluation=matrix.evaluation)
+                            force=force, stop=stop, evaluation=matrix.evaluation, executor=runner, lock=lock)
     if outcome.interrupted:
         print(f"bench: stopped by {outcome.interrupted}; run the same command again to resume", file=sys.stderr)
         return stop.exit_code
