@@ -222,6 +222,7 @@ def lost_cell(cell: Cell, record: CellRecord, reason: str, step: int, total_step
         return CellOutcome(cell.id, cell.name, previous["status"], previous)
     summary = {**cell.as_dict(), "status": "interrupted", "step": step, "total_steps": total_steps,
                "device": device, "reason": reason}
+    record.write_config(cell.as_dict())  # a Ray task's folder never arrived: the cell still gets one
     record.write_summary(summary)
     return CellOutcome(cell.id, cell.name, "interrupted", summary)
 

@@ -129,19 +129,19 @@ class RayExecutor:
             return []
         self.connect(session.say)
         gpus = (1.0 if spec.device == "cuda" else 0.0) if self.num_gpus == -1 else self.num_gpus
-        task_spec = RunSpec(spec.outputs, spec.matrix, "cuda" if gpus > 0 else spec.device, spec.force,
-                            spec.evaluation)
+        # No outputs path goes to the task: it trains in its own scratch folder, whatever it shares.
+        task_spec = RunSpec("", spec.matrix, "cuda" if gpus > 0 else spec.device, spec.force, spec.evaluation)
         task = self.ray.remote(train_remotely).options(num_cpus=self.num_cpus, num_gpus=gpus,
                                                         max_retries=self.retries, retry_exceptions=False)
-        return _Dispatch(self, task, task_spec, session).run(cells)
+        return _Dispatch(self, task, task_spec, session, spec.outputs).run(cells)
 
 
 class _Dispatch:
     """Submits cells as tasks (at most ``jobs`` in flight) and writes each result as it returns."""
 
-    def __init__(self, executor: RayExecutor, task: Any, spec: RunSpec, session: Session):
+    def __init__(self, executor: RayExecutor, task: Any, spec: RunSpec, session: Session, outputs: str):
         self.ray, self.jobs, self.task, self.spec, self.session = executor.ray, executor.jobs, task, spec, session
-        self.store = ResultStore(spec.outputs, spec.matrix)
+        self.store = ResultStore(outputs, spec.matrix)
         self.flag = self.ray.remote(num_cpus=0)(StopFlag).remote()
         self.threads = max(1, int(executor.num_cpus))
 
