@@ -156,6 +156,7 @@ class Pool:
         return self._lost(worker)
 
     def _handle(self, worker: Worker, message: tuple) -> CellOutcome | None:
+        assert worker.cell is not None  # messages come from busy workers only
         kind, label = message[0], self.session.label(worker.cell)
         if kind == "start":
             self.board.start(label, message[2])
@@ -172,7 +173,9 @@ class Pool:
         return None
 
     def _lost(self, worker: Worker) -> CellOutcome:
-        cell, label, code = worker.cell, self.session.label(worker.cell), worker.process.exitcode
+        cell, code = worker.cell, worker.process.exitcode
+        assert cell is not None  # only busy workers are drained
+        label = self.session.label(cell)
         how = f"killed by {signal.Signals(-code).name}" if code is not None and code < 0 else f"exit code {code}"
         reason = (f"worker process {worker.process.pid} died ({how}) at step {worker.step}; "
                   "rerun to resume from its last checkpoint")

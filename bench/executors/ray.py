@@ -87,7 +87,7 @@ def train_remotely(cell: Cell, label: str, spec: RunSpec, files: dict[str, bytes
 
     torch.set_num_threads(max(1, threads))
     manager = plugin_manager()
-    stop, lines = RemoteStop(flag), []
+    stop, lines = RemoteStop(flag), list[str]()
     try:
         with tempfile.TemporaryDirectory(prefix="bench-ray-") as scratch:
             store = ResultStore(scratch, spec.matrix)
@@ -146,7 +146,8 @@ class _Dispatch:
         self.threads = max(1, int(executor.num_cpus))
 
     def run(self, cells: list[Cell]) -> list[CellOutcome]:
-        pending, running, outcomes = list(cells), {}, []
+        pending, outcomes = list(cells), list[CellOutcome]()
+        running: dict[Any, Cell] = {}
         try:
             while pending or running:
                 stop = self.session.stop

@@ -65,8 +65,8 @@ class PipeReporter:
 
     @hookimpl
     def bench_evaluation(self, cell: dict[str, Any], epoch: int, step: int, metrics: dict[str, float]) -> None:
-        self.conn.send(("say", f"  {cell['name']}: epoch {epoch} step {step}: val loss {metrics['loss']:.4f} "
-                               f"ppl {metrics['ppl']:.2f}"))
+        line = f"  {cell['name']}: epoch {epoch} step {step}: val loss {metrics['loss']:.4f} ppl {metrics['ppl']:.2f}"
+        self.conn.send(("say", line))
 
 
 def _die_with_parent() -> None:
