@@ -201,3 +201,14 @@ def test_the_loop_state_reports_where_a_failed_cell_was(tmp_path):
     with pytest.raises(Exception):
         train(tmp_path, loop=loop, model="lstm", optimizer="sgd", lr=1e6)
     assert loop.step > 0 and loop.total_steps == 10 and loop.memory["source"]
+
+
+def test_wikitext2_cells_report_per_word_perplexity(tmp_path):
+    summary, _ = train(tmp_path, model="lstm", optimizer="adamw", dataset="wikitext2", tokenizer="byte",
+                       max_chars=6000, steps_per_epoch=3, log_every=1)
+    words = summary["eval_words"]["test"]
+    assert 0 < words < 6000
+    expected = math.exp(summary["test_loss"] * summary["eval_tokens"]["test"] / words)
+    assert summary["test_word_ppl"] == pytest.approx(expected, rel=1e-9)
+    assert summary["best_val_word_ppl"] > summary["best_val_ppl"]  # several bytes per word
+    assert summary["eval_windows"].startswith("non-overlapping windows of 16 tokens")
