@@ -1,0 +1,103 @@
+"""Startup time of the `bench` command next to the cost of `import torch` alone.
+
+Times three fresh interpreters in interleaved rounds, so drifts in machine load hit every
+command alike, and reports medians:
+
+- ``python -c "import torch"``: the floor no torch-based command can go under;
+- ``bench list`` (goal: at most import torch + 0.3 s);
+- ``bench run matrices/hw3.toml --dry-run`` (goal: under 2 s).
+
+After the rounds it runs each bench command once more in-process and lists which heavy
+optional modules it imported (pandas, matplotlib, torch._dynamo), the cause of most of the
+startup time before this benchmark existed.
+
+    python benchmarks/startup.py                            # this checkout
+    python benchmarks/startup.py --tree ../old-checkout     # another checkout of bench, e.g. before a change
+    python benchmarks/startup.py --rounds 9 --write benchmarks/results/startup.md
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+HEAVY = ("pandas", "matplotlib", "torch._dynamo", "scipy", "lm_eval")
+COMMANDS = {
+    "import torch": ["-c", "import torch"],
+    "bench list": ["-m", "bench.cli", "list"],
+    "hw3 --dry-run": ["-m", "bench.cli", "run", "matrices/hw3.toml", "--dry-run"],
+}
+PROBE = ("import sys, contextlib, io\nfrom bench.cli import main\n"
+         "with contextlib.redirect_stdout(io.StringIO()): main(sys.argv[1:])\n"
+         "print(','.join(m for m in {heavy!r} if m in sys.modules) or 'none')\n")
+
+
+def _env(tree: Path) -> dict[str, str]:
+    # The checkout under test comes first on sys.path, ahead of any installed (editable) bench.
+    return {**os.environ, "PYTHONPATH": os.pathsep.join([str(tree), os.environ.get("PYTHONPATH", "")])}
+
+
+def time_once(args: list[str], tree: Path) -> float:
+    started = time.perf_counter()
+    subprocess.run([sys.executable, *args], cwd=tree, env=_env(tree), check=True,
+                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return time.perf_counter() - started
+
+
+def heavy_modules(args: list[str], tree: Path) -> str:
+    cli_args = args[2:]  # drop "-m bench.cli"
+    done = subprocess.run([sys.executable, "-c", PROBE.format(heavy=HEAVY), *cli_args], cwd=tree, env=_env(tree),
+                          check=True, capture_output=True, text=True)
+    return done.stdout.strip().splitlines()[-1]
+
+
+def measure(tree: Path, rounds: int) -> dict[str, list[float]]:
+    times: dict[str, list[float]] = {name: [] for name in COMMANDS}
+    for name, args in COMMANDS.items():  # warm the file cache and the bytecode cache first
+        time_once(args, tree)
+    for _ in range(rounds):
+        for name, args in COMMANDS.items():
+            times[name].append(time_once(args, tree))
+    return times
+
+
+def report(tree: Path, times: dict[str, list[float]]) -> str:
+    torch_s = statistics.median(times["import torch"])
+    lines = [f"- date: {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC",
+             f"- machine: {platform.node()} ({platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
+             f"load average {os.getloadavg()[0]:.2f}), Python {platform.python_version()}",
+             f"- checkout: {tree}; {len(times['import torch'])} interleaved rounds; wall time of a fresh interpreter",
+             "",
+             "| command | median s | min s | minus import torch s | / import torch | heavy modules imported |",
+             "|---|---|---|---|---|---|"]
+    for name, samples in times.items():
+        median = statistics.median(samples)
+        heavy = "-" if name == "import torch" else heavy_modules(COMMANDS[name], tree)
+        lines.append(f"| {name} | {median:.2f} | {min(samples):.2f} | {median - torch_s:+.2f} | "
+                     f"{median / torch_s:.2f} | {heavy} |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--tree", type=Path, default=REPO, help="checkout of bench to time (default: this one)")
+    parser.add_argument("--rounds", type=int, default=7)
+    parser.add_argument("--write", type=Path, help="also append the markdown table to this file")
+    args = parser.parse_args()
+    text = report(args.tree.resolve(), measure(args.tree.resolve(), args.rounds))
+    print(text)
+    if args.write:
+        with args.write.open("a", encoding="utf-8") as handle:
+            handle.write(text + "\n\n")
+
+
+if __name__ == "__main__":
+    main()
