@@ -11,9 +11,12 @@ After the rounds it runs each bench command once more in-process and lists which
 optional modules it imported (pandas, matplotlib, torch._dynamo), the cause of most of the
 startup time before this benchmark existed.
 
-    python benchmarks/startup.py                            # this checkout
-    python benchmarks/startup.py --tree ../old-checkout     # another checkout of bench, e.g. before a change
+    python benchmarks/startup.py                              # this checkout
+    python benchmarks/startup.py --before /tmp/old-checkout   # and another, in the same rounds
     python benchmarks/startup.py --rounds 9 --write benchmarks/results/startup.md
+
+A checkout given with --before supplies the ``bench`` package; the built-in plugins
+(``bench_plugins``) are whatever is installed.
 """
 
 from __future__ import annotations
@@ -59,40 +62,54 @@ def heavy_modules(args: list[str], tree: Path) -> str:
     return done.stdout.strip().splitlines()[-1]
 
 
-def measure(tree: Path, rounds: int) -> dict[str, list[float]]:
-    times: dict[str, list[float]] = {name: [] for name in COMMANDS}
-    for name, args in COMMANDS.items():  # warm the file cache and the bytecode cache first
-        time_once(args, tree)
+def measure(trees: dict[str, Path], rounds: int) -> dict[tuple[str, str], list[float]]:
+    """Wall times per (checkout, command); every round runs every command of every checkout."""
+    runs = [("-", "import torch")] + [(label, name) for label in trees for name in COMMANDS if name != "import torch"]
+    tree_of = {"-": next(iter(trees.values())), **trees}
+    times: dict[tuple[str, str], list[float]] = {run: [] for run in runs}
+    for label, name in runs:  # warm the file cache and the bytecode caches first
+        time_once(COMMANDS[name], tree_of[label])
     for _ in range(rounds):
-        for name, args in COMMANDS.items():
-            times[name].append(time_once(args, tree))
+        for label, name in runs:
+            times[(label, name)].append(time_once(COMMANDS[name], tree_of[label]))
     return times
 
 
-def report(tree: Path, times: dict[str, list[float]]) -> str:
-    torch_s = statistics.median(times["import torch"])
+def report(trees: dict[str, Path], times: dict[tuple[str, str], list[float]]) -> str:
+    torch_s = statistics.median(times[("-", "import torch")])
+    rounds = len(times[("-", "import torch")])
     lines = [f"- date: {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC",
              f"- machine: {platform.node()} ({platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
-             f"load average {os.getloadavg()[0]:.2f}), Python {platform.python_version()}",
-             f"- checkout: {tree}; {len(times['import torch'])} interleaved rounds; wall time of a fresh interpreter",
+             f"load average {os.getloadavg()[0]:.2f} at the end), Python {platform.python_version()}",
+             f"- {rounds} interleaved rounds; wall time of a fresh interpreter; checkouts: "
+             + ", ".join(f"{label} = {path}" for label, path in trees.items()),
              "",
-             "| command | median s | min s | minus import torch s | / import torch | heavy modules imported |",
-             "|---|---|---|---|---|---|"]
-    for name, samples in times.items():
+             "| checkout | command | median s | min s | minus import torch s | / import torch "
+             "| heavy modules imported |",
+             "|---|---|---|---|---|---|---|"]
+    for (label, name), samples in times.items():
         median = statistics.median(samples)
-        heavy = "-" if name == "import torch" else heavy_modules(COMMANDS[name], tree)
-        lines.append(f"| {name} | {median:.2f} | {min(samples):.2f} | {median - torch_s:+.2f} | "
+        heavy = "-" if name == "import torch" else heavy_modules(COMMANDS[name], trees[label])
+        lines.append(f"| {label} | {name} | {median:.2f} | {min(samples):.2f} | {median - torch_s:+.2f} | "
                      f"{median / torch_s:.2f} | {heavy} |")
+    for name in COMMANDS:
+        if name != "import torch" and len(trees) == 2:
+            (a, _), (b, _) = trees.items()
+            ratio = statistics.median(times[(b, name)]) / statistics.median(times[(a, name)])
+            lines.append(f"\n{name}: {b} / {a} = {ratio:.2f} (ratio of medians)")
     return "\n".join(lines)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--tree", type=Path, default=REPO, help="checkout of bench to time (default: this one)")
+    parser.add_argument("--before", type=Path, help="another checkout of bench (e.g. before a change) timed in the "
+                                                     "same rounds, for a ratio")
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--write", type=Path, help="also append the markdown table to this file")
     args = parser.parse_args()
-    text = report(args.tree.resolve(), measure(args.tree.resolve(), args.rounds))
+    trees = {"before": args.before.resolve()} if args.before else {}
+    trees["this"] = REPO
+    text = report(trees, measure(trees, args.rounds))
     print(text)
     if args.write:
         with args.write.open("a", encoding="utf-8") as handle:
