@@ -4,6 +4,7 @@ Times three fresh interpreters in interleaved rounds, so drifts in machine load 
 command alike, and reports medians:
 
 - ``python -c "import torch"``: the floor no torch-based command can go under;
+- ``python -c "import torch, torch._dynamo"``: the floor of a command that builds an optimizer;
 - ``bench list`` (goal: at most import torch + 0.3 s);
 - ``bench run matrices/hw3.toml --dry-run`` (goal: under 2 s).
 
@@ -35,6 +36,10 @@ REPO = Path(__file__).resolve().parents[1]
 HEAVY = ("pandas", "matplotlib", "torch._dynamo", "scipy", "lm_eval")
 COMMANDS = {
     "import torch": ["-c", "import torch"],
+    # The floor of anything that constructs a torch optimizer, as resolving a matrix does to check
+    # its hyperparameters: Optimizer.add_param_group is wrapped by torch._disable_dynamo, whose
+    # first call imports torch._dynamo.
+    "import torch, torch._dynamo": ["-c", "import torch, torch._dynamo"],
     "bench list": ["-m", "bench.cli", "list"],
     "hw3 --dry-run": ["-m", "bench.cli", "run", "matrices/hw3.toml", "--dry-run"],
 }
@@ -64,7 +69,9 @@ def heavy_modules(args: list[str], tree: Path) -> str:
 
 def measure(trees: dict[str, Path], rounds: int) -> dict[tuple[str, str], list[float]]:
     """Wall times per (checkout, command); every round runs every command of every checkout."""
-    runs = [("-", "import torch")] + [(label, name) for label in trees for name in COMMANDS if name != "import torch"]
+    floors = [name for name in COMMANDS if name.startswith("import")]
+    runs = [("-", name) for name in floors] + [(label, name) for label in trees for name in COMMANDS
+                                               if name not in floors]
     tree_of = {"-": next(iter(trees.values())), **trees}
     times: dict[tuple[str, str], list[float]] = {run: [] for run in runs}
     for label, name in runs:  # warm the file cache and the bytecode caches first
@@ -89,11 +96,11 @@ def report(trees: dict[str, Path], times: dict[tuple[str, str], list[float]]) ->
              "|---|---|---|---|---|---|---|"]
     for (label, name), samples in times.items():
         median = statistics.median(samples)
-        heavy = "-" if name == "import torch" else heavy_modules(COMMANDS[name], trees[label])
+        heavy = "-" if label == "-" else heavy_modules(COMMANDS[name], trees[label])
         lines.append(f"| {label} | {name} | {median:.2f} | {min(samples):.2f} | {median - torch_s:+.2f} | "
                      f"{median / torch_s:.2f} | {heavy} |")
     for name in COMMANDS:
-        if name != "import torch" and len(trees) == 2:
+        if not name.startswith("import") and len(trees) == 2:
             (a, _), (b, _) = trees.items()
             ratio = statistics.median(times[(b, name)]) / statistics.median(times[(a, name)])
             lines.append(f"\n{name}: {b} / {a} = {ratio:.2f} (ratio of medians)")
