@@ -13,7 +13,6 @@ import torch
 
 from bench.cells import Cell
 from bench.checkpoint import CHECKPOINT_DIR, CheckpointStore
-from bench.errors import BenchError
 from bench.evaluation.cell_hellaswag import score_in_run
 from bench.registry import Registry
 from bench.store import CellRecord, ResultStore
@@ -29,32 +28,6 @@ class RunOutcome:
     skipped: list[str] = field(default_factory=list)
     failed: dict[str, str] = field(default_factory=dict)  # cell name -> status
     interrupted: str | None = None  # the signal that stopped the run early, if one did
-
-
-def resolve_device(choice: str) -> torch.device:
-    if choice == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if choice == "cuda" and not torch.cuda.is_available():
-        raise BenchError("--device cuda was asked for but torch sees no CUDA device; use --device cpu or auto")
-    if choice not in ("cpu", "cuda"):
-        raise BenchError(f"unknown device {choice!r}; use auto, cpu or cuda")
-    return torch.device(choice)
-
-
-def select_cells(cells: list[Cell], expression: str | None) -> list[Cell]:
-    """``key=value[,key=value...]`` keeps cells whose config matches all pairs; any other text
-    keeps cells whose name contains it."""
-    if not expression:
-        return cells
-    if "=" not in expression:
-        return [c for c in cells if expression in c.name]
-    pairs = []
-    for part in expression.split(","):
-        key, sep, value = part.partition("=")
-        if not sep or not key.strip():
-            raise BenchError(f"--filter {expression!r}: write key=value pairs separated by commas")
-        pairs.append((key.strip(), value.strip()))
-    return [c for c in cells if all(str(c.config.get(k)) == v for k, v in pairs)]
 
 
 # A rerun skips cells whose summary holds one of these: their outcome is a property of the

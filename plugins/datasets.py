@@ -291,7 +291,7 @@ def text(train_path: str = "", valid_path: str = "", test_path: str = "", max_ch
         if not value:
             raise DataMissingError(
                 f"dataset 'text' needs {key} set to a UTF-8 text file for its {split} split "
-                f"(add `{key}: path/to/{split}.txt` to the matrix)"
+                f"(add `{key} = \"path/to/{split}.txt\"` to [defaults] or [matrix])"
             )
         path = Path(value).expanduser()
         if not path.is_file():
