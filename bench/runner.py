@@ -89,7 +89,7 @@ def run_cells(cells: list[Cell], *, registry: Registry, hooks: Any, store: Resul
         progress = Progress()
         try:
             summary = _train_with_oom_retry(cell, registry, hooks, device, record, stop, progress,
-                                            lambda line: say(f"{prefix}: {line.strip()}"))
+                                            lambda line: say(f"{prefix}: {line.strip()}"))  # noqa: B023 (called within this iteration)
         except KeyboardInterrupt:
             raise
         except Interrupted as exc:

@@ -34,7 +34,8 @@ def test_run_then_report_end_to_end(bench_cli, write_matrix, tmp_path):
     report = bench_cli("report", "--sort", "time")
     assert report.returncode == 0, report.stderr
     perplexity = report.stdout.split("## tiny: perplexity")[1].split("\n## ")[0]
-    table_rows = [line for line in perplexity.splitlines() if line.startswith("|") and ("lstm" in line or "gpt1" in line)]
+    table_rows = [line for line in perplexity.splitlines()
+                  if line.startswith("|") and ("lstm" in line or "gpt1" in line)]
     assert len(table_rows) == 5
 
     again = bench_cli("run", str(matrix))

@@ -42,7 +42,14 @@ from typing import TYPE_CHECKING, Any, Generator
 
 import pytest
 
-from bench.testing.kit import ContractViolation, KitCheck, all_checks, check_component, iter_checks, parametrize_with_checks
+from bench.testing.kit import (
+    ContractViolation,
+    KitCheck,
+    all_checks,
+    check_component,
+    iter_checks,
+    parametrize_with_checks,
+)
 
 if TYPE_CHECKING:
     from bench.components import Component

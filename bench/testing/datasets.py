@@ -25,7 +25,8 @@ class DatasetCase:
 
     def build(self) -> Corpus:
         corpus = self.component.factory(**self.hparams)
-        require(isinstance(corpus, Corpus), f"factory returned {type(corpus).__name__}, not a bench.data.corpus.Corpus")
+        require(isinstance(corpus, Corpus),
+                f"factory returned {type(corpus).__name__}, not a bench.data.corpus.Corpus")
         return corpus
 
 
@@ -35,7 +36,8 @@ def make_case(component: Component, overrides: Mapping[str, Any]) -> DatasetCase
 
 def check_tag_matches_content(case: DatasetCase) -> None:
     tags = sorted(set(case.component.tags) & set(TAGS))
-    require(len(tags) == 1, f"tag the component with exactly one of {list(TAGS)}, got tags {sorted(case.component.tags)}")
+    require(len(tags) == 1,
+            f"tag the component with exactly one of {list(TAGS)}, got tags {sorted(case.component.tags)}")
     corpus = case.build()
     want = "text" if corpus.is_text else "tokens"
     require(tags == [want], f"tagged {tags[0]!r} but the corpus holds {want}")
@@ -53,14 +55,16 @@ def check_token_ids(case: DatasetCase) -> None:
     corpus = case.build()
     if corpus.is_text:
         return
-    require(corpus.vocab_size is not None and corpus.vocab_size > 0, f"vocab_size must be positive, got {corpus.vocab_size}")
+    require(corpus.vocab_size is not None and corpus.vocab_size > 0,
+            f"vocab_size must be positive, got {corpus.vocab_size}")
     for split in SPLITS:
         ids = corpus.splits[split]
         require(isinstance(ids, np.ndarray) and ids.ndim == 1 and np.issubdtype(ids.dtype, np.integer),
                 f"split {split!r} must be a 1-D integer numpy array, got {type(ids).__name__}")
         if len(ids):
-            require(0 <= int(ids.min()) and int(ids.max()) < corpus.vocab_size,  # type: ignore[operator]
-                    f"split {split!r} has ids in [{ids.min()}, {ids.max()}], outside [0, vocab_size={corpus.vocab_size})")
+            low, high = int(ids.min()), int(ids.max())
+            require(0 <= low and high < corpus.vocab_size,  # type: ignore[operator]
+                    f"split {split!r} has ids in [{low}, {high}], outside [0, vocab_size={corpus.vocab_size})")
 
 
 def check_deterministic(case: DatasetCase) -> None:

@@ -9,7 +9,7 @@ each pair becomes one pytest test with a readable id such as ``gru-check_causali
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Mapping, Union
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Mapping
 
 from bench.components import Component
 from bench.errors import DataMissingError
@@ -19,7 +19,7 @@ if TYPE_CHECKING:
 
 # How a caller names one component to check: the component itself, the component with small
 # hyperparameter overrides, or a label (the test id), the component and its overrides.
-ComponentSpec = Union[Component, tuple[Component, Mapping[str, Any]], tuple[str, Component, Mapping[str, Any]]]
+ComponentSpec = Component | tuple[Component, Mapping[str, Any]] | tuple[str, Component, Mapping[str, Any]]
 
 
 class ContractViolation(AssertionError):

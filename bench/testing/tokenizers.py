@@ -34,7 +34,8 @@ def make_case(component: Component, overrides: Mapping[str, Any]) -> TokenizerCa
 def check_attributes(case: TokenizerCase) -> None:
     tok = case.build()
     require(isinstance(tok.name, str) and tok.name, f"name must be a non-empty string, got {tok.name!r}")
-    require(isinstance(tok.vocab_size, int) and tok.vocab_size > 0, f"vocab_size must be a positive int, got {tok.vocab_size!r}")
+    require(isinstance(tok.vocab_size, int) and tok.vocab_size > 0,
+            f"vocab_size must be a positive int, got {tok.vocab_size!r}")
     eot = tok.eot_token
     require(eot is None or (isinstance(eot, int) and 0 <= eot < tok.vocab_size),
             f"eot_token must be None or an id in [0, vocab_size), got {eot!r}")
@@ -44,9 +45,12 @@ def check_round_trip(case: TokenizerCase) -> None:
     tok = case.build()
     for text in SAMPLES:
         ids = tok.encode(text)
-        require(isinstance(ids, list) and all(isinstance(i, int) for i in ids), f"encode({text[:20]!r}) must return list[int]")
-        require(all(0 <= i < tok.vocab_size for i in ids), f"encode({text[:20]!r}) gave ids outside [0, vocab_size)")
-        require(tok.decode(ids) == text, f"decode(encode({text[:20]!r})) = {tok.decode(ids)[:20]!r}: text must survive a round trip")
+        shown = repr(text[:20])
+        require(isinstance(ids, list) and all(isinstance(i, int) for i in ids),
+                f"encode({shown}) must return list[int]")
+        require(all(0 <= i < tok.vocab_size for i in ids), f"encode({shown}) gave ids outside [0, vocab_size)")
+        back = tok.decode(ids)
+        require(back == text, f"decode(encode({shown})) = {back[:20]!r}: text must survive a round trip")
 
 
 def check_encode_batch(case: TokenizerCase) -> None:
@@ -54,7 +58,8 @@ def check_encode_batch(case: TokenizerCase) -> None:
     batch = getattr(tok, "encode_batch", None)
     if batch is None:
         return  # optional: bench falls back to encode()
-    require(batch(SAMPLES) == [tok.encode(t) for t in SAMPLES], "encode_batch(texts) must equal [encode(t) for t in texts]")
+    require(batch(SAMPLES) == [tok.encode(t) for t in SAMPLES],
+            "encode_batch(texts) must equal [encode(t) for t in texts]")
 
 
 KIND = KindChecks("tokenizer", (check_attributes, check_round_trip, check_encode_batch), make_case)

@@ -128,7 +128,8 @@ def test_markov_chain_is_irreducible_and_aperiodic():
 
 
 @pytest.mark.parametrize(
-    "kwargs", [{"vocab_size": 2}, {"branching": 1}, {"vocab_size": 8, "branching": 8}, {"alpha": 0}, {"train_tokens": 0}]
+    "kwargs",
+    [{"vocab_size": 2}, {"branching": 1}, {"vocab_size": 8, "branching": 8}, {"alpha": 0}, {"train_tokens": 0}]
 )
 def test_synthetic_rejects_impossible_settings(kwargs):
     with pytest.raises(ValueError):

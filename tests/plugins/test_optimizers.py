@@ -55,7 +55,8 @@ def test_muon_takes_hidden_matrices_and_adamw_the_rest():
     expected = sorted(f"blocks.{i}.{layer}.weight" for i in range(2)
                       for layer in ("attn.c_attn", "attn.c_proj", "mlp.c_fc", "mlp.c_proj"))
     assert in_muon == expected
-    assert {"wte.weight", "wpe.weight", "lm_head.weight", "ln_f.weight", "ln_f.bias", "blocks.0.attn.c_attn.bias"} <= in_adamw
+    assert {"wte.weight", "wpe.weight", "lm_head.weight", "ln_f.weight", "ln_f.bias",
+            "blocks.0.attn.c_attn.bias"} <= in_adamw
     assert len(in_muon) + len(in_adamw) == len(names)
     # One optimizer for the trainer: its groups are the inner optimizers' own group dicts.
     opt.param_groups[0]["lr"] = 0.5

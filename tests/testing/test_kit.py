@@ -11,7 +11,6 @@ import pytest
 import torch
 from torch import nn
 
-
 from bench.components import Component
 from bench.testing import ContractViolation, all_checks, check_optimizer, iter_model_checks, parametrize_with_checks
 from tests.testing.broken_components import LEAK, signum

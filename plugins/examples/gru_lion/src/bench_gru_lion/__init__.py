@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from bench import Component, hookimpl
-
 from bench_gru_lion.gru import GRULanguageModel
 from bench_gru_lion.lion import Lion, lion
 

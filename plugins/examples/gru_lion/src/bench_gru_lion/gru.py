@@ -19,7 +19,8 @@ class GRULanguageModel(LanguageModel):
 
     def __init__(self, vocab_size: int, n_layer: int, n_embd: int, n_hidden: int, dropout: float):
         super().__init__()
-        for key, value in {"vocab_size": vocab_size, "n_layer": n_layer, "n_embd": n_embd, "n_hidden": n_hidden}.items():
+        sizes = {"vocab_size": vocab_size, "n_layer": n_layer, "n_embd": n_embd, "n_hidden": n_hidden}
+        for key, value in sizes.items():
             if not (isinstance(value, int) and value > 0):
                 raise ValueError(f"{key} must be a positive integer, got {value!r}")
         if not 0 <= dropout < 1:
