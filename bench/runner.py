@@ -64,7 +64,7 @@ def run_cells(cells: list[Cell], *, registry: Registry, hooks: Any, store: Resul
         progress = LoopState()
         try:
             summary = _train_with_oom_retry(cell, registry, hooks, device, record, stop, progress,
-                                            lambda line: say(f"{prefix}: {line.strip()}"))
+                                            lambda line: say(f"{prefix}: {line.strip()}"))  # noqa: B023 (called within this iteration)
         except (KeyboardInterrupt, SystemExit) as exc:
             if _is_real_signal(exc, stop):
                 raise

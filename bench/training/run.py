@@ -16,6 +16,7 @@ from bench.checkpoint import CHECKPOINT_DIR, CheckpointStore
 from bench.data.loading import CellData, load_cell_data
 from bench.data.samplers import RandomBatchSampler
 from bench.evaluation.perplexity import evaluate
+from bench.param_roles import tag_parameter_roles
 from bench.registry import Registry
 from bench.store import CellRecord
 from bench.training.footprint import estimate_training_bytes, free_bytes, too_large_warning
@@ -88,6 +89,7 @@ def build_run(cell: Cell, registry: Registry, hooks: Any, device: torch.device, 
     data = load_cell_data(config, registry, device)
     model_component = registry.get("model", config["model"])
     model = model_component.factory(data.vocab_size, **component_params(config, model_component)).to(device)
+    tag_parameter_roles(model)  # optimizers that split parameters by role (muon, decay_exclude) read these
     optimizer_component = registry.get("optimizer", config["optimizer"])
     optimizer = optimizer_component.factory(model.parameters(), lr=config["lr"], device_type=device.type,
                                             **component_params(config, optimizer_component))
