@@ -24,7 +24,8 @@ from typing import Any
 from bench.cells import Cell
 from bench.errors import BenchError
 from bench.executors.transfer import pack_folder, unpack_into
-from bench.runner import CellContext, CellOutcome, RunSpec, Session, lost_cell, resolve_device, run_cell
+from bench.runner import CellContext, CellOutcome, RunSpec, Session, lost_cell, run_cell
+from bench.selection import resolve_device
 from bench.store import ResultStore
 
 POLL_S = 0.5
@@ -60,6 +61,7 @@ class RemoteStop:
         self.flag, self.interval_s = flag, interval_s
         self.cause: str = "nothing"
         self.requested = False
+        self.forced = False  # no second signal reaches a task: a KeyboardInterrupt there is the cell's own
         self._done = threading.Event()
         threading.Thread(target=self._poll, name="bench-stop-poll", daemon=True).start()
 

@@ -87,7 +87,8 @@ def worker_main(slot: Slot, spec: Any, conn: Any, lock: SharedFd | None, parent:
     import torch
 
     from bench.registry import build_registry, plugin_manager
-    from bench.runner import CellContext, resolve_device, run_cell
+    from bench.runner import CellContext, run_cell
+    from bench.selection import resolve_device
     from bench.signals import GracefulStop
     from bench.store import ResultStore
 
