@@ -16,6 +16,7 @@ each checkpoints, returns its folder, and the driver keeps it.
 
 from __future__ import annotations
 
+import signal
 import tempfile
 import threading
 from pathlib import Path
@@ -26,6 +27,7 @@ from bench.errors import BenchError
 from bench.executors.transfer import pack_folder, unpack_into
 from bench.runner import CellContext, CellOutcome, RunSpec, Session, lost_cell, run_cell
 from bench.selection import resolve_device
+from bench.signals import STOP_SIGNALS
 from bench.store import ResultStore
 
 POLL_S = 0.5
@@ -117,11 +119,18 @@ class RayExecutor:
         """Join the cluster at ``address``, or start a local one (kept for later batches of cells)."""
         if self.ray.is_initialized():
             return
+        # ray.init installs its own SIGTERM handler (abort); the run's graceful stop must keep its own.
+        handlers = {signum: signal.getsignal(signum) for signum in STOP_SIGNALS}
         try:
             self.ray.init(address=self.address or None, include_dashboard=False, configure_logging=False)
         except (ConnectionError, RuntimeError, ValueError) as exc:
             raise BenchError(f"cannot reach the Ray cluster at {self.address!r}: {exc}; check --ray-address "
                              "(host:port of `ray start --head`), or leave it out to start a local cluster") from None
+        finally:
+            if threading.current_thread() is threading.main_thread():
+                for signum, handler in handlers.items():
+                    if handler is not None:
+                        signal.signal(signum, handler)
         where = f"Ray cluster at {self.address}" if self.address else "a local Ray cluster"
         say(f"bench: running on {where} ({self.ray.cluster_resources().get('CPU', 0):g} CPUs, "
             f"{self.ray.cluster_resources().get('GPU', 0):g} GPUs)")
@@ -150,12 +159,13 @@ class _Dispatch:
     def run(self, cells: list[Cell]) -> list[CellOutcome]:
         pending, outcomes = list(cells), list[CellOutcome]()
         running: dict[Any, Cell] = {}
+        stop, stopping = self.session.stop, False
         try:
             while pending or running:
-                stop = self.session.stop
-                if stop is not None and stop.requested and pending:
+                if stop is not None and stop.requested and not stopping:  # running tasks checkpoint and return
                     pending.clear()
                     self.flag.set.remote(stop.cause)
+                    stopping = True
                 while pending and (not self.jobs or len(running) < self.jobs):
                     cell = pending.pop(0)
                     running[self._submit(cell)] = cell
