@@ -11,6 +11,7 @@ from tabulate import tabulate
 from bench.cells import Cell, component_params, resolve_cells
 from bench.components import KINDS
 from bench.data.loading import check_data_available
+from bench.data.token_cache import tokens_dir
 from bench.errors import BenchError
 from bench.evaluation.cell_hellaswag import check_eval_settings, describe, score_cell, write_fields
 from bench.evaluation.checkpoint_loading import NotTextCell
@@ -64,6 +65,7 @@ def run_matrix(path: str, *, device: str, filter_expr: str | None, dry_run: bool
     # The lock refuses a second run on these outputs (exit 2); the stop turns SIGINT/SIGTERM into
     # "finish the step, checkpoint, exit".
     with MatrixLock(store.path), GracefulStop() as stop:
+        store.sweep_temp_files(tokens_dir())  # left by writes a kill interrupted
         print(f"bench: {len(cells)} cells of {matrix.name!r} on {target}, results in {store.path}",
               file=sys.stderr)
         outcome = run_cells(cells, registry=registry, hooks=manager.hook, store=store, device=target,

@@ -74,7 +74,7 @@ def run_cells(cells: list[Cell], *, registry: Registry, hooks: Any, store: Resul
             break
         record = store.cell(cell.id)
         prefix = f"[{position}/{len(cells)}] {cell.name}"
-        previous = record.read_summary() or {}
+        previous = record.read_summary(verify_files=True) or {}
         if previous.get("status") in FINAL_STATUSES and not force:
             say(f"{prefix}: already {_done_word(previous)}, skipped (use --force to rerun)")
             outcome.skipped.append(cell.name)
