@@ -32,7 +32,7 @@ import shutil
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterable
 
 import torch
 
@@ -189,6 +189,7 @@ _SAFE_LEAVES = (torch.Tensor, int, float, bool, complex, str, bytes, type(None),
 
 def _foreign_object(obj: Any, where: str = "") -> tuple[str, str] | None:
     """(path, type) of the first object in ``obj`` that is neither a container nor a safe leaf."""
+    items: Iterable[tuple[Any, Any]]
     if isinstance(obj, dict):
         items = obj.items()
     elif isinstance(obj, (list, tuple)) and not isinstance(obj, torch.Size):

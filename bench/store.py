@@ -128,7 +128,7 @@ class CellRecord:
     @property
     def is_complete(self) -> bool:
         summary = self.read_summary()
-        return bool(summary) and summary.get("status") == "ok"
+        return summary is not None and summary.get("status") == "ok"
 
     def _read_object(self, name: str, required: tuple[str, ...]) -> dict[str, Any] | None:
         path = self.path / name

@@ -167,7 +167,8 @@ optimizer = ["sgd", "adamw", "momentum"]
 
 def test_run_resumes_every_other_cell_around_damaged_results_and_report_goes_on(tmp_path, write_matrix, capsys):
     matrix, outputs = write_matrix(E2E_MATRIX, name="damaged"), str(tmp_path / "outputs")
-    assert cli.main(["run", str(matrix), "--device", "cpu", "--outputs", outputs]) == 0
+    run = ["run", str(matrix), "--device", "cpu", "--outputs", outputs]
+    assert cli.main(run) == 0
     cells = sorted(ResultStore(outputs, "damaged").records(), key=lambda r: r.read_summary()["name"])
     broken_summary, broken_weights, intact = cells
     (broken_summary.path / "summary.json").write_bytes(b'{"id": "\xff"}')
@@ -176,19 +177,22 @@ def test_run_resumes_every_other_cell_around_damaged_results_and_report_goes_on(
     kept = (intact.path / "summary.json").read_bytes()
     capsys.readouterr()
 
-    assert cli.main(["report", "--outputs", outputs]) == 0
-    out, err = capsys.readouterr()
-    assert f"warning: {broken_summary.path / 'summary.json'} is not valid UTF-8" in err
-    perplexity = out.split("## damaged: perplexity")[1].split("\n## ")[0]
-    assert "Traceback" not in err and sum("lstm" in line for line in perplexity.splitlines()) == 2
-
-    assert cli.main(["run", str(matrix), "--device", "cpu", "--outputs", outputs]) == 0
+    assert cli.main(run) == 0
     err = capsys.readouterr().err
+    assert f"warning: {broken_summary.path / 'summary.json'} is not valid UTF-8 (byte 0xff at offset 8); " \
+           "moved it to summary.json.corrupt; the cell counts as unfinished\n" in err
     assert f"warning: {weights} does not match summary.json (100 bytes," in err
-    assert "2 trained, 1 already complete, 0 failed" in err
+    assert "2 trained, 1 already complete, 0 failed" in err and "Traceback" not in err
     assert (intact.path / "summary.json").read_bytes() == kept
     for record in cells:
         assert record.read_summary(verify_files=True)["status"] == "ok"
+
+    (intact.path / "summary.json").write_bytes(b'"ok"')
+    assert cli.main(["report", "--outputs", outputs]) == 0
+    out, err = capsys.readouterr()
+    assert f"warning: {intact.path / 'summary.json'} holds a JSON string, not an object" in err
+    perplexity = out.split("## damaged: perplexity")[1].split("\n## ")[0]
+    assert "Traceback" not in err and sum("lstm" in line for line in perplexity.splitlines()) == 2
 
 
 def test_run_sweeps_orphan_temp_files_in_cell_folders_and_the_token_cache(tmp_path, write_matrix, capsys):
