@@ -65,6 +65,7 @@ def run_matrix(path: str, *, device: str, filter_expr: str | None, dry_run: bool
 def _train(cells: list[Cell], matrix: Matrix, manager: pluggy.PluginManager, registry: Registry, *,
            device: torch.device, force: bool, outputs: str, runner: Any) -> int:
     from bench.data.loading import check_data_available
+    from bench.data.token_cache import tokens_dir
     from bench.lock import MatrixLock
     from bench.report import tables
     from bench.runner import run_cells
@@ -75,6 +76,7 @@ def _train(cells: list[Cell], matrix: Matrix, manager: pluggy.PluginManager, reg
     # The lock refuses a second run on these outputs (exit 2); the stop turns SIGINT/SIGTERM into
     # "finish the step, checkpoint, exit".
     with MatrixLock(store.path) as lock, GracefulStop() as stop:
+        store.sweep_temp_files(tokens_dir())  # left by writes a kill interrupted
         print(f"bench: {len(cells)} cells of {matrix.name!r} on {device}, results in {store.path}",
               file=sys.stderr)
         outcome = run_cells(cells, registry=registry, hooks=manager.hook, store=store, device=device,
