@@ -42,4 +42,5 @@ def test_dry_run_shows_the_estimate_and_warns_about_a_model_that_cannot_fit(writ
     out = capsys.readouterr().out
     assert "est. GiB" in out and "51,5" in out  # 51.5 G parameters
     warnings = [line for line in out.splitlines() if line.startswith("warning:")]
-    assert len(warnings) == 1 and warnings[0].startswith("warning: gpt1-L16-adamw-n_embd=16384-n_head=16 needs about 784.2 GiB")
+    assert len(warnings) == 1
+    assert warnings[0].startswith("warning: gpt1-L16-adamw-n_embd=16384-n_head=16 needs about 784.2 GiB")
