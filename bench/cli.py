@@ -53,10 +53,10 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
 
 def _run(args: argparse.Namespace) -> int:
     from bench.commands import run_matrix
+    executor = {"name": args.executor or ("ray" if args.ray_address else None), "jobs": args.jobs,
+                "address": args.ray_address}
     return run_matrix(args.matrix, device=args.device, filter_expr=args.filter, dry_run=args.dry_run,
-                      force=args.force, outputs=_outputs_root(args),
-                      executor={"name": args.executor or ("ray" if args.ray_address else None), "jobs": args.jobs,
-                                "address": args.ray_address})
+                      force=args.force, outputs=_outputs_root(args), executor=executor)
 
 
 def _add_report(sub: argparse._SubParsersAction) -> None:

@@ -22,7 +22,7 @@ from bench.evaluation.cell_hellaswag import score_in_run
 from bench.evaluation.perplexity import format_ppl
 from bench.registry import Registry
 from bench.selection import resolve_device
-from bench.store import CellRecord, ResultStore
+from bench.store import SETTLED_STATUSES, CellRecord, ResultStore
 from bench.training import Diverged, Halted, Interrupted, LoopState, is_out_of_memory, train_cell
 
 TRACEBACK_FILE = "traceback.txt"
@@ -37,10 +37,10 @@ class RunOutcome:
     results: list[CellOutcome] = field(default_factory=list)  # what the executor returned, one per cell it ran
 
 
-# A rerun skips cells whose summary holds one of these: their outcome is a property of the
-# configuration (a sweep marks the trials it discards `pruned`). oom, error, interrupted and
-# paused cells run again, resuming from their checkpoint.
-FINAL_STATUSES = ("ok", "diverged", "pruned")
+# A rerun skips cells whose summary holds one of these (the store's settled statuses: ok,
+# diverged, pruned), as their outcome is a property of the configuration. oom, error,
+# interrupted and paused cells run again, resuming from their checkpoint.
+FINAL_STATUSES = SETTLED_STATUSES
 
 
 def stderr_line(line: str) -> None:
@@ -110,7 +110,7 @@ def run_cells(cells: list[Cell], *, registry: Registry, hooks: Any, store: Resul
     todo = []
     for cell in cells:
         record = store.cell(cell.id)
-        previous = record.read_summary() or {}
+        previous = record.read_summary(verify_files=True) or {}
         if previous.get("status") in FINAL_STATUSES and not force:
             say(f"{session.label(cell)}: already {_done_word(previous)}, skipped (use --force to rerun)")
             outcome.skipped.append(cell.name)
@@ -172,7 +172,7 @@ def run_cell(cell: Cell, context: CellContext, label: str, out: Callable[[str], 
         status = _failure_summary(cell, record, exc, device, progress)
         say(f"error at step {status['step']}: {status['reason']} (see {record.path / TRACEBACK_FILE})")
         _notify_end(hooks, cell, status, say)
-        result = CellOutcome(cell.id, cell.name, status["status"], status)
+        result = CellOutcome(cell.id, cell.name, "error", status)
     except Halted as exc:
         status = _failure_summary(cell, record, exc, device, progress)
         say(f"paused at step {exc.step} (halt_at_step), val loss {exc.validation.get('val_loss')}")

@@ -24,7 +24,7 @@ import statistics
 import sys
 import tempfile
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import torch
@@ -99,7 +99,7 @@ def report(times: dict[str, list[float]], cells: int, args: argparse.Namespace, 
     lines = [
         "# Executors: --jobs 2 speed-up and Ray's per-cell overhead", "",
         f"`python benchmarks/executors.py --rounds {args.rounds} --steps {args.steps}`, "
-        f"{datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC, {platform.machine()}, {cpu_cores()} CPU cores, "
+        f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC, {platform.machine()}, {cpu_cores()} CPU cores, "
         f"torch {torch.__version__}, Python {platform.python_version()}; load average during the run "
         f"{min(load):.1f}-{max(load):.1f} (a shared machine).", "",
         f"{cells} cells (gpt1, 2 layers, n_embd 64, batch 16 x 64 tokens, {args.steps} AdamW/Adam/SGD/momentum "

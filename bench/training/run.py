@@ -11,6 +11,7 @@ import numpy as np
 import torch
 
 from bench import rng
+from bench.budget import StepPlan, make_plan
 from bench.cells import Cell, component_params
 from bench.checkpoint import CHECKPOINT_DIR, CheckpointStore
 from bench.data.loading import CellData, load_cell_data
@@ -20,7 +21,6 @@ from bench.param_roles import tag_parameter_roles
 from bench.registry import Registry
 from bench.store import CellRecord
 from bench.training.footprint import estimate_training_bytes, free_bytes, too_large_warning
-from bench.budget import StepPlan, make_plan
 from bench.training.state import LoopState
 
 
@@ -103,7 +103,7 @@ def build_run(cell: Cell, registry: Registry, hooks: Any, device: torch.device, 
                    if config["checkpoint"] else None)
     run = Run(cell, device, data, model, optimizer, schedule, sampler, plan, loop, record, checkpoints, hooks, say)
     if checkpoints is not None:
-        resume(run)
+        resume(run, checkpoints)
     if batching is not None:
         loop.micro_batch, loop.accum = batching
     sampler.batch_size = loop.micro_batch
@@ -121,9 +121,9 @@ def _warn_if_too_large(run: Run) -> None:
         run.say(line)
 
 
-def resume(run: Run) -> None:
+def resume(run: Run, checkpoints: CheckpointStore) -> None:
     """Load the newest readable checkpoint into the run, including the best weights so far."""
-    restored = run.checkpoints.load()
+    restored = checkpoints.load()
     if restored is None:
         return
     state = restored.state
@@ -131,18 +131,18 @@ def resume(run: Run) -> None:
     if mismatch:
         run.say(f"warning: {run.cell.name}: checkpoint {restored.path} does not fit the model ({mismatch}); "
                 "starting this cell from scratch")
-        run.checkpoints.clear()
+        checkpoints.clear()
         return
     run.model.load_state_dict(state["model"])
     run.optimizer.load_state_dict(state["optimizer"])
-    if state["schedule"] is not None:
+    if state["schedule"] is not None:  # a plugin's stateful schedule (see checkpoint_state)
         run.schedule.load_state_dict(state["schedule"])
     run.sampler.load_state_dict(state["sampler"])
     run.loop.load_dict(state["loop"])
     rng.restore(state["rng"])
     run.loop.resumed_at.append(run.loop.step)
     run.say(f"  {run.cell.name}: resuming after step {run.loop.step} from the {restored.source} checkpoint")
-    if run.loop.best_epoch is not None:
+    if run.loop.best_epoch is not None and restored.best is not None:
         run.best_weights = restored.best["model"]
 
 
