@@ -19,6 +19,7 @@ from __future__ import annotations
 import signal
 import tempfile
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -83,8 +84,9 @@ class RemoteStop:
 
 
 def train_remotely(cell: Cell, label: str, spec: RunSpec, files: dict[str, bytes], threads: int,
-                   flag: Any) -> tuple[CellOutcome, dict[str, bytes], list[str]]:
-    """The task body, on whichever node Ray picked: the cell trains in a private scratch folder."""
+                   flag: Any) -> tuple[CellOutcome, dict[str, bytes], list[str], float]:
+    """The task body, on whichever node Ray picked: the cell trains in a private scratch folder.
+    Returns the outcome, the folder's files, the cell's output lines and the seconds ``run_cell`` took."""
     import torch
 
     from bench.registry import build_registry, plugin_manager
@@ -99,8 +101,9 @@ def train_remotely(cell: Cell, label: str, spec: RunSpec, files: dict[str, bytes
             unpack_into(folder, files)
             context = CellContext(build_registry(manager), manager.hook, store, resolve_device(spec.device),
                                   spec.force, stop, spec.evaluation)
+            started = time.perf_counter()
             outcome = run_cell(cell, context, label, lines.append)
-            return outcome, pack_folder(folder), lines
+            return outcome, pack_folder(folder), lines, time.perf_counter() - started
     finally:
         stop.close()
 
@@ -114,6 +117,7 @@ class RayExecutor:
             raise ValueError("needs jobs >= 0, num_cpus > 0, retries >= 0 and num_gpus >= 0 (or -1: automatic)")
         self.address, self.jobs, self.num_cpus, self.num_gpus, self.retries = address, jobs, num_cpus, num_gpus, retries
         self.ray = import_ray()
+        self.overheads: list[float] = []  # per finished cell: seconds Ray added around run_cell
 
     def connect(self, say: Any) -> None:
         """Join the cluster at ``address``, or start a local one (kept for later batches of cells)."""
@@ -155,6 +159,8 @@ class _Dispatch:
         self.store = ResultStore(outputs, spec.matrix)
         self.flag = self.ray.remote(num_cpus=0)(StopFlag).remote()
         self.threads = max(1, int(executor.num_cpus))
+        self.submitted: dict[Any, float] = {}
+        self.overheads = executor.overheads
 
     def run(self, cells: list[Cell]) -> list[CellOutcome]:
         pending, outcomes = list(cells), list[CellOutcome]()
@@ -178,20 +184,25 @@ class _Dispatch:
         return outcomes
 
     def _submit(self, cell: Cell) -> Any:
+        started = time.perf_counter()
         files = pack_folder(self.store.cell(cell.id).path)
         self.session.say(f"{self.session.label(cell)}: submitted to Ray")
-        return self.task.remote(cell, self.session.label(cell), self.spec, files, self.threads, self.flag)
+        ref = self.task.remote(cell, self.session.label(cell), self.spec, files, self.threads, self.flag)
+        self.submitted[ref] = started
+        return ref
 
     def _receive(self, ref: Any, cell: Cell) -> CellOutcome:
         record, label = self.store.cell(cell.id), self.session.label(cell)
         try:
-            outcome, files, lines = self.ray.get(ref)
+            outcome, files, lines, task_s = self.ray.get(ref)
         except self.ray.exceptions.RayError as exc:
             first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
             reason = f"Ray task lost ({type(exc).__name__}: {first}); rerun to resume from its last checkpoint"
             self.session.say(f"{label}: {reason}")
             return lost_cell(cell, record, reason, 0, 0, self.spec.device)
         unpack_into(Path(record.path), files)
+        # Round trip (pack, ship, schedule, start, ship back, write) beyond the cell's own run.
+        self.overheads.append(time.perf_counter() - self.submitted.pop(ref) - task_s)
         for line in lines:
             self.session.say(line)
         return outcome
