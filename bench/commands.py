@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import Any, Mapping
 
+import pluggy
 import torch
 from tabulate import tabulate
 
@@ -26,7 +28,7 @@ from bench.signals import GracefulStop
 from bench.store import CellRecord, ResultStore, matrix_names
 
 
-def _registry() -> tuple[object, Registry]:
+def _registry() -> tuple[pluggy.PluginManager, Registry]:
     manager = plugin_manager()
     return manager, build_registry(manager)
 
@@ -42,7 +44,7 @@ def list_components() -> int:
     return 0
 
 
-def _format_defaults(defaults: dict) -> str:
+def _format_defaults(defaults: Mapping[str, Any]) -> str:
     return ", ".join(f"{k}={v}" for k, v in defaults.items()) or "-"
 
 

@@ -80,7 +80,7 @@ class CellRecord:
     @property
     def is_complete(self) -> bool:
         summary = self.read_summary()
-        return bool(summary) and summary.get("status") == "ok"
+        return summary is not None and summary.get("status") == "ok"
 
 
 class ResultStore:

@@ -379,7 +379,7 @@ def _resume(checkpoints: CheckpointStore, parts: dict[str, Any], loop: LoopState
     say(f"  {name}: resuming after step {loop.step} from the {restored.source} checkpoint")
     if loop.best_epoch is None:
         return None
-    return restored.best["model"]
+    return restored.best["model"] if restored.best is not None else None
 
 
 def _state_mismatch(expected: dict[str, torch.Tensor], saved: dict[str, torch.Tensor]) -> str | None:
@@ -391,8 +391,8 @@ def _state_mismatch(expected: dict[str, torch.Tensor], saved: dict[str, torch.Te
     return None
 
 
-def _ppl(loss: float) -> float:
-    return math.exp(min(loss, 700.0))
+def _ppl(loss: float | None) -> float | None:
+    return None if loss is None else math.exp(min(loss, 700.0))
 
 
 def _save_weights(record: CellRecord, state: dict[str, torch.Tensor]) -> None:

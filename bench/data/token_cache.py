@@ -70,7 +70,7 @@ def load_tokens(text: str, tokenizer) -> np.ndarray:
                 f"tokenizer {tokenizer.name!r} produced id {lo if lo < 0 else hi} outside "
                 f"its vocabulary of {tokenizer.vocab_size}"
             )
-        atomic_write_bytes(path, memoryview(np.ascontiguousarray(ids, dtype=dtype.newbyteorder("<"))))
+        atomic_write_bytes(path, np.ascontiguousarray(ids, dtype=dtype.newbyteorder("<")).data)
     return np.memmap(path, dtype=dtype.newbyteorder("<"), mode="r")
 
 

@@ -80,7 +80,7 @@ def _display(value: Any, formatter: Callable[[float], str] | None) -> str:
     if isinstance(value, numbers.Real):
         if formatter is not None:
             return formatter(float(value))
-        return _integer(value) if isinstance(value, numbers.Integral) else DEFAULT_FLOAT(float(value))
+        return _integer(float(value)) if isinstance(value, numbers.Integral) else DEFAULT_FLOAT(float(value))
     return str(value)
 
 
