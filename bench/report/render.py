@@ -24,6 +24,9 @@ FORMATS = {"github": "github", "markdown": "pipe", "latex": "latex_raw", "html":
            "json": None}
 MISSING = "-"
 BEST = "best"
+# Columns for machines: csv and json carry them, the formats for people leave them out.
+CELL_NAME, CELL_ID = "Cell", "Cell id"
+MACHINE_ONLY = (CELL_NAME, CELL_ID)
 
 
 def _si(value: float) -> str:
@@ -40,6 +43,11 @@ def _fixed(digits: int) -> Callable[[float], str]:
 
 def _integer(value: float) -> str:
     return f"{int(round(value)):,}"
+
+
+def general(value: float) -> str:
+    """A configured value as written: 0.0003 -> '0.0003', 3e-05 -> '3e-05', 2.0 -> '2'."""
+    return f"{value:g}" if not float(value).is_integer() or abs(value) >= 1e16 else f"{int(value)}"
 
 
 COLUMN_FORMATS: dict[str, Callable[[float], str]] = {
@@ -66,6 +74,7 @@ class Section:
     title: str
     table: pd.DataFrame
     notes: list[str] = field(default_factory=list)
+    formats: dict[str, Callable[[float], str]] = field(default_factory=dict)  # beyond COLUMN_FORMATS
 
 
 def _missing(value: Any) -> bool:
@@ -108,8 +117,9 @@ def _numeric(column: pd.Series) -> bool:
                                 for v in values)
 
 
-def render(table: pd.DataFrame, fmt: str) -> str:
-    """One table as text, each column formatted by ``COLUMN_FORMATS`` (people's formats only)."""
+def render(table: pd.DataFrame, fmt: str, formats: dict[str, Callable[[float], str]] | None = None) -> str:
+    """One table as text, each column formatted by ``formats`` or ``COLUMN_FORMATS`` (people's
+    formats only; those also leave out the cell name and id columns)."""
     if fmt not in FORMATS:
         raise BenchError(f"unknown format {fmt!r}; use one of {', '.join(FORMATS)}")
     if fmt == "json":
@@ -118,10 +128,11 @@ def render(table: pd.DataFrame, fmt: str) -> str:
         cleaned = table.astype(object).map(lambda v: None if _missing(v) else v)
         return cleaned.to_csv(index=False, na_rep=MISSING).rstrip("\n")
     best = table[BEST].fillna(False).astype(bool).tolist() if BEST in table else [False] * len(table)
-    shown = table.drop(columns=[BEST]) if BEST in table else table
+    shown = table.drop(columns=[c for c in (BEST, *MACHINE_ONLY) if c in table])
+    column_formats = {**COLUMN_FORMATS, **(formats or {})}
     rows = []
     for position, (_, row) in enumerate(shown.iterrows()):
-        cells = [_escape(_display(row[c], COLUMN_FORMATS.get(c)), fmt) for c in shown.columns]
+        cells = [_escape(_display(row[c], column_formats.get(c)), fmt) for c in shown.columns]
         rows.append([_bold(c, fmt) for c in cells] if best[position] else cells)
     align = ["right" if _numeric(shown[c]) else "left" for c in shown.columns]
     headers = [_escape(str(c), fmt) for c in shown.columns]
@@ -157,7 +168,7 @@ def render_document(matrices: dict[str, list[Section]], fmt: str) -> str:
     for name, sections in matrices.items():
         for section in sections:
             heading = f"{name}: {section.title}"
-            body = render(section.table, fmt)
+            body = render(section.table, fmt, section.formats)
             if fmt == "csv":
                 block = body if total == 1 else f"# {heading}\n{body}"
                 notes = [f"# {n}" for n in section.notes]
