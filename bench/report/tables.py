@@ -9,8 +9,7 @@ import pandas as pd
 
 from bench.errors import BenchError
 from bench.report.frame import CONFIG_PREFIX, SORT_COLUMNS, sort_frame, summaries_frame  # noqa: F401 - public API
-from bench.report.render import BEST, CELL_ID, CELL_NAME, MISSING, Section, general
-from bench.report.render import FORMATS, render, render_document  # noqa: F401 - public API
+from bench.report.render import BEST, CELL_ID, CELL_NAME, FORMATS, MISSING, Section, general, render, render_document  # noqa: F401 - public API
 from bench.schema import TRAINER_KEYS
 
 MIB = 2**20
