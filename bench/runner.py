@@ -14,9 +14,9 @@ import torch
 from bench.cells import Cell
 from bench.checkpoint import CHECKPOINT_DIR, CheckpointStore
 from bench.evaluation.cell_hellaswag import score_in_run
+from bench.evaluation.perplexity import format_ppl
 from bench.registry import Registry
 from bench.store import CellRecord, ResultStore
-from bench.evaluation.perplexity import format_ppl
 from bench.training import Diverged, Halted, Interrupted, LoopState, is_out_of_memory, train_cell
 
 TRACEBACK_FILE = "traceback.txt"

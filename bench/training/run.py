@@ -11,6 +11,7 @@ import numpy as np
 import torch
 
 from bench import rng
+from bench.budget import StepPlan, make_plan
 from bench.cells import Cell, component_params
 from bench.checkpoint import CHECKPOINT_DIR, CheckpointStore
 from bench.data.loading import CellData, load_cell_data
@@ -20,7 +21,6 @@ from bench.param_roles import tag_parameter_roles
 from bench.registry import Registry
 from bench.store import CellRecord
 from bench.training.footprint import estimate_training_bytes, free_bytes, too_large_warning
-from bench.budget import StepPlan, make_plan
 from bench.training.state import LoopState
 
 

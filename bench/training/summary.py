@@ -9,10 +9,10 @@ from typing import Any
 import torch
 
 from bench import memory, timing
+from bench.budget import budget_record
 from bench.evaluation.perplexity import perplexity
 from bench.store import BEST_WEIGHTS, atomic_write_bytes
 from bench.training.outcomes import Diverged
-from bench.budget import budget_record
 from bench.training.run import Run
 
 
