@@ -40,7 +40,7 @@ def load_cell_data(config: dict[str, Any], registry: Registry, device: torch.dev
     # int32 halves the footprint of int64 and is enough for any vocabulary; batches are
     # widened to int64 only when gathered.
     splits = {split: torch.from_numpy(np.asarray(a, dtype=np.int32)).to(device) for split, a in arrays.items()}
-    words = {split: word_count(corpus.splits[split]) for split in SPLITS} \
+    words = {split: word_count(cast(str, corpus.splits[split])) for split in SPLITS} \
         if corpus.is_text and "words" in dataset.tags else None
     return CellData(splits, vocab_size, corpus.entropy_rate, corpus.is_text, tokenizer, words)
 

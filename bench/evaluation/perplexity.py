@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 from contextlib import nullcontext
+from typing import overload
 
 import torch
 import torch.nn.functional as F
@@ -24,6 +25,14 @@ def autocast_context(device: torch.device, dtype: str):
     if dtype == "bfloat16":
         return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
     return nullcontext()
+
+
+@overload
+def perplexity(loss: float) -> float: ...
+
+
+@overload
+def perplexity(loss: None) -> None: ...
 
 
 def perplexity(loss: float | None) -> float | None:

@@ -228,7 +228,7 @@ def build_sections(frame: pd.DataFrame, *, sort: str = "ppl", peak_tflops: float
         raise BenchError(f"unknown table {unknown[0]!r}; use any of {', '.join(TABLE_KEYS)}")
     sections = []
     # Varying config keys are printed as given (lr 0.0003, not the two decimals of a perplexity).
-    axis_formats = {key: general for key in varying_axes(frame)}
+    axis_formats: dict[str, Callable[[float], str]] = {key: general for key in varying_axes(frame)}
     if "perplexity" in which:
         notes = []
         if _num(frame, "entropy_floor_ppl").notna().any():

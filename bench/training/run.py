@@ -123,7 +123,7 @@ def _warn_if_too_large(run: Run) -> None:
 
 def resume(run: Run) -> None:
     """Load the newest readable checkpoint into the run, including the best weights so far."""
-    restored = run.checkpoints.load()
+    restored = run.checkpoints.load() if run.checkpoints is not None else None
     if restored is None:
         return
     state = restored.state
@@ -131,18 +131,18 @@ def resume(run: Run) -> None:
     if mismatch:
         run.say(f"warning: {run.cell.name}: checkpoint {restored.path} does not fit the model ({mismatch}); "
                 "starting this cell from scratch")
-        run.checkpoints.clear()
+        run.checkpoints.clear()  # type: ignore[union-attr]  # a checkpoint was just restored from it
         return
     run.model.load_state_dict(state["model"])
     run.optimizer.load_state_dict(state["optimizer"])
     if state["schedule"] is not None:
-        run.schedule.load_state_dict(state["schedule"])
+        run.schedule.load_state_dict(state["schedule"])  # type: ignore[attr-defined]  # a stateful schedule
     run.sampler.load_state_dict(state["sampler"])
     run.loop.load_dict(state["loop"])
     rng.restore(state["rng"])
     run.loop.resumed_at.append(run.loop.step)
     run.say(f"  {run.cell.name}: resuming after step {run.loop.step} from the {restored.source} checkpoint")
-    if run.loop.best_epoch is not None:
+    if run.loop.best_epoch is not None and restored.best is not None:
         run.best_weights = restored.best["model"]
 
 
