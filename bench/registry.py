@@ -20,6 +20,7 @@ _HOOK_BY_KIND = {
     "schedule": "bench_schedules",
     "dataset": "bench_datasets",
     "tokenizer": "bench_tokenizers",
+    "executor": "bench_executors",
 }
 
 

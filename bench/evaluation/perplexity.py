@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import math
 from contextlib import nullcontext
-from typing import overload
 
 import torch
 import torch.nn.functional as F
@@ -27,18 +26,8 @@ def autocast_context(device: torch.device, dtype: str):
     return nullcontext()
 
 
-@overload
-def perplexity(loss: float) -> float: ...
-
-
-@overload
-def perplexity(loss: None) -> None: ...
-
-
-def perplexity(loss: float | None) -> float | None:
+def perplexity(loss: float) -> float:
     """``exp(loss)``, infinite where it overflows (a diverged model) rather than a 300-digit number."""
-    if loss is None:
-        return None
     return math.exp(loss) if loss < 700.0 else math.inf
 
 
@@ -77,7 +66,7 @@ def evaluate(model: torch.nn.Module, tokens: torch.Tensor, *, seq_len: int, batc
     if count == 0:
         raise ValueError("evaluation split has fewer than 2 tokens")
     loss = total_nll.item() / count
-    result = {"loss": loss, "ppl": perplexity(loss), "tokens": count}
+    result: dict[str, float] = {"loss": loss, "ppl": perplexity(loss), "tokens": count}
     if words:
         result["word_ppl"] = perplexity(total_nll.item() / words)
     return result

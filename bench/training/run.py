@@ -103,7 +103,7 @@ def build_run(cell: Cell, registry: Registry, hooks: Any, device: torch.device, 
                    if config["checkpoint"] else None)
     run = Run(cell, device, data, model, optimizer, schedule, sampler, plan, loop, record, checkpoints, hooks, say)
     if checkpoints is not None:
-        resume(run)
+        resume(run, checkpoints)
     if batching is not None:
         loop.micro_batch, loop.accum = batching
     sampler.batch_size = loop.micro_batch
@@ -121,9 +121,9 @@ def _warn_if_too_large(run: Run) -> None:
         run.say(line)
 
 
-def resume(run: Run) -> None:
+def resume(run: Run, checkpoints: CheckpointStore) -> None:
     """Load the newest readable checkpoint into the run, including the best weights so far."""
-    restored = run.checkpoints.load() if run.checkpoints is not None else None
+    restored = checkpoints.load()
     if restored is None:
         return
     state = restored.state
@@ -131,12 +131,12 @@ def resume(run: Run) -> None:
     if mismatch:
         run.say(f"warning: {run.cell.name}: checkpoint {restored.path} does not fit the model ({mismatch}); "
                 "starting this cell from scratch")
-        run.checkpoints.clear()  # type: ignore[union-attr]  # a checkpoint was just restored from it
+        checkpoints.clear()
         return
     run.model.load_state_dict(state["model"])
     run.optimizer.load_state_dict(state["optimizer"])
-    if state["schedule"] is not None:
-        run.schedule.load_state_dict(state["schedule"])  # type: ignore[attr-defined]  # a stateful schedule
+    if state["schedule"] is not None:  # a plugin's stateful schedule (see checkpoint_state)
+        run.schedule.load_state_dict(state["schedule"])
     run.sampler.load_state_dict(state["sampler"])
     run.loop.load_dict(state["loop"])
     rng.restore(state["rng"])

@@ -45,8 +45,8 @@ class LoopState:
     the same order) and the step times 10-19 (a cell resumed after step 19 keeps them).
     """
 
-    # Sum of per-step losses since the last log, and of logged windows since the epoch began; the
-    # run replaces these CPU placeholders with tensors on its device.
+    # Sums of per-step losses since the last log, and of logged windows since the epoch began; on
+    # the training device once start() has run.
     window_loss: torch.Tensor = field(default_factory=lambda: torch.zeros(()))
     epoch_loss: torch.Tensor = field(default_factory=lambda: torch.zeros(()))
     micro_batch: int = 0

@@ -121,10 +121,8 @@ def test_halting_and_continuing_gives_the_uninterrupted_curve(tmp_path):
         assert caught.value.step == halt and "val_loss" in caught.value.validation
     resumed, record = train(tmp_path / "halted", **settings)
     assert resumed["resumed_at_steps"] == [7, 20]
-
     def curve(r):
         return [(row.get("train_loss"), row.get("val_loss")) for row in r.read_metrics() if row["kind"] != "step"]
-
     assert curve(record) == curve(whole_record)
     assert resumed["test_loss"] == whole["test_loss"]
 
