@@ -9,6 +9,7 @@ from typing import Any
 
 import torch
 
+from bench.budget import zero_step_problem
 from bench.components import Component
 from bench.errors import ConfigError
 from bench.matrix import Matrix, closest
@@ -38,7 +39,8 @@ def component_params(config: dict[str, Any], component: Component) -> dict[str, 
 
 # Keys that change how a cell is run or observed, never what it computes: changing them must not
 # turn a finished (or half-finished) cell into a new one.
-OPERATIONAL_KEYS = frozenset({"checkpoint", "checkpoint_every", "memory_interval_ms", "peak_tflops"})
+# halt_at_step only says how far this invocation trains: a sweep continues the same cell later.
+OPERATIONAL_KEYS = frozenset({"checkpoint", "checkpoint_every", "memory_interval_ms", "peak_tflops", "halt_at_step"})
 
 
 def cell_id(config: dict[str, Any]) -> str:
@@ -130,6 +132,9 @@ def _check_buildable(config: dict[str, Any], components: dict[str, Component], w
         if limit is not None and config["seq_len"] > limit:
             raise ValueError(f"seq_len {config['seq_len']} exceeds the model's context length {limit}; "
                              f"lower seq_len or raise n_positions")
+        no_steps = zero_step_problem(config, model.flops_per_token(config["seq_len"]))
+        if no_steps:
+            raise ValueError(no_steps)
         probe = torch.nn.Parameter(torch.zeros(1))
         components["optimizer"].factory([probe], lr=config["lr"], device_type="cpu",
                                         **component_params(config, components["optimizer"]))

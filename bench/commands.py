@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import Any
 
 import pluggy
 import torch
@@ -13,6 +14,7 @@ from bench.cells import Cell, component_params, resolve_cells
 from bench.components import KINDS
 from bench.errors import BenchError
 from bench.evaluation.cell_hellaswag import check_eval_settings
+from bench.executors import build_executor, executor_settings
 from bench.matrix import Matrix, load_matrix
 from bench.registry import Registry, build_registry, plugin_manager
 from bench.report.select import filter_summaries
@@ -46,21 +48,24 @@ def _format_defaults(defaults: dict) -> str:
 
 
 def run_matrix(path: str, *, device: str, filter_expr: str | None, dry_run: bool, force: bool,
-               outputs: str) -> int:
+               outputs: str, executor: dict | None = None) -> int:
     manager, registry = _registry()
     matrix = load_matrix(path)
     check_eval_settings(matrix.evaluation, path)
+    runner = build_executor(registry, executor_settings(matrix.executor, executor or {}), path)
     cells = select_cells(resolve_cells(matrix, registry), filter_expr)
     if dry_run:
-        print(_dry_run_table(cells, registry))
+        print(_dry_run_table(cells, registry, resolve_device(device)))
         print(f"{len(cells)} cells in matrix {matrix.name!r}; nothing trained (--dry-run)")
         return 0
-    return _train(cells, matrix, manager, registry, device=resolve_device(device), force=force, outputs=outputs)
+    return _train(cells, matrix, manager, registry, device=resolve_device(device), force=force, outputs=outputs,
+                  runner=runner)
 
 
 def _train(cells: list[Cell], matrix: Matrix, manager: pluggy.PluginManager, registry: Registry, *,
-           device: torch.device, force: bool, outputs: str) -> int:
+           device: torch.device, force: bool, outputs: str, runner: Any) -> int:
     from bench.data.loading import check_data_available
+    from bench.data.token_cache import tokens_dir
     from bench.lock import MatrixLock
     from bench.runner import run_cells
     from bench.signals import GracefulStop
@@ -69,11 +74,12 @@ def _train(cells: list[Cell], matrix: Matrix, manager: pluggy.PluginManager, reg
     store = ResultStore(outputs, matrix.name)
     # The lock refuses a second run on these outputs (exit 2); the stop turns SIGINT/SIGTERM into
     # "finish the step, checkpoint, exit".
-    with MatrixLock(store.path), GracefulStop() as stop:
+    with MatrixLock(store.path) as lock, GracefulStop() as stop:
+        store.sweep_temp_files(tokens_dir())  # left by writes a kill interrupted
         print(f"bench: {len(cells)} cells of {matrix.name!r} on {device}, results in {store.path}",
               file=sys.stderr)
         outcome = run_cells(cells, registry=registry, hooks=manager.hook, store=store, device=device,
-                            force=force, stop=stop, evaluation=matrix.evaluation)
+                            force=force, stop=stop, evaluation=matrix.evaluation, executor=runner, lock=lock)
     if outcome.interrupted:
         print(f"bench: stopped by {outcome.interrupted}; run the same command again to resume", file=sys.stderr)
         return stop.exit_code
@@ -92,17 +98,25 @@ def _print_perplexities(store: ResultStore, cells: list[Cell]) -> None:
     print(tables.render(_with_hellaswag(tables.perplexity_table(frame), frame), "github"))
 
 
-def _dry_run_table(cells: list[Cell], registry: Registry) -> str:
-    rows = []
+def _dry_run_table(cells: list[Cell], registry: Registry, device: torch.device) -> str:
+    """One row per cell: sizes, FLOPs and the estimated training memory; then one warning line per
+    cell whose estimate exceeds the device's free memory."""
+    from bench.training.footprint import estimate_training_bytes, free_bytes, too_large_warning
+
+    rows, warnings, free = [], [], free_bytes(device)
     for cell in cells:
         config = cell.config
         component = registry.get("model", config["model"])
+        vocab = _vocab_size(config, registry)
         with shapes_only():
-            model = component.factory(_vocab_size(config, registry), **component_params(config, component))
+            model = component.factory(vocab, **component_params(config, component))
         counts = model.parameter_counts()
+        estimate = estimate_training_bytes(config, counts["total"], vocab)
+        warnings.append(too_large_warning(estimate, free, cell.name))
         rows.append([cell.id, cell.name, f"{counts['total']:,}", f"{counts['non_embedding']:,}",
-                     f"{model.flops_per_token(config['seq_len']):.3g}"])
-    return tabulate(rows, headers=["id", "name", "params", "non-embedding", "train FLOPs/token"])
+                     f"{model.flops_per_token(config['seq_len']):.3g}", f"{estimate['total'] / (1 << 30):.2f}"])
+    table = tabulate(rows, headers=["id", "name", "params", "non-embedding", "train FLOPs/token", "est. GiB"])
+    return "\n".join([table, *(line for line in warnings if line)])
 
 
 def _vocab_size(config: dict, registry: Registry) -> int:
