@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -43,7 +44,7 @@ def list_components() -> int:
     return 0
 
 
-def _format_defaults(defaults: dict) -> str:
+def _format_defaults(defaults: Mapping[str, Any]) -> str:
     return ", ".join(f"{k}={v}" for k, v in defaults.items()) or "-"
 
 
