@@ -12,23 +12,27 @@ After the rounds it runs each bench command once more in-process and lists which
 optional modules it imported (pandas, matplotlib, torch._dynamo), the cause of most of the
 startup time before this benchmark existed.
 
-    python benchmarks/startup.py                              # this checkout
-    python benchmarks/startup.py --before /tmp/old-checkout   # and another, in the same rounds
+    python benchmarks/startup.py                        # this checkout
+    python benchmarks/startup.py --before 970de96       # and a git revision of it, in the same rounds
     python benchmarks/startup.py --rounds 9 --write benchmarks/results/startup.md
 
-A checkout given with --before supplies the ``bench`` package; the built-in plugins
-(``bench_plugins``) are whatever is installed.
+The revision given with --before is exported (git archive) to a temporary folder that comes first
+on PYTHONPATH, with its own built-in plugins and entry points, so it runs as it was committed.
 """
 
 from __future__ import annotations
 
 import argparse
+import io
 import os
 import platform
 import statistics
 import subprocess
 import sys
+import tarfile
+import tempfile
 import time
+import tomllib
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -51,6 +55,27 @@ PROBE = ("import sys, contextlib, io\nfrom bench.cli import main\n"
 def _env(tree: Path) -> dict[str, str]:
     # The checkout under test comes first on sys.path, ahead of any installed (editable) bench.
     return {**os.environ, "PYTHONPATH": os.pathsep.join([str(tree), os.environ.get("PYTHONPATH", "")])}
+
+
+def export_revision(revision: str) -> Path:
+    """The files of ``revision`` in a temporary folder, importable as an installed bench would be."""
+    root = Path(tempfile.mkdtemp(prefix=f"bench-startup-{revision}-"))
+    archive = subprocess.run(["git", "-C", str(REPO), "archive", revision], capture_output=True, check=True).stdout
+    with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
+        tar.extractall(root, filter="data")
+    (root / "bench_plugins").symlink_to("plugins")  # how pyproject installs the built-in plugins
+    # Metadata under the installed distribution's name shadows it (PYTHONPATH comes first), so the
+    # revision's own entry points are the ones loaded.
+    installed = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["name"]
+    project = tomllib.loads((root / "pyproject.toml").read_text())["project"]
+    info = root / f"{installed}.egg-info"
+    info.mkdir()
+    (info / "PKG-INFO").write_text(f"Metadata-Version: 2.1\nName: {installed}\nVersion: {project['version']}\n")
+    groups = project.get("entry-points", {})
+    (info / "entry_points.txt").write_text("".join(
+        f"[{group}]\n" + "".join(f"{name} = {target}\n" for name, target in points.items()) + "\n"
+        for group, points in groups.items()))
+    return root
 
 
 def time_once(args: list[str], tree: Path) -> float:
@@ -109,12 +134,12 @@ def report(trees: dict[str, Path], times: dict[tuple[str, str], list[float]]) ->
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--before", type=Path, help="another checkout of bench (e.g. before a change) timed in the "
-                                                     "same rounds, for a ratio")
+    parser.add_argument("--before", metavar="REV", help="a git revision of this repository (e.g. before a change) "
+                                                        "timed in the same rounds, for a ratio")
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--write", type=Path, help="also append the markdown table to this file")
     args = parser.parse_args()
-    trees = {"before": args.before.resolve()} if args.before else {}
+    trees = {f"before ({args.before})": export_revision(args.before)} if args.before else {}
     trees["this"] = REPO
     text = report(trees, measure(trees, args.rounds))
     print(text)
