@@ -26,6 +26,7 @@ import argparse
 import io
 import os
 import platform
+import resource
 import statistics
 import subprocess
 import sys
@@ -78,11 +79,15 @@ def export_revision(revision: str) -> Path:
     return root
 
 
-def time_once(args: list[str], tree: Path) -> float:
+def time_once(args: list[str], tree: Path) -> tuple[float, float]:
+    """Wall seconds and CPU seconds (user + system) of one fresh interpreter running ``args``."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     started = time.perf_counter()
     subprocess.run([sys.executable, *args], cwd=tree, env=_env(tree), check=True,
                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    return time.perf_counter() - started
+    wall = time.perf_counter() - started
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return wall, (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
 
 
 def heavy_modules(args: list[str], tree: Path) -> str:
@@ -92,43 +97,51 @@ def heavy_modules(args: list[str], tree: Path) -> str:
     return done.stdout.strip().splitlines()[-1]
 
 
-def measure(trees: dict[str, Path], rounds: int) -> dict[tuple[str, str], list[float]]:
-    """Wall times per (checkout, command); every round runs every command of every checkout."""
+Samples = dict[tuple[str, str], list[tuple[float, float]]]
+
+
+def measure(trees: dict[str, Path], rounds: int) -> Samples:
+    """(wall, CPU) seconds per (checkout, command); every round runs every command of every checkout."""
     floors = [name for name in COMMANDS if name.startswith("import")]
     runs = [("-", name) for name in floors] + [(label, name) for label in trees for name in COMMANDS
                                                if name not in floors]
     tree_of = {"-": next(iter(trees.values())), **trees}
-    times: dict[tuple[str, str], list[float]] = {run: [] for run in runs}
+    samples: Samples = {run: [] for run in runs}
     for label, name in runs:  # warm the file cache and the bytecode caches first
         time_once(COMMANDS[name], tree_of[label])
     for _ in range(rounds):
         for label, name in runs:
-            times[(label, name)].append(time_once(COMMANDS[name], tree_of[label]))
-    return times
+            samples[(label, name)].append(time_once(COMMANDS[name], tree_of[label]))
+    return samples
 
 
-def report(trees: dict[str, Path], times: dict[tuple[str, str], list[float]]) -> str:
-    torch_s = statistics.median(times[("-", "import torch")])
-    rounds = len(times[("-", "import torch")])
+def report(trees: dict[str, Path], samples: Samples) -> str:
+    def median(run: tuple[str, str], which: int) -> float:
+        return statistics.median(sample[which] for sample in samples[run])
+
+    torch_run = ("-", "import torch")
     lines = [f"- date: {datetime.now(UTC):%Y-%m-%d %H:%M} UTC",
              f"- machine: {platform.node()} ({platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
              f"load average {os.getloadavg()[0]:.2f} at the end), Python {platform.python_version()}",
-             f"- {rounds} interleaved rounds; wall time of a fresh interpreter; checkouts: "
+             f"- {len(samples[torch_run])} interleaved rounds of fresh interpreters; medians of wall time and of "
+             "CPU time (user + system, less disturbed by other load); checkouts: "
              + ", ".join(f"{label} = {path}" for label, path in trees.items()),
              "",
-             "| checkout | command | median s | min s | minus import torch s | / import torch "
-             "| heavy modules imported |",
-             "|---|---|---|---|---|---|---|"]
-    for (label, name), samples in times.items():
-        median = statistics.median(samples)
+             "| checkout | command | wall s | wall - import torch s | CPU s | CPU - import torch s "
+             "| CPU / import torch | heavy modules imported |",
+             "|---|---|---|---|---|---|---|---|"]
+    for run in samples:
+        label, name = run
         heavy = "-" if label == "-" else heavy_modules(COMMANDS[name], trees[label])
-        lines.append(f"| {label} | {name} | {median:.2f} | {min(samples):.2f} | {median - torch_s:+.2f} | "
-                     f"{median / torch_s:.2f} | {heavy} |")
-    for name in COMMANDS:
-        if not name.startswith("import") and len(trees) == 2:
-            (a, _), (b, _) = trees.items()
-            ratio = statistics.median(times[(b, name)]) / statistics.median(times[(a, name)])
-            lines.append(f"\n{name}: {b} / {a} = {ratio:.2f} (ratio of medians)")
+        wall, cpu = median(run, 0), median(run, 1)
+        lines.append(f"| {label} | {name} | {wall:.2f} | {wall - median(torch_run, 0):+.2f} | {cpu:.2f} | "
+                     f"{cpu - median(torch_run, 1):+.2f} | {cpu / median(torch_run, 1):.2f} | {heavy} |")
+    if len(trees) == 2:
+        (a, _), (b, _) = trees.items()
+        for name in COMMANDS:
+            if not name.startswith("import"):
+                ratios = [median((b, name), i) / median((a, name), i) for i in (0, 1)]
+                lines.append(f"\n{name}: {b} / {a} = {ratios[0]:.2f} wall, {ratios[1]:.2f} CPU (ratios of medians)")
     return "\n".join(lines)
 
 
