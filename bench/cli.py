@@ -28,8 +28,8 @@ def build_parser() -> argparse.ArgumentParser:
 # handler, which maps them onto bench.commands (imported there, so `bench --help` needs no torch).
 
 def _add_list(sub: argparse._SubParsersAction) -> None:
-    sub.add_parser("list", help="show every registered model, optimizer, dataset, tokenizer and schedule") \
-        .set_defaults(handler=_list)
+    listing = sub.add_parser("list", help="show every registered model, optimizer, dataset, tokenizer and schedule")
+    listing.set_defaults(handler=_list)
 
 
 def _list(args: argparse.Namespace) -> int:

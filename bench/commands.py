@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -67,7 +68,6 @@ def _train(cells: list[Cell], matrix: Matrix, manager: pluggy.PluginManager, reg
     from bench.data.loading import check_data_available
     from bench.data.token_cache import tokens_dir
     from bench.lock import MatrixLock
-    from bench.report import tables
     from bench.runner import run_cells
     from bench.signals import GracefulStop
 
@@ -84,12 +84,19 @@ def _train(cells: list[Cell], matrix: Matrix, manager: pluggy.PluginManager, reg
     if outcome.interrupted:
         print(f"bench: stopped by {outcome.interrupted}; run the same command again to resume", file=sys.stderr)
         return stop.exit_code
-    summaries = [s for s in store.summaries() if s["id"] in {c.id for c in cells}]
-    frame = tables.sort_frame(tables.summaries_frame(summaries), "name")
-    print(tables.render(_with_hellaswag(tables.perplexity_table(frame), frame), "github"))
+    _print_perplexities(store, cells)
     print(f"{len(outcome.finished)} trained, {len(outcome.skipped)} already complete, "
           f"{len(outcome.failed)} failed", file=sys.stderr)
     return 1 if outcome.failed else 0
+
+
+def _print_perplexities(store: ResultStore, cells: list[Cell]) -> None:
+    # pandas is imported here, after training, so it never adds to a training run's peak memory.
+    from bench.report import tables
+
+    summaries = [s for s in store.summaries() if s["id"] in {c.id for c in cells}]
+    frame = tables.sort_frame(tables.summaries_frame(summaries), "name")
+    print(tables.render(_with_hellaswag(tables.perplexity_table(frame), frame), "github"))
 
 
 def _dry_run_table(cells: list[Cell], registry: Registry, device: torch.device) -> str:
