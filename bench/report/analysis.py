@@ -32,11 +32,14 @@ def finished(summaries: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def varying_axes(summaries: list[dict[str, Any]]) -> list[str]:
-    """Config keys (not seed, not operational) whose value differs between cells, in config order."""
+    """Config keys (not seed, not operational) whose value differs between cells, in config order.
+
+    Only keys every cell has count: a key that only some components take (Adam's betas, a
+    transformer's n_head) follows from the component axis and is not an axis of its own."""
     configs = [s.get("config") or {} for s in summaries]
-    keys: list[str] = []
-    for config in configs:
-        keys += [k for k in config if k not in keys and k not in NOT_AXES]
+    if not configs:
+        return []
+    keys = [k for k in configs[0] if k not in NOT_AXES and all(k in c for c in configs)]
     return [k for k in keys if len({_hashable(c.get(k)) for c in configs}) > 1]
 
 

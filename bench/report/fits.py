@@ -116,8 +116,14 @@ def _budget_table(cells: pd.DataFrame, fit: scaling.IsoflopFit) -> pd.DataFrame:
         rows.append({"Budget C (FLOPs)": _g(budget), "Sizes": len(group), "N_opt (vertex)": _g(nv.x_opt),
                      "D_opt (vertex)": _g(dv.x_opt), "Loss at vertex": f"{nv.loss_opt:.4f}",
                      "Best cell N": _g(best["n"]), "Best cell loss": f"{best['loss']:.4f}",
-                     "Vertex inside sizes": "yes" if nv.inside else "no (extrapolated)"})
+                     "Vertex inside sizes": _where(nv)})
     return pd.DataFrame(rows)
+
+
+def _where(vertex: scaling.Vertex) -> str:
+    if vertex.inside:
+        return "yes"
+    return "no minimum: best cell used" if vertex.coefficients[0] == 0 else "no (extrapolated)"
 
 
 def _laws_text(fit: scaling.IsoflopFit, n_boot: int) -> str:
@@ -137,7 +143,8 @@ def _parametric_text(fit: scaling.Parametric | None, problem: str | None) -> str
         return f"Parametric L(N, D) fit skipped: {problem}"
     return (f"Parametric (Chinchilla approach 3): L(N, D) = {fit.E:.3f} + {fit.A:.4g} / N^{fit.alpha:.3f} + "
             f"{fit.B:.4g} / D^{fit.beta:.3f}\n"
-            f"Huber loss (delta {scaling.HUBER_DELTA:g}) on log-loss, L-BFGS-B from {fit.starts} grid starts, "
+            f"Huber loss (delta {scaling.HUBER_DELTA:g}) on log-loss, L-BFGS-B from the {fit.starts} best of "
+            f"{fit.grid_points} grid points (Hoffmann et al.'s grid), "
             f"best objective {fit.objective:.3g}; its compute-optimal N_opt ~ C^{fit.beta / (fit.alpha + fit.beta):.3f}, "
             f"D_opt ~ C^{fit.alpha / (fit.alpha + fit.beta):.3f} under C = 6ND.")
 
