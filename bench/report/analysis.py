@@ -40,7 +40,17 @@ def varying_axes(summaries: list[dict[str, Any]]) -> list[str]:
     if not configs:
         return []
     keys = [k for k in configs[0] if k not in NOT_AXES and all(k in c for c in configs)]
-    return [k for k in keys if len({_hashable(c.get(k)) for c in configs}) > 1]
+    axes: list[str] = []
+    for key in (k for k in keys if len({_hashable(c.get(k)) for c in configs}) > 1):
+        # A key fixed by an earlier axis (tie_weights by model: gpt1 ties, lstm does not) adds nothing.
+        if not any(_determines(axis, key, configs) for axis in axes):
+            axes.append(key)
+    return axes
+
+
+def _determines(axis: str, key: str, configs: list[dict[str, Any]]) -> bool:
+    seen: dict[Any, Any] = {}
+    return all(seen.setdefault(_hashable(c[axis]), _hashable(c[key])) == _hashable(c[key]) for c in configs)
 
 
 def config_frame(summaries: list[dict[str, Any]], axes: list[str]) -> pd.DataFrame:
