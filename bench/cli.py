@@ -16,22 +16,28 @@ def _outputs_root(args: argparse.Namespace) -> str:
     return args.outputs or os.environ.get("BENCH_OUTPUTS") or DEFAULT_OUTPUTS
 
 
-def _floats(text: str) -> list[float]:
-    try:
-        values = [float(v) for v in text.split(",") if v.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list of numbers, e.g. 1e19,1e23") from None
-    if not values or any(v <= 0 for v in values):
-        raise argparse.ArgumentTypeError(f"{text!r}: give positive numbers, e.g. 1e19,1e23")
-    return values
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="bench", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
+    for add in (_add_list, _add_run, _add_report, _add_plot, _add_fit, _add_eval):
+        add(sub)
+    return parser
 
-    sub.add_parser("list", help="show every registered model, optimizer, dataset, tokenizer and schedule")
 
+# One pair of functions per subcommand: `_add_X` declares its arguments and names `_X` as the
+# handler, which maps them onto bench.commands (imported there, so `bench --help` needs no torch).
+
+def _add_list(sub: argparse._SubParsersAction) -> None:
+    sub.add_parser("list", help="show every registered model, optimizer, dataset, tokenizer and schedule") \
+        .set_defaults(handler=_list)
+
+
+def _list(args: argparse.Namespace) -> int:
+    from bench.commands import list_components
+    return list_components()
+
+
+def _add_run(sub: argparse._SubParsersAction) -> None:
     run = sub.add_parser("run", help="train every cell of a matrix file")
     run.add_argument("matrix", help="path to a matrix TOML file")
     run.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
@@ -39,7 +45,21 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--dry-run", action="store_true", help="print the resolved cells; train nothing")
     run.add_argument("--force", action="store_true", help="rerun cells that are already complete")
     run.add_argument("--outputs", help=f"results folder (default: $BENCH_OUTPUTS or ./{DEFAULT_OUTPUTS})")
+    run.add_argument("--executor", help="how cells run: local (default) or ray; `bench list` shows every executor")
+    run.add_argument("--jobs", type=int, help="cells trained at once (local: worker processes; default 1)")
+    run.add_argument("--ray-address", help="Ray cluster to use with --executor ray (default: start a local one)")
+    run.set_defaults(handler=_run)
 
+
+def _run(args: argparse.Namespace) -> int:
+    from bench.commands import run_matrix
+    executor = {"name": args.executor or ("ray" if args.ray_address else None), "jobs": args.jobs,
+                "address": args.ray_address}
+    return run_matrix(args.matrix, device=args.device, filter_expr=args.filter, dry_run=args.dry_run,
+                      force=args.force, outputs=_outputs_root(args), executor=executor)
+
+
+def _add_report(sub: argparse._SubParsersAction) -> None:
     report = sub.add_parser("report", help="print tables from finished runs")
     report.add_argument("--matrix", help="matrix name (default: every matrix under the outputs folder)")
     report.add_argument("--sort", default="ppl", help="ppl, time, memory, params or name")
@@ -67,35 +87,82 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--tolerance", type=float, default=1.02,
                         help="without a given target, --profiles sets each workload's target to this factor "
                              "x the best val loss reached on it (default 1.02)")
+    report.set_defaults(handler=_report)
 
+
+def _report(args: argparse.Namespace) -> int:
+    from bench.commands import report
+    which = [t.strip() for t in args.tables.split(",") if t.strip()] if args.tables else None
+    return report(outputs=_outputs_root(args), matrix=args.matrix, sort=args.sort, fmt=args.format,
+                  where=args.where, plots=args.plots, peak_tflops=args.peak_tflops, which=which,
+                  target=args.target, profiles=args.profiles, algorithm=args.algorithm, measure=args.measure,
+                  tolerance=args.tolerance)
+
+
+def _add_plot(sub: argparse._SubParsersAction) -> None:
     plot = sub.add_parser("plot", help="write loss and perplexity curves of finished runs as PNG files")
     plot.add_argument("--matrix", help="matrix name (default: every matrix under the outputs folder)")
     plot.add_argument("--outputs", help=f"results folder (default: $BENCH_OUTPUTS or ./{DEFAULT_OUTPUTS})")
     plot.add_argument("--out", metavar="DIR", help="where the PNGs go, one folder per matrix "
                                                   "(default: <outputs>/plots)")
     plot.add_argument("--where", action="append", metavar="COND", help="same filters as `bench report --where`")
+    plot.set_defaults(handler=_plot)
 
+
+def _plot(args: argparse.Namespace) -> int:
+    from bench.commands import plot
+    return plot(outputs=_outputs_root(args), matrix=args.matrix, where=args.where,
+                out=args.out or os.path.join(_outputs_root(args), "plots"))
+
+
+def _floats(text: str) -> list[float]:
+    try:
+        values = [float(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list of numbers, e.g. 1e19,1e23") from None
+    if not values or any(v <= 0 for v in values):
+        raise argparse.ArgumentTypeError(f"{text!r}: give positive numbers, e.g. 1e19,1e23")
+    return values
+
+
+def _add_fit(sub: argparse._SubParsersAction) -> None:
     fit = sub.add_parser("fit", help="scaling-law and hyperparameter-transfer fits over finished cells")
-    fit_kind = fit.add_subparsers(dest="fit_kind", required=True)
-    isoflop = fit_kind.add_parser("isoflop", help="CS336 IsoFLOP fit (N_opt, D_opt power laws) and Chinchilla's "
-                                                  "parametric L(N, D)")
-    hparam = fit_kind.add_parser("hparam", help="best hyperparameter per scale, its power law and extrapolation")
-    for parser_ in (isoflop, hparam):
-        parser_.add_argument("matrix", help="a matrix file (its results are read) or a matrix name under the outputs")
-        parser_.add_argument("--outputs", help=f"results folder (default: $BENCH_OUTPUTS or ./{DEFAULT_OUTPUTS})")
-        parser_.add_argument("--where", action="append", metavar="COND", help="same filters as `bench report --where`")
-        parser_.add_argument("--out", metavar="DIR", help="where the PNG goes (default: <outputs>/plots/<matrix>/)")
+    kind = fit.add_subparsers(dest="fit_kind", required=True)
+    isoflop = kind.add_parser("isoflop", help="CS336 IsoFLOP fit (N_opt, D_opt power laws) and Chinchilla's "
+                                              "parametric L(N, D)")
+    hparam = kind.add_parser("hparam", help="best hyperparameter per scale, its power law and extrapolation")
+    for parser in (isoflop, hparam):
+        parser.add_argument("matrix", help="a matrix file (its results are read) or a matrix name under the outputs")
+        parser.add_argument("--outputs", help=f"results folder (default: $BENCH_OUTPUTS or ./{DEFAULT_OUTPUTS})")
+        parser.add_argument("--where", action="append", metavar="COND", help="same filters as `bench report --where`")
+        parser.add_argument("--out", metavar="DIR", help="where the PNG goes (default: <outputs>/plots/<matrix>/)")
     isoflop.add_argument("--budgets", default="1e19,1e23,1e24", type=_floats,
                          help="comma-separated compute budgets (FLOPs) to extrapolate to (default 1e19,1e23,1e24)")
     isoflop.add_argument("--n", dest="size", default="params", choices=["params", "non_embedding_params"],
                          help="which parameter count is N (default params: all parameters)")
     isoflop.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for the intervals")
     isoflop.add_argument("--seed", type=int, default=0, help="seed of the bootstrap")
+    isoflop.set_defaults(handler=_fit_isoflop)
     hparam.add_argument("--x", required=True, choices=["params", "non_embedding_params", "tokens", "flops"],
                         help="the scale each group of cells shares")
     hparam.add_argument("--y", required=True, help="the hyperparameter (a config key), e.g. lr or batch_size")
     hparam.add_argument("--at", type=float, help="extrapolate the fitted value to this scale")
+    hparam.set_defaults(handler=_fit_hparam)
 
+
+def _fit_isoflop(args: argparse.Namespace) -> int:
+    from bench.commands import fit_isoflop
+    return fit_isoflop(matrix=args.matrix, outputs=_outputs_root(args), where=args.where, budgets=args.budgets,
+                       size=args.size, bootstrap=args.bootstrap, seed=args.seed, out=args.out)
+
+
+def _fit_hparam(args: argparse.Namespace) -> int:
+    from bench.commands import fit_hparam
+    return fit_hparam(matrix=args.matrix, outputs=_outputs_root(args), where=args.where, x=args.x, y=args.y,
+                      at=args.at, out=args.out)
+
+
+def _add_eval(sub: argparse._SubParsersAction) -> None:
     evaluate = sub.add_parser("eval", help="score finished cells on downstream benchmarks (lm-eval)")
     benchmark = evaluate.add_subparsers(dest="benchmark", required=True)
     hellaswag = benchmark.add_parser("hellaswag", help="re-score a finished cell's best weights on HellaSwag")
@@ -103,48 +170,44 @@ def build_parser() -> argparse.ArgumentParser:
     hellaswag.add_argument("--limit", type=int, default=0, help="score the first N items only (default 0: all)")
     hellaswag.add_argument("--batch-size", type=int, default=16, help="requests per forward pass (default 16)")
     hellaswag.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
-    return parser
+    hellaswag.set_defaults(handler=_eval_hellaswag)
+
+
+def _eval_hellaswag(args: argparse.Namespace) -> int:
+    from bench.commands import eval_hellaswag
+    return eval_hellaswag(run=args.run, limit=args.limit, batch_size=args.batch_size, device=args.device)
+
+
+# What a process killed by SIGPIPE reports to its shell (128 + 13), as `yes | head` does.
+BROKEN_PIPE_EXIT = 141
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        if args.command == "list":
-            from bench.commands import list_components
-            return list_components()
-        if args.command == "run":
-            from bench.commands import run_matrix
-            return run_matrix(args.matrix, device=args.device, filter_expr=args.filter, dry_run=args.dry_run,
-                              force=args.force, outputs=_outputs_root(args))
-        if args.command == "report":
-            from bench.commands import report
-            return report(outputs=_outputs_root(args), matrix=args.matrix, sort=args.sort, fmt=args.format,
-                          where=args.where, plots=args.plots, peak_tflops=args.peak_tflops,
-                          which=[t.strip() for t in args.tables.split(",") if t.strip()] if args.tables else None,
-                          target=args.target, profiles=args.profiles, algorithm=args.algorithm,
-                          measure=args.measure, tolerance=args.tolerance)
-        if args.command == "plot":
-            from bench.commands import plot
-            return plot(outputs=_outputs_root(args), matrix=args.matrix, where=args.where,
-                        out=args.out or os.path.join(_outputs_root(args), "plots"))
-        if args.command == "fit" and args.fit_kind == "isoflop":
-            from bench.commands import fit_isoflop
-            return fit_isoflop(matrix=args.matrix, outputs=_outputs_root(args), where=args.where, budgets=args.budgets,
-                               size=args.size, bootstrap=args.bootstrap, seed=args.seed, out=args.out)
-        if args.command == "fit" and args.fit_kind == "hparam":
-            from bench.commands import fit_hparam
-            return fit_hparam(matrix=args.matrix, outputs=_outputs_root(args), where=args.where, x=args.x, y=args.y,
-                              at=args.at, out=args.out)
-        if args.command == "eval" and args.benchmark == "hellaswag":
-            from bench.commands import eval_hellaswag
-            return eval_hellaswag(run=args.run, limit=args.limit, batch_size=args.batch_size, device=args.device)
+        code = args.handler(args)
+        sys.stdout.flush()  # inside the try: a reader that left (`bench report | head`) shows up here
+        return code
     except BenchError as exc:
         print(f"bench: error: {exc}", file=sys.stderr)
         return 2
+    except BrokenPipeError:
+        _discard_stdout()
+        return BROKEN_PIPE_EXIT
     except KeyboardInterrupt:  # a second Ctrl-C; the first one's checkpoint still resumes the cell
         print("\nbench: interrupted", file=sys.stderr)
         return 130
-    return 2
+
+
+def _discard_stdout() -> None:
+    """Point stdout at /dev/null, so the interpreter's last flush of what is still buffered does not
+    fail again on the closed pipe (and print "Exception ignored ... BrokenPipeError")."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError):  # no real file descriptor behind stdout (e.g. captured in tests)
+        pass
 
 
 if __name__ == "__main__":

@@ -4,35 +4,30 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import Any
 
+import pluggy
 import torch
 from tabulate import tabulate
 
 from bench.cells import Cell, component_params, resolve_cells
 from bench.components import KINDS
-from bench.data.loading import check_data_available
 from bench.errors import BenchError
-from bench.evaluation.cell_hellaswag import (
-    check_eval_settings,
-    describe,
-    score_cell,
-    write_fields,
-)
-from bench.evaluation.checkpoint_loading import NotTextCell
-from bench.lock import MatrixLock
-from bench.matrix import load_matrix
+from bench.evaluation.cell_hellaswag import check_eval_settings
+from bench.executors import build_executor, executor_settings
+from bench.matrix import Matrix, load_matrix
 from bench.registry import Registry, build_registry, plugin_manager
-from bench.report import analysis as analysis_report
-from bench.report import fit_plots, fits, tables
-from bench.report import hellaswag as hellaswag_report
-from bench.report.plots import write_plots
 from bench.report.select import filter_summaries
-from bench.runner import resolve_device, run_cells, select_cells
-from bench.signals import GracefulStop
+from bench.selection import resolve_device, select_cells
+from bench.shapes import shapes_only
 from bench.store import CellRecord, ResultStore, matrix_names
 
+# Modules only some commands need are imported inside those commands: pandas (report tables),
+# matplotlib (plots), the trainer and the data loaders would otherwise add ~0.6 s to every
+# command, `bench list` and `--dry-run` included (benchmarks/startup.py measures it).
 
-def _registry() -> tuple[object, Registry]:
+
+def _registry() -> tuple[pluggy.PluginManager, Registry]:
     manager = plugin_manager()
     return manager, build_registry(manager)
 
@@ -53,27 +48,39 @@ def _format_defaults(defaults: dict) -> str:
 
 
 def run_matrix(path: str, *, device: str, filter_expr: str | None, dry_run: bool, force: bool,
-               outputs: str) -> int:
+               outputs: str, executor: dict | None = None) -> int:
     manager, registry = _registry()
     matrix = load_matrix(path)
     check_eval_settings(matrix.evaluation, path)
+    runner = build_executor(registry, executor_settings(matrix.executor, executor or {}), path)
     cells = select_cells(resolve_cells(matrix, registry), filter_expr)
-    if not cells:
-        raise BenchError(f"--filter {filter_expr!r} matches none of the matrix's cells")
     if dry_run:
-        print(_dry_run_table(cells, registry))
+        print(_dry_run_table(cells, registry, resolve_device(device)))
         print(f"{len(cells)} cells in matrix {matrix.name!r}; nothing trained (--dry-run)")
         return 0
-    target = resolve_device(device)
+    return _train(cells, matrix, manager, registry, device=resolve_device(device), force=force, outputs=outputs,
+                  runner=runner)
+
+
+def _train(cells: list[Cell], matrix: Matrix, manager: pluggy.PluginManager, registry: Registry, *,
+           device: torch.device, force: bool, outputs: str, runner: Any) -> int:
+    from bench.data.loading import check_data_available
+    from bench.data.token_cache import tokens_dir
+    from bench.lock import MatrixLock
+    from bench.report import tables
+    from bench.runner import run_cells
+    from bench.signals import GracefulStop
+
     check_data_available([c.config for c in cells], registry)
     store = ResultStore(outputs, matrix.name)
     # The lock refuses a second run on these outputs (exit 2); the stop turns SIGINT/SIGTERM into
     # "finish the step, checkpoint, exit".
-    with MatrixLock(store.path), GracefulStop() as stop:
-        print(f"bench: {len(cells)} cells of {matrix.name!r} on {target}, results in {store.path}",
+    with MatrixLock(store.path) as lock, GracefulStop() as stop:
+        store.sweep_temp_files(tokens_dir())  # left by writes a kill interrupted
+        print(f"bench: {len(cells)} cells of {matrix.name!r} on {device}, results in {store.path}",
               file=sys.stderr)
-        outcome = run_cells(cells, registry=registry, hooks=manager.hook, store=store, device=target,
-                            force=force, stop=stop, evaluation=matrix.evaluation)
+        outcome = run_cells(cells, registry=registry, hooks=manager.hook, store=store, device=device,
+                            force=force, stop=stop, evaluation=matrix.evaluation, executor=runner, lock=lock)
     if outcome.interrupted:
         print(f"bench: stopped by {outcome.interrupted}; run the same command again to resume", file=sys.stderr)
         return stop.exit_code
@@ -85,17 +92,25 @@ def run_matrix(path: str, *, device: str, filter_expr: str | None, dry_run: bool
     return 1 if outcome.failed else 0
 
 
-def _dry_run_table(cells: list[Cell], registry: Registry) -> str:
-    rows = []
+def _dry_run_table(cells: list[Cell], registry: Registry, device: torch.device) -> str:
+    """One row per cell: sizes, FLOPs and the estimated training memory; then one warning line per
+    cell whose estimate exceeds the device's free memory."""
+    from bench.training.footprint import estimate_training_bytes, free_bytes, too_large_warning
+
+    rows, warnings, free = [], [], free_bytes(device)
     for cell in cells:
         config = cell.config
         component = registry.get("model", config["model"])
-        with torch.device("meta"):
-            model = component.factory(_vocab_size(config, registry), **component_params(config, component))
+        vocab = _vocab_size(config, registry)
+        with shapes_only():
+            model = component.factory(vocab, **component_params(config, component))
         counts = model.parameter_counts()
+        estimate = estimate_training_bytes(config, counts["total"], vocab)
+        warnings.append(too_large_warning(estimate, free, cell.name))
         rows.append([cell.id, cell.name, f"{counts['total']:,}", f"{counts['non_embedding']:,}",
-                     f"{model.flops_per_token(config['seq_len']):.3g}"])
-    return tabulate(rows, headers=["id", "name", "params", "non-embedding", "train FLOPs/token"])
+                     f"{model.flops_per_token(config['seq_len']):.3g}", f"{estimate['total'] / (1 << 30):.2f}"])
+    table = tabulate(rows, headers=["id", "name", "params", "non-embedding", "train FLOPs/token", "est. GiB"])
+    return "\n".join([table, *(line for line in warnings if line)])
 
 
 def _vocab_size(config: dict, registry: Registry) -> int:
@@ -125,7 +140,11 @@ def _matrix_summaries(outputs: str, matrix: str | None, where: list[str] | None)
 def report(*, outputs: str, matrix: str | None, sort: str, fmt: str, where: list[str] | None = None,
            plots: str | None = None, peak_tflops: float | None = None, which: list[str] | None = None,
            target: str | None = None, profiles: bool = False, algorithm: str = "optimizer", measure: str = "time",
-           tolerance: float = analysis_report.DEFAULT_TOLERANCE) -> int:
+           tolerance: float = 1.02) -> int:
+    from bench.report import analysis as analysis_report
+    from bench.report import hellaswag as hellaswag_report
+    from bench.report import tables
+
     if fmt not in tables.FORMATS:
         raise BenchError(f"unknown format {fmt!r}; use one of {', '.join(tables.FORMATS)}")
     if peak_tflops is not None and peak_tflops <= 0:
@@ -144,11 +163,12 @@ def report(*, outputs: str, matrix: str | None, sort: str, fmt: str, where: list
             sections.append(tables.Section("hellaswag", "HellaSwag", hellaswag_report.hellaswag_table(frame)))
         store = ResultStore(outputs, name)
         sections += analysis_report.analysis_sections(
-            summaries, lambda cell_id, store=store: store.cell(cell_id).read_metrics(), which=which, target=target, want_profiles=profiles,
-            algorithm=algorithm, measure=measure, tolerance=tolerance,
+            summaries, lambda cell_id, store=store: store.cell(cell_id).read_metrics(), which=which, target=target,
+            want_profiles=profiles, algorithm=algorithm, measure=measure, tolerance=tolerance,
             profile_png=Path(plots or Path(outputs) / "plots") / name / "performance_profile.png", title=name)
         document[name] = sections
         if plots:
+            from bench.report.plots import write_plots
             written = write_plots(ResultStore(outputs, name), plots, summaries)
             print(f"bench: {len(written)} plots of {name!r} in {Path(plots) / name}", file=sys.stderr)
     print(tables.render_document(document, fmt))
@@ -157,6 +177,8 @@ def report(*, outputs: str, matrix: str | None, sort: str, fmt: str, where: list
 
 def plot(*, outputs: str, matrix: str | None, out: str, where: list[str] | None = None) -> int:
     """Loss/perplexity curves of every selected cell, and one overview per matrix, as PNG files."""
+    from bench.report.plots import write_plots
+
     total = 0
     for name, summaries in _matrix_summaries(outputs, matrix, where).items():
         written = write_plots(ResultStore(outputs, name), out, summaries)
@@ -170,11 +192,16 @@ def plot(*, outputs: str, matrix: str | None, out: str, where: list[str] | None 
 
 def _with_hellaswag(table, frame):
     """The perplexity table plus acc/acc_norm columns when any cell has HellaSwag results."""
+    from bench.report import hellaswag as hellaswag_report
+
     return hellaswag_report.with_accuracy_columns(table, frame) if hellaswag_report.has_hellaswag(frame) else table
 
 
 def eval_hellaswag(*, run: str, limit: int, batch_size: int, device: str) -> int:
     """Re-score one finished cell folder on HellaSwag and store the figures in its summary."""
+    from bench.evaluation.cell_hellaswag import describe, score_cell, write_fields
+    from bench.evaluation.checkpoint_loading import NotTextCell
+
     if limit < 0 or batch_size < 1:
         raise BenchError(f"--limit must be >= 0 and --batch-size >= 1, got {limit} and {batch_size}")
     _, registry = _registry()
@@ -198,6 +225,7 @@ def _fit_summaries(matrix: str, outputs: str, where: list[str] | None) -> tuple[
 def fit_isoflop(*, matrix: str, outputs: str, where: list[str] | None, budgets: list[float], size: str,
                 bootstrap: int, seed: int, out: str | None) -> int:
     """CS336's IsoFLOP fit and Chinchilla's parametric fit over a matrix's finished cells."""
+    from bench.report import fit_plots, fits
     name, summaries = _fit_summaries(matrix, outputs, where)
     result = fits.isoflop_report(summaries, matrix=name, size=size, extrapolate=budgets, n_boot=bootstrap, seed=seed)
     path = Path(out or Path(outputs) / "plots") / name / "isoflop.png"
@@ -211,6 +239,7 @@ def fit_isoflop(*, matrix: str, outputs: str, where: list[str] | None, budgets: 
 def fit_hparam(*, matrix: str, outputs: str, where: list[str] | None, x: str, y: str, at: float | None,
                out: str | None) -> int:
     """The best value of a hyperparameter at each scale, its power law and its extrapolation."""
+    from bench.report import fit_plots, fits
     name, summaries = _fit_summaries(matrix, outputs, where)
     result = fits.hparam_report(summaries, matrix=name, x=x, y=y, at=at)
     path = Path(out or Path(outputs) / "plots") / name / f"hparam_{y}_vs_{x}.png"
