@@ -86,7 +86,7 @@ def seeds_sections(summaries: list[dict[str, Any]], alpha: float = stats.ALPHA) 
                                        "high": "CI high"})
     table["Mean val PPL"] = np.exp(per_config["mean"])
     table["PPL CI"] = [_ppl_interval(lo, hi) for lo, hi in zip(per_config["low"], per_config["high"])]
-    pairs = stats.one_axis_pairs(frame, axes, "loss", alpha=alpha)
+    pairs = stats.one_axis_pairs(frame, axes, "loss", alpha=alpha).sort_values(["axis", "fixed"], kind="stable")
     comparison = pairs.rename(columns={"axis": "Axis", "a": "A", "b": "B", "fixed": "Same", "seeds": "Seeds",
                                        "mean_difference": "Mean diff (A-B)", "low": "Diff CI low",
                                        "high": "Diff CI high", "p_value": "p", "verdict": "A is"})
@@ -96,7 +96,9 @@ def seeds_sections(summaries: list[dict[str, Any]], alpha: float = stats.ALPHA) 
             "loss interval."]),
         Section("comparison", "paired comparisons (configurations differing in one axis, same seeds)", comparison, [
             f"Differences are in best val loss (nats), A minus B, paired by seed; p from scipy.stats.ttest_rel; "
-            f"'better'/'worse' when p < {alpha:g}, else not distinguishable at that many seeds."]),
+            f"'better'/'worse' when p < {alpha:g}, else not distinguishable at that many seeds.",
+            f"No correction for multiple comparisons: of {len(pairs)} pairs, about {len(pairs) * alpha:.1f} would "
+            f"read 'better'/'worse' by chance if no configuration differed; compare fewer with --where."]),
     ]
 
 
