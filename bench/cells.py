@@ -39,7 +39,9 @@ def component_params(config: dict[str, Any], component: Component) -> dict[str, 
 # Keys that change how a cell is run or observed, never what it computes: changing them must not
 # turn a finished (or half-finished) cell into a new one.
 # halt_at_step only says how far this invocation trains: a sweep continues the same cell later.
-OPERATIONAL_KEYS = frozenset({"checkpoint", "checkpoint_every", "memory_interval_ms", "peak_tflops", "halt_at_step"})
+# target_loss/target_ppl only say how the report reads the results.
+OPERATIONAL_KEYS = frozenset({"checkpoint", "checkpoint_every", "memory_interval_ms", "peak_tflops", "halt_at_step",
+                              "target_loss", "target_ppl"})
 
 
 def cell_id(config: dict[str, Any]) -> str:

@@ -62,6 +62,12 @@ COLUMN_FORMATS: dict[str, Callable[[float], str]] = {
     # HellaSwag: chance is 0.25 and small models differ in the third decimal.
     "HellaSwag acc": _fixed(4), "HellaSwag acc_norm": _fixed(4), "acc": _fixed(4), "acc stderr": _fixed(4),
     "acc_norm": _fixed(4), "acc_norm stderr": _fixed(4), "Items": _integer, "Items/s": _fixed(1),
+    # Seeds, significance, time-to-target and performance profiles (report/analysis.py).
+    "Seeds": _integer, "Seed": _integer, "Mean val loss": _fixed(4), "CI low": _fixed(4), "CI high": _fixed(4),
+    "Mean diff (A-B)": _fixed(4), "Diff CI low": _fixed(4), "Diff CI high": _fixed(4), "p": lambda v: f"{v:.3g}",
+    "Target loss": _fixed(4), "Best val loss": _fixed(4), "Step": _integer, "Tokens": _si, "FLOPs": _si,
+    "Seconds": _fixed(1), "Rank to target (time)": _integer, "Rank at end (val loss)": _integer,
+    "Score": _fixed(3), "Workloads reached": _integer, "Workloads": _integer,
 }
 DEFAULT_FLOAT = _fixed(2)  # perplexities and MiB
 
