@@ -181,6 +181,8 @@ def hparam_report(summaries: list[dict[str, Any]], *, matrix: str, x: str, y: st
     values = [(s.get("config") or {}).get(y) for s in cells]
     if all(v is None for v in values):
         raise BenchError(f"--y {y!r} is not a config key of these cells; use a searched hyperparameter such as lr")
+    if pd.to_numeric(pd.Series(values), errors="coerce").isna().all():
+        raise BenchError(f"--y {y!r} is not a number in these cells; a power law needs a numeric hyperparameter")
     frame = pd.DataFrame({"x": [float(s.get(SCALES[x]) or math.nan) for s in cells],
                           "y": pd.to_numeric(pd.Series(values), errors="coerce"),
                           "loss": [float(s["best_val_loss"]) for s in cells]}).rename(columns={"x": x, "y": y})
