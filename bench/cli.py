@@ -18,9 +18,12 @@ def _outputs_root(args: argparse.Namespace) -> str:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="bench", description=__doc__)
+    _add_plugin_options(parser, "global_")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    sub.add_parser("list", help="show every registered model, optimizer, dataset, tokenizer and schedule")
+    listing = sub.add_parser("list", help="show every registered model, optimizer, dataset, tokenizer and schedule")
+    listing.add_argument("--verbose", "-v", action="store_true",
+                         help="also show every plugin: its module, distribution and whether it loaded")
 
     run = sub.add_parser("run", help="train every cell of a matrix file")
     run.add_argument("matrix", help="path to a matrix TOML file")
@@ -58,7 +61,26 @@ def build_parser() -> argparse.ArgumentParser:
     hellaswag.add_argument("--limit", type=int, default=0, help="score the first N items only (default 0: all)")
     hellaswag.add_argument("--batch-size", type=int, default=16, help="requests per forward pass (default 16)")
     hellaswag.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    for subparser in sub.choices.values():
+        _add_plugin_options(subparser, "")
     return parser
+
+
+def _add_plugin_options(parser: argparse.ArgumentParser, prefix: str) -> None:
+    """Accepted before and after the subcommand (argparse keeps the two places in separate lists)."""
+    group = parser.add_argument_group("plugins")
+    group.add_argument("--disable-plugin", action="append", metavar="NAME", dest=f"{prefix}disable_plugin", default=[],
+                       help="do not load this plugin (an entry-point or distribution name; repeatable; "
+                            "also $BENCH_DISABLE_PLUGINS=name,...)")
+    group.add_argument("--plugin", action="append", metavar="MODULE", dest=f"{prefix}plugin", default=[],
+                       help="load this module or entry point as a plugin (repeatable); with "
+                            "$BENCH_DISABLE_PLUGIN_AUTOLOAD=1 only these (and the built-ins) load")
+
+
+def _plugin_selection(args: argparse.Namespace):
+    from bench.registry import PluginSelection
+    return PluginSelection.from_options(args.global_disable_plugin + getattr(args, "disable_plugin", []),
+                                        args.global_plugin + getattr(args, "plugin", []))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -66,11 +88,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "list":
             from bench.commands import list_components
-            return list_components()
+            return list_components(verbose=args.verbose, plugins=_plugin_selection(args))
         if args.command == "run":
             from bench.commands import run_matrix
             return run_matrix(args.matrix, device=args.device, filter_expr=args.filter, dry_run=args.dry_run,
-                              force=args.force, outputs=_outputs_root(args))
+                              force=args.force, outputs=_outputs_root(args), plugins=_plugin_selection(args))
         if args.command == "report":
             from bench.commands import report
             return report(outputs=_outputs_root(args), matrix=args.matrix, sort=args.sort, fmt=args.format,
@@ -82,7 +104,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                         out=args.out or os.path.join(_outputs_root(args), "plots"))
         if args.command == "eval" and args.benchmark == "hellaswag":
             from bench.commands import eval_hellaswag
-            return eval_hellaswag(run=args.run, limit=args.limit, batch_size=args.batch_size, device=args.device)
+            return eval_hellaswag(run=args.run, limit=args.limit, batch_size=args.batch_size, device=args.device,
+                                  plugins=_plugin_selection(args))
     except BenchError as exc:
         print(f"bench: error: {exc}", file=sys.stderr)
         return 2

@@ -8,7 +8,7 @@ from pathlib import Path
 import torch
 from tabulate import tabulate
 
-from bench.cells import Cell, component_params, resolve_cells
+from bench.cells import Cell, resolve_cells
 from bench.components import KINDS
 from bench.data.loading import check_data_available
 from bench.errors import BenchError
@@ -16,7 +16,7 @@ from bench.evaluation.cell_hellaswag import check_eval_settings, describe, score
 from bench.evaluation.checkpoint_loading import NotTextCell
 from bench.lock import MatrixLock
 from bench.matrix import load_matrix
-from bench.registry import Registry, build_registry, plugin_manager
+from bench.registry import PluginSelection, Registry, load_plugins
 from bench.report import hellaswag as hellaswag_report
 from bench.report import tables
 from bench.report.plots import write_plots
@@ -26,19 +26,21 @@ from bench.signals import GracefulStop
 from bench.store import CellRecord, ResultStore, matrix_names
 
 
-def _registry() -> tuple[object, Registry]:
-    manager = plugin_manager()
-    return manager, build_registry(manager)
-
-
-def list_components() -> int:
-    _, registry = _registry()
+def list_components(*, verbose: bool = False, plugins: PluginSelection | None = None) -> int:
+    loaded = load_plugins(plugins)
+    registry = loaded.registry
     for kind in KINDS:
         entries = registry.entries(kind)
         print(f"\n{kind}s ({len(entries)})")
         rows = [[e.component.name, e.distribution, _format_defaults(e.component.defaults),
                  e.component.description] for e in entries]
         print(tabulate(rows, headers=["name", "provided by", "defaults", "description"], tablefmt="simple"))
+    for clash in registry.clashes():
+        print(f"bench: warning: {clash}; cells that use it fail, the others run", file=sys.stderr)
+    if verbose:
+        print("\nplugins")
+        rows = [[r.name, r.provider.module, r.provider.label, r.status, r.error] for r in loaded.records]
+        print(tabulate(rows, headers=["plugin", "module", "distribution", "status", "error"], tablefmt="simple"))
     return 0
 
 
@@ -47,26 +49,25 @@ def _format_defaults(defaults: dict) -> str:
 
 
 def run_matrix(path: str, *, device: str, filter_expr: str | None, dry_run: bool, force: bool,
-               outputs: str) -> int:
-    manager, registry = _registry()
+               outputs: str, plugins: PluginSelection | None = None) -> int:
+    loaded = load_plugins(plugins)
+    registry = loaded.registry
     matrix = load_matrix(path)
     check_eval_settings(matrix.evaluation, path)
     cells = select_cells(resolve_cells(matrix, registry), filter_expr)
     if not cells:
         raise BenchError(f"--filter {filter_expr!r} matches none of the matrix's cells")
     if dry_run:
-        print(_dry_run_table(cells, registry))
-        print(f"{len(cells)} cells in matrix {matrix.name!r}; nothing trained (--dry-run)")
-        return 0
+        return _dry_run(cells, registry, matrix.name)
     target = resolve_device(device)
-    check_data_available([c.config for c in cells], registry)
+    check_data_available([c.config for c in cells if not c.problem], registry)
     store = ResultStore(outputs, matrix.name)
     # The lock refuses a second run on these outputs (exit 2); the stop turns SIGINT/SIGTERM into
     # "finish the step, checkpoint, exit".
     with MatrixLock(store.path), GracefulStop() as stop:
         print(f"bench: {len(cells)} cells of {matrix.name!r} on {target}, results in {store.path}",
               file=sys.stderr)
-        outcome = run_cells(cells, registry=registry, hooks=manager.hook, store=store, device=target,
+        outcome = run_cells(cells, registry=registry, hooks=loaded.hooks, store=store, device=target,
                             force=force, stop=stop, evaluation=matrix.evaluation)
     if outcome.interrupted:
         print(f"bench: stopped by {outcome.interrupted}; run the same command again to resume", file=sys.stderr)
@@ -79,13 +80,26 @@ def run_matrix(path: str, *, device: str, filter_expr: str | None, dry_run: bool
     return 1 if outcome.failed else 0
 
 
+def _dry_run(cells: list[Cell], registry: Registry, matrix_name: str) -> int:
+    """The buildable cells as a table, then one line per cell a plugin cannot build (exit 2 if any)."""
+    buildable = [cell for cell in cells if not cell.problem]
+    if buildable:
+        print(_dry_run_table(buildable, registry))
+    for cell in cells:
+        if cell.problem:
+            print(f"bench: error: {cell.problem}", file=sys.stderr)
+    unbuildable = f", {len(cells) - len(buildable)} of them unbuildable" if len(buildable) < len(cells) else ""
+    print(f"{len(cells)} cells in matrix {matrix_name!r}{unbuildable}; nothing trained (--dry-run)")
+    return 2 if len(buildable) < len(cells) else 0
+
+
 def _dry_run_table(cells: list[Cell], registry: Registry) -> str:
     rows = []
     for cell in cells:
         config = cell.config
         component = registry.get("model", config["model"])
         with torch.device("meta"):
-            model = component.factory(_vocab_size(config, registry), **component_params(config, component))
+            model = component.build(config, _vocab_size(config, registry))
         counts = model.parameter_counts()
         rows.append([cell.id, cell.name, f"{counts['total']:,}", f"{counts['non_embedding']:,}",
                      f"{model.flops_per_token(config['seq_len']):.3g}"])
@@ -96,7 +110,7 @@ def _vocab_size(config: dict, registry: Registry) -> int:
     if config["tokenizer"] is None:
         return int(config["vocab_size"])
     tokenizer = registry.get("tokenizer", config["tokenizer"])
-    return tokenizer.factory(**component_params(config, tokenizer)).vocab_size
+    return tokenizer.build(config).vocab_size
 
 
 def _matrix_summaries(outputs: str, matrix: str | None, where: list[str] | None) -> dict[str, list[dict]]:
@@ -158,11 +172,12 @@ def _with_hellaswag(table, frame):
     return hellaswag_report.with_accuracy_columns(table, frame) if hellaswag_report.has_hellaswag(frame) else table
 
 
-def eval_hellaswag(*, run: str, limit: int, batch_size: int, device: str) -> int:
+def eval_hellaswag(*, run: str, limit: int, batch_size: int, device: str,
+                   plugins: PluginSelection | None = None) -> int:
     """Re-score one finished cell folder on HellaSwag and store the figures in its summary."""
     if limit < 0 or batch_size < 1:
         raise BenchError(f"--limit must be >= 0 and --batch-size >= 1, got {limit} and {batch_size}")
-    _, registry = _registry()
+    registry = load_plugins(plugins).registry
     target = resolve_device(device)
     try:
         fields = score_cell(run, registry, target, limit=limit, batch_size=batch_size, progress=True)

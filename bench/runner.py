@@ -15,6 +15,7 @@ from bench.cells import Cell
 from bench.checkpoint import CHECKPOINT_DIR, CheckpointStore
 from bench.errors import BenchError
 from bench.evaluation.cell_hellaswag import score_in_run
+from bench.provenance import stale_reason, stored_provenance
 from bench.registry import Registry
 from bench.store import CellRecord, ResultStore
 from bench.trainer import Diverged, Interrupted, Progress, train_cell
@@ -75,13 +76,20 @@ def run_cells(cells: list[Cell], *, registry: Registry, hooks: Any, store: Resul
         record = store.cell(cell.id)
         prefix = f"[{position}/{len(cells)}] {cell.name}"
         previous = record.read_summary() or {}
-        if previous.get("status") in FINAL_STATUSES and not force:
+        stale = stale_reason(stored_provenance(previous, record.path), cell.provenance)
+        if previous.get("status") in FINAL_STATUSES and not force and not stale:
             say(f"{prefix}: already {_done_word(previous)}, skipped (use --force to rerun)")
             outcome.skipped.append(cell.name)
             CheckpointStore(record.path / CHECKPOINT_DIR, cell.id).clear()  # left by a kill after the summary
             score_in_run(record, evaluation, registry=registry, device=device, say=say, prefix=prefix)
             continue
-        if force:
+        if cell.problem:  # a plugin cannot build this cell; an earlier result of it is never overwritten
+            outcome.failed[cell.name] = "error"
+            _record_problem(cell, record, previous, say, prefix)
+            continue
+        if stale:
+            say(f"{prefix}: stored result came from other plugin versions ({stale}); training again")
+        if force or stale:
             CheckpointStore(record.path / CHECKPOINT_DIR, cell.id).clear()
         (record.path / TRACEBACK_FILE).unlink(missing_ok=True)
         record.write_config(cell.as_dict())
@@ -121,6 +129,16 @@ def _notify_end(hooks: Any, cell: Cell, summary: dict[str, Any], say: Callable[[
         hooks.bench_run_end(cell=cell.as_dict(), summary=summary)
     except Exception as exc:  # noqa: BLE001 - a logger plugin must not end the matrix either
         say(f"warning: a bench_run_end hook failed for {cell.name}: {type(exc).__name__}: {exc}")
+
+
+def _record_problem(cell: Cell, record: CellRecord, previous: dict[str, Any], say: Callable[[str], None],
+                    prefix: str) -> None:
+    if previous.get("status") in FINAL_STATUSES:
+        say(f"{prefix}: cannot be built now, its earlier result is kept: {cell.problem}")
+        return
+    record.write_config(cell.as_dict())
+    record.write_summary({**cell.as_dict(), "status": "error", "step": 0, "reason": cell.problem})
+    say(f"{prefix}: error: {cell.problem}")
 
 
 def _done_word(summary: dict[str, Any]) -> str:

@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 
 from bench import memory, rng, timing
-from bench.cells import Cell, component_params
+from bench.cells import Cell
 from bench.checkpoint import CHECKPOINT_DIR, CheckpointStore
 from bench.data.loading import load_cell_data
 from bench.data.samplers import RandomBatchSampler
@@ -149,18 +149,16 @@ def train_cell(cell: Cell, registry: Registry, hooks: Any, device: torch.device,
     data = load_cell_data(config, registry, device)
 
     model_component = registry.get("model", config["model"])
-    model = model_component.factory(data.vocab_size, **component_params(config, model_component)).to(device)
+    model = model_component.build(config, data.vocab_size).to(device)
     optimizer_component = registry.get("optimizer", config["optimizer"])
-    optimizer = optimizer_component.factory(model.parameters(), lr=config["lr"], device_type=device.type,
-                                            **component_params(config, optimizer_component))
+    optimizer = optimizer_component.build(config, model.parameters(), lr=config["lr"], device_type=device.type)
 
     seq_len = config["seq_len"]
     tokens_per_step = config["batch_size"] * config["grad_accum"] * seq_len
     steps_per_epoch = config["steps_per_epoch"] or max(1, data.splits["train"].numel() // tokens_per_step)
     total_steps = config["max_steps"] or config["epochs"] * steps_per_epoch
     schedule_component = registry.get("schedule", config["schedule"])
-    schedule = schedule_component.factory(lr=config["lr"], total_steps=total_steps,
-                                          **component_params(config, schedule_component))
+    schedule = schedule_component.build(config, lr=config["lr"], total_steps=total_steps)
     sampler = RandomBatchSampler(data.splits["train"], config["batch_size"], seq_len, seed=config["seed"])
 
     loop = LoopState(torch.zeros((), device=device), torch.zeros((), device=device),

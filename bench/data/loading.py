@@ -8,7 +8,6 @@ from typing import Any
 import numpy as np
 import torch
 
-from bench.cells import component_params
 from bench.data.corpus import SPLITS, Corpus
 from bench.data.token_cache import load_tokens
 from bench.errors import ConfigError
@@ -26,11 +25,11 @@ class CellData:
 
 def load_cell_data(config: dict[str, Any], registry: Registry, device: torch.device) -> CellData:
     dataset = registry.get("dataset", config["dataset"])
-    corpus: Corpus = dataset.factory(**component_params(config, dataset))
+    corpus: Corpus = dataset.build(config)
     tokenizer = None
     if corpus.is_text:
         tokenizer_component = registry.get("tokenizer", config["tokenizer"])
-        tokenizer = tokenizer_component.factory(**component_params(config, tokenizer_component))
+        tokenizer = tokenizer_component.build(config)
         arrays = {split: load_tokens(corpus.splits[split], tokenizer) for split in SPLITS}
         vocab_size = tokenizer.vocab_size
     else:
@@ -48,14 +47,14 @@ def check_data_available(configs: list[dict[str, Any]], registry: Registry) -> N
     seen = set()
     for config in configs:
         dataset = registry.get("dataset", config["dataset"])
-        key = (dataset.name, repr(sorted(component_params(config, dataset).items())), config["tokenizer"])
+        key = (dataset.name, repr(sorted(dataset.params(config).items())), config["tokenizer"])
         if key in seen:
             continue
         seen.add(key)
         try:
-            dataset.factory(**component_params(config, dataset))
+            dataset.build(config)
         except ValueError as exc:
             raise ConfigError(f"dataset {dataset.name!r}: {exc}") from None
         if config["tokenizer"] is not None:
             tokenizer = registry.get("tokenizer", config["tokenizer"])
-            tokenizer.factory(**component_params(config, tokenizer))
+            tokenizer.build(config)

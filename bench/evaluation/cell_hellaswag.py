@@ -48,7 +48,7 @@ def _lm_eval_parts():
         from bench.evaluation.lm_adapter import BenchLM
     except ImportError as exc:
         raise BenchError(f"HellaSwag scoring needs lm-eval ({exc}); install it with "
-                         f"pip install 'bench[eval]'") from None
+                         f"pip install 'bench-lm[eval]'") from None
     return locate_hellaswag, run_hellaswag, BenchLM
 
 
