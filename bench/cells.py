@@ -171,7 +171,7 @@ def _check_buildable(config: dict[str, Any], used: dict[str, Registered], where:
     A ValueError is the factory saying the matrix asks for something impossible: ConfigError, the
     command stops. Any other exception, or an object of the wrong type, is the plugin's fault:
     returned as this cell's problems, naming the plugin."""
-    problems = []
+    problems: list[str] = []
     model = _build(used["model"], lambda c: c.build(config, _probe_vocab(config)), problems, where, meta=True)
     if model is not None:
         limit = getattr(model, "context_length", None)

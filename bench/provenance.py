@@ -50,25 +50,17 @@ def stale_reason(previous: Mapping[str, Any], current: Mapping[str, Any]) -> str
     now = current.get("components") or {}
     changes = []
     for kind in sorted(set(before) & set(now)):
-        old, new = _describe(before[kind]), _describe(now[kind])
+        old, new = component_label(before[kind]), component_label(now[kind])
         if old != new:
             changes.append(f"{kind} {now[kind].get('name')!r}: {old} -> {new}")
     return "; ".join(changes) or None
 
 
-def _describe(component: Mapping[str, Any]) -> str:
+def component_label(component: Mapping[str, Any]) -> str:
+    """``my-plugin 1.3``, or ``module my_module`` for a plugin loaded from no distribution."""
     if component.get("distribution"):
         return f"{component['distribution']} {component.get('version')}"
     return f"module {component.get('module')}"
-
-
-def versions_line(provenance: Mapping[str, Any]) -> str:
-    """``bench-lm 0.2.0, my-plugin 1.3 (model), torch 2.5.1``: the distributions one cell used."""
-    seen: dict[str, list[str]] = {}
-    for kind, component in sorted((provenance.get("components") or {}).items()):
-        seen.setdefault(_describe(component), []).append(kind)
-    parts = [f"{label} ({', '.join(kinds)})" for label, kinds in seen.items()]
-    return ", ".join(parts + [f"torch {provenance.get('torch')}"])
 
 
 def stored_provenance(summary: Mapping[str, Any], cell_dir: Path) -> dict[str, Any]:

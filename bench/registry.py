@@ -7,6 +7,7 @@ warning naming its distribution and the error; every other plugin still loads (a
 from __future__ import annotations
 
 import difflib
+import functools
 import importlib
 import importlib.metadata as metadata
 import os
@@ -112,7 +113,7 @@ class Registry:
 
     def _clash_message(self, kind: str, name: str) -> str:
         found = self._by_kind[kind][name]
-        providers = " and ".join(e.distribution for e in found)
+        providers = " and ".join(sorted(e.distribution for e in found))
         return (f"{kind} {name!r} is registered by both {providers}; uninstall one, or turn one off with "
                 f"--disable-plugin NAME (`bench list --verbose` shows the plugin names)")
 
@@ -188,14 +189,15 @@ def load_plugins(selection: PluginSelection | None = None, extra_plugins: Iterab
         builtin = _norm(provider.distribution or "") == DISTRIBUTION
         status = ("disabled" if selection.skips(ep.name, provider.distribution) else
                   "not autoloaded" if not (selection.autoload or builtin or ep.name in selection.explicit) else "")
-        _load_one(manager, ep.name, ep.load, provider, status, records, providers, warn)
+        _load_one(manager, ep.name, ep.load, provider, status, records, providers, warn,
+                  origin=f"entry point {ep.name} = {ep.value}")
     entry_point_names = {record.name for record in records}
     for module in selection.explicit:
         if module not in entry_point_names:
             provider = Provider(*_module_distribution(module), module)
             status = "disabled" if selection.skips(module) else ""
-            _load_one(manager, module, lambda m=module: importlib.import_module(m), provider, status,
-                      records, providers, warn)
+            _load_one(manager, module, functools.partial(importlib.import_module, module), provider, status,
+                      records, providers, warn, origin=f"--plugin {module}")
     for plugin in extra_plugins:
         name = manager.register(plugin)
         providers[str(name)] = Provider(None, None, getattr(plugin, "__name__", repr(plugin)))
@@ -221,7 +223,7 @@ def _module_distribution(module: str) -> tuple[str | None, str | None]:
 
 def _load_one(manager: pluggy.PluginManager, name: str, load: Callable[[], Any], provider: Provider,
               status: str, records: list[PluginRecord], providers: dict[str, Provider],
-              warn: Callable[[str], None]) -> None:
+              warn: Callable[[str], None], origin: str) -> None:
     record = PluginRecord(name, provider, status or "loaded")
     records.append(record)
     if status:
@@ -230,7 +232,7 @@ def _load_one(manager: pluggy.PluginManager, name: str, load: Callable[[], Any],
         manager.register(load(), name=name)
     except Exception as exc:  # noqa: BLE001 - one broken plugin must not take the others down
         record.status, record.error = "failed", _one_line(exc)
-        warn(f"bench: warning: plugin {provider.label} (entry point {name} = {provider.module}) failed to load: "
+        warn(f"bench: warning: plugin {provider.label} ({origin}) failed to load: "
              f"{record.error}; the other plugins work (--disable-plugin {name} silences this)")
         return
     providers[name] = provider
@@ -254,7 +256,7 @@ def build_registry(manager: pluggy.PluginManager, providers: Mapping[str, Provid
         for dist, ep in _entry_points():
             providers.setdefault(ep.name, Provider(dist.metadata["name"], dist.version, ep.value))
     by_name = {record.name: record for record in records or []}
-    entries = []
+    entries: list[Registered] = []
     for kind, hook_name in _HOOK_BY_KIND.items():
         for impl in getattr(manager.hook, hook_name).get_hookimpls():
             provider = providers.get(impl.plugin_name, Provider(None, None, impl.plugin_name))

@@ -8,7 +8,9 @@ from typing import Any, Callable
 import pandas as pd
 
 from bench.errors import BenchError
-from bench.report.frame import SORT_COLUMNS, summaries_frame, sort_frame  # noqa: F401 - public API
+from bench.report.frame import SORT_COLUMNS, sort_frame, summaries_frame  # noqa: F401 - public API
+from bench.report.provenance import NOTE as PROVENANCE_NOTE
+from bench.report.provenance import provenance_table
 from bench.report.render import BEST, FORMATS, MISSING, Section, render, render_document  # noqa: F401 - public API
 
 MIB = 2**20
@@ -180,7 +182,7 @@ def params_notes(frame: pd.DataFrame, peak_tflops: float | None = None) -> list[
 
 
 TableBuilder = Callable[..., Any]
-TABLE_KEYS = ("perplexity", "time", "memory", "aggregate", "params")
+TABLE_KEYS = ("perplexity", "time", "memory", "aggregate", "params", "provenance")
 
 
 def build_sections(frame: pd.DataFrame, *, sort: str = "ppl", peak_tflops: float | None = None,
@@ -208,4 +210,7 @@ def build_sections(frame: pd.DataFrame, *, sort: str = "ppl", peak_tflops: float
     if "params" in which:
         sections.append(Section("params", "parameters and FLOPs", params_table(frame, peak_tflops),
                                 params_notes(frame, peak_tflops)))
+    if "provenance" in which:
+        sections.append(Section("provenance", "provenance (distribution and version of each component)",
+                                provenance_table(frame), [PROVENANCE_NOTE]))
     return sections
