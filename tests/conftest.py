@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import os
 import subprocess
 import sys
@@ -76,6 +77,7 @@ def make_distribution(site: Path, dist_name: str, module: str, source: str, vers
     info.mkdir()
     (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {dist_name}\nVersion: {version}\n")
     (info / "entry_points.txt").write_text(f"[bench.plugins]\n{module} = {module}\n")
+    importlib.invalidate_caches()
 
 
 @pytest.fixture
