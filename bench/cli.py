@@ -42,7 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="keep cells where key=value (also !=, <, <=, >, >=; comma-separated or repeated), "
                              "e.g. model=lstm,n_layer=1 or best_val_ppl<20")
     report.add_argument("--tables", help="comma-separated subset of perplexity, time, memory, aggregate, params, "
-                                         "provenance, hellaswag (default: all)")
+                                         "versions, hellaswag (default: all)")
     report.add_argument("--peak-tflops", type=float, metavar="TFLOPS",
                         help="device peak TFLOP/s for the MFU column, overriding what each cell stored")
     report.add_argument("--plots", metavar="DIR", help="also write loss/perplexity PNGs under DIR/<matrix>/")

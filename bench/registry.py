@@ -12,6 +12,7 @@ import importlib
 import importlib.metadata as metadata
 import os
 import sys
+import types
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Mapping
 
@@ -200,7 +201,7 @@ def load_plugins(selection: PluginSelection | None = None, extra_plugins: Iterab
                       records, providers, warn, origin=f"--plugin {module}")
     for plugin in extra_plugins:
         name = manager.register(plugin)
-        providers[str(name)] = Provider(None, None, getattr(plugin, "__name__", repr(plugin)))
+        providers[str(name)] = Provider(None, None, _object_name(plugin))
     registry = build_registry(manager, providers, records, warn)
     labels = {name: provider.label for name, provider in providers.items()}
     return Plugins(manager, registry, GuardedHooks(manager, labels, warn), records)
@@ -209,6 +210,14 @@ def load_plugins(selection: PluginSelection | None = None, extra_plugins: Iterab
 def _entry_points() -> list[tuple[metadata.Distribution, metadata.EntryPoint]]:
     return [(dist, ep) for dist in metadata.distributions() for ep in dist.entry_points
             if ep.group == ENTRY_POINT_GROUP]
+
+
+def _object_name(plugin: object) -> str:
+    """A module's name, or an object's class path: stable across processes, unlike its repr."""
+    if isinstance(plugin, types.ModuleType):
+        return plugin.__name__
+    kind = plugin if isinstance(plugin, type) else type(plugin)
+    return f"{kind.__module__}.{kind.__qualname__}"
 
 
 def _module_distribution(module: str) -> tuple[str | None, str | None]:

@@ -65,7 +65,7 @@ def test_an_upgraded_plugin_retrains_its_cells_and_the_report_shows_versions(plu
     assert again.path == record.path  # same cell id: versions are not part of it
     assert again.read_summary()["provenance"]["components"]["optimizer"]["version"] == "1.1"
 
-    assert cli.main(["report", "--outputs", str(outputs), "--tables", "provenance", "--format", "csv"]) == 0
+    assert cli.main(["report", "--outputs", str(outputs), "--tables", "versions", "--format", "csv"]) == 0
     out = capsys.readouterr().out
     lines = out.splitlines()
     header, row = lines[lines.index(next(line for line in lines if line.startswith("Cell,"))):][:2]

@@ -11,7 +11,7 @@ from bench.components import KINDS
 from bench.provenance import component_label
 
 NOTE = ("Versions recorded when each cell trained; a cell whose plugin versions have changed since is "
-        "trained again by the next `bench run`. '-': stored before bench recorded provenance.")
+        "trained again by the next `bench run`. '-': stored before bench recorded versions.")
 
 
 def provenance_columns(summary: dict[str, Any]) -> dict[str, str | None]:

@@ -182,7 +182,7 @@ def params_notes(frame: pd.DataFrame, peak_tflops: float | None = None) -> list[
 
 
 TableBuilder = Callable[..., Any]
-TABLE_KEYS = ("perplexity", "time", "memory", "aggregate", "params", "provenance")
+TABLE_KEYS = ("perplexity", "time", "memory", "aggregate", "params", "versions")
 
 
 def build_sections(frame: pd.DataFrame, *, sort: str = "ppl", peak_tflops: float | None = None,
@@ -210,7 +210,7 @@ def build_sections(frame: pd.DataFrame, *, sort: str = "ppl", peak_tflops: float
     if "params" in which:
         sections.append(Section("params", "parameters and FLOPs", params_table(frame, peak_tflops),
                                 params_notes(frame, peak_tflops)))
-    if "provenance" in which:
-        sections.append(Section("provenance", "provenance (distribution and version of each component)",
+    if "versions" in which:
+        sections.append(Section("versions", "versions (the distribution that provided each component)",
                                 provenance_table(frame), [PROVENANCE_NOTE]))
     return sections
