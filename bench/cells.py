@@ -10,6 +10,7 @@ from typing import Any, Callable
 
 import torch
 
+from bench.budget import zero_step_problem
 from bench.components import Component
 from bench.errors import ConfigError
 from bench.lm import LanguageModel
@@ -17,6 +18,7 @@ from bench.matrix import Matrix, closest
 from bench.provenance import cell_provenance
 from bench.registry import DuplicateComponentError, Registered, Registry
 from bench.schema import TRAINER_KEYS, check_trainer_values, type_error
+from bench.shapes import shapes_only
 
 # Which config key names the component of each kind.
 KIND_KEYS = {"model": "model", "optimizer": "optimizer", "dataset": "dataset",
@@ -43,7 +45,8 @@ class Cell:
 
 # Keys that change how a cell is run or observed, never what it computes: changing them must not
 # turn a finished (or half-finished) cell into a new one.
-OPERATIONAL_KEYS = frozenset({"checkpoint", "checkpoint_every", "memory_interval_ms", "peak_tflops"})
+# halt_at_step only says how far this invocation trains: a sweep continues the same cell later.
+OPERATIONAL_KEYS = frozenset({"checkpoint", "checkpoint_every", "memory_interval_ms", "peak_tflops", "halt_at_step"})
 
 
 def cell_id(config: dict[str, Any]) -> str:
@@ -105,6 +108,7 @@ def _resolve(user: dict[str, Any], registry: Registry,
              where: str) -> tuple[dict[str, Any], dict[str, Registered], list[str]]:
     config = {name: key.default for name, key in TRAINER_KEYS.items()}
     config.update({k: v for k, v in user.items() if k in TRAINER_KEYS})
+    _check_known_keys(user, registry, where)  # first: a misspelt `model` must not read as "no model given"
     for kind in ("model", "optimizer"):
         if config[kind] is None:
             raise ConfigError(f"{where}: no {kind} given; add `{kind} = \"...\"` to [defaults] or [matrix]")
@@ -116,7 +120,14 @@ def _resolve(user: dict[str, Any], registry: Registry,
     else:
         used["tokenizer"] = _lookup(registry, "tokenizer", config["tokenizer"], problems)
     config.update(_component_values(user, used, where))
+    check_trainer_values(config, where)
+    return config, used, problems
 
+
+def _check_known_keys(user: dict[str, Any], registry: Registry, where: str) -> None:
+    """Every key must mean something to bench or to some registered component; keys that another
+    component understands (e.g. `tie_weights` in a grid that mixes models) are simply not part of
+    this cell."""
     known_anywhere = set(TRAINER_KEYS)
     for kind in KIND_KEYS:
         for entry in registry.entries(kind):
@@ -124,10 +135,6 @@ def _resolve(user: dict[str, Any], registry: Registry,
     for key in user:
         if key not in known_anywhere:
             raise ConfigError(f"{where}: unknown key {key!r}{closest(key, known_anywhere)}")
-    # Keys that another registered component understands (e.g. `tie_weights` in a grid that
-    # mixes models) are simply not part of this cell.
-    check_trainer_values(config, where)
-    return config, used, problems
 
 
 def _lookup(registry: Registry, kind: str, name: str, problems: list[str]) -> Registered:
@@ -165,7 +172,7 @@ def _component_values(user: dict[str, Any], used: dict[str, Registered], where: 
 
 
 def _check_buildable(config: dict[str, Any], used: dict[str, Registered], where: str) -> list[str]:
-    """Build the model on the meta device (no memory, no time) and the optimizer and schedule on a
+    """Build the model's shapes (no memory, no time, no initialisers) and the optimizer and schedule on a
     dummy parameter, so impossible hyperparameters fail here and not hours into a matrix.
 
     A ValueError is the factory saying the matrix asks for something impossible: ConfigError, the
@@ -178,12 +185,27 @@ def _check_buildable(config: dict[str, Any], used: dict[str, Registered], where:
         if limit is not None and config["seq_len"] > limit:
             raise ConfigError(f"{where}: seq_len {config['seq_len']} exceeds the model's context length {limit}; "
                               f"lower seq_len or raise n_positions")
+        no_steps = zero_step_problem(config, _flops_per_token(model, used["model"], config, problems))
+        if no_steps:
+            raise ConfigError(f"{where}: {no_steps}")
     probe = torch.nn.Parameter(torch.zeros(1))
     _build(used["optimizer"], lambda c: c.build(config, [probe], lr=config["lr"], device_type="cpu"), problems,
            where)
     _build(used["schedule"], lambda c: c.build(config, lr=config["lr"], total_steps=config["max_steps"] or 10**9),
            problems, where)
     return problems
+
+
+def _flops_per_token(model: Any, entry: Registered, config: dict[str, Any], problems: list[str]) -> int:
+    """The model's FLOPs per token, asked only when a FLOP budget needs it."""
+    if not config.get("max_flops"):
+        return 0
+    try:
+        return int(model.flops_per_token(config["seq_len"]))
+    except Exception as exc:  # noqa: BLE001 - the plugin's fault, this cell's problem
+        problems.append(f"model {entry.component.name!r} from {entry.distribution}: flops_per_token failed: "
+                        f"{type(exc).__name__}: {exc}".splitlines()[0][:400])
+        return 0
 
 
 # What each kind's factory must return, checked at resolve time.
@@ -198,7 +220,7 @@ def _build(entry: Registered, build: Callable[[Component], Any], problems: list[
            meta: bool = False) -> Any:
     name = f"{entry.kind} {entry.component.name!r} from {entry.distribution}"
     try:
-        with torch.device("meta") if meta else contextlib.nullcontext():
+        with shapes_only() if meta else contextlib.nullcontext():
             built = build(entry.component)
     except ValueError as exc:
         raise ConfigError(f"{where}: {exc}") from None

@@ -54,10 +54,12 @@ the named arguments are passed by bench, and a declared ``lr`` arrives once, as 
   ``decode``; ``eot_token``: the document-separator id or ``None``; optional
   ``encode_batch(texts) -> list[list[int]]``, used for long texts when present, must equal ``encode``
   on each text)
+* executor:  ``factory(**options) -> executor`` with ``execute(cells, spec, session)`` (runs cells; see
+  :mod:`bench.executors`)
 
 Factory errors: a factory raising ``ValueError`` says the matrix asks for something impossible; bench
 refuses the matrix (exit 2) with the message, before anything trains. Every factory is tried at
-resolve time (the model on the meta device); any other exception, or an object of the wrong type,
+resolve time (the model's shapes only, on the meta device); any other exception, or an object of the wrong type,
 is the plugin's fault and becomes one line naming the component, its distribution and the cell:
 ``bench run --dry-run`` prints every such line and exits 2, ``bench run`` records each such cell as
 ``error`` and trains the others. ``bench.testing`` checks a component against this contract.
@@ -141,6 +143,17 @@ def bench_tokenizers() -> list[Component]:
     raise NotImplementedError  # a specification: only implementations are called
 
 
+@hookspec
+def bench_executors() -> list[Component]:
+    """Return the executors this plugin provides.
+
+    :return: ``Component`` objects whose ``factory(**options)`` builds an object with
+        ``execute(cells, spec, session) -> list[bench.runner.CellOutcome]`` (see :mod:`bench.executors`);
+        ``defaults`` are the options a matrix's ``[executor]`` table may set.
+    """
+    raise NotImplementedError  # a specification: only implementations are called
+
+
 # -- lifecycle ----------------------------------------------------------------------------
 
 
@@ -173,8 +186,10 @@ def bench_evaluation(cell: dict[str, Any], epoch: int, step: int, metrics: dict[
     :param cell: ``{"id", "name", "config", "provenance"}`` of the cell.
     :param epoch: the epoch in progress (1-based).
     :param step: optimizer steps done so far.
-    :param metrics: ``loss`` (mean nats/token over the validation split's non-overlapping
-        ``seq_len`` windows), ``ppl`` (``exp(loss)``) and ``tokens`` (tokens scored).
+    :param metrics: ``loss`` (mean nats/token over the validation split's ``seq_len`` windows, which
+        advance by ``eval_stride``: non-overlapping by default), ``ppl`` (``exp(loss)``), ``tokens``
+        (targets scored) and, for word-level datasets such as wikitext2, ``word_ppl`` (``exp`` of the
+        total loss over the split's word count).
     """
 
 

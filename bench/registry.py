@@ -6,6 +6,7 @@ warning naming its distribution and the error; every other plugin still loads (a
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import functools
 import importlib
@@ -34,6 +35,7 @@ _HOOK_BY_KIND = {
     "schedule": "bench_schedules",
     "dataset": "bench_datasets",
     "tokenizer": "bench_tokenizers",
+    "executor": "bench_executors",
 }
 
 
@@ -121,7 +123,8 @@ class Registry:
 
 def unknown_name_message(kind: str, name: object, known: list[str]) -> str:
     close = difflib.get_close_matches(str(name), known, n=3, cutoff=0.5)
-    hint = f"did you mean {', '.join(repr(c) for c in close)}?" if close else f"registered: {', '.join(known) or 'none'}"
+    hint = (f"did you mean {', '.join(repr(c) for c in close)}?" if close
+            else f"registered: {', '.join(known) or 'none'}")
     return f"unknown {kind} {name!r}; {hint} (`bench list` shows every {kind})"
 
 
@@ -149,6 +152,10 @@ class PluginSelection:
         autoload = environ.get(NO_AUTOLOAD_ENV, "").strip().lower() in ("", "0", "false", "no")
         return cls(frozenset(disabled), tuple(dict.fromkeys(plugins)), autoload)
 
+    def without(self, *names: str) -> PluginSelection:
+        """The same selection with these plugins disabled too."""
+        return dataclasses.replace(self, disabled=self.disabled | frozenset(names))
+
     def skips(self, *names: str | None) -> bool:
         return any(name is not None and _norm(name) in {_norm(d) for d in self.disabled} for name in names)
 
@@ -173,11 +180,13 @@ class Plugins:
     registry: Registry
     hooks: GuardedHooks
     records: list[PluginRecord] = field(default_factory=list)
+    selection: PluginSelection = field(default_factory=PluginSelection)
 
 
 def load_plugins(selection: PluginSelection | None = None, extra_plugins: Iterable[object] = (),
-                 warn: Callable[[str], None] = _stderr) -> Plugins:
-    """Every selected plugin, loaded one by one; failures become warnings and ``failed`` records."""
+                 warn: Callable[[str], None] = _stderr, hook_warn: Callable[[str], None] | None = None) -> Plugins:
+    """Every selected plugin, loaded one by one; failures become warnings (``warn``) and ``failed``
+    records. ``hook_warn`` (default ``warn``) reports lifecycle hooks that fail later."""
     selection = selection or PluginSelection.from_options()
     manager = pluggy.PluginManager(hookspecs.PROJECT)
     manager.add_hookspecs(hookspecs)
@@ -204,7 +213,7 @@ def load_plugins(selection: PluginSelection | None = None, extra_plugins: Iterab
         providers[str(name)] = Provider(None, None, _object_name(plugin))
     registry = build_registry(manager, providers, records, warn)
     labels = {name: provider.label for name, provider in providers.items()}
-    return Plugins(manager, registry, GuardedHooks(manager, labels, warn), records)
+    return Plugins(manager, registry, GuardedHooks(manager, labels, hook_warn or warn), records, selection)
 
 
 def _entry_points() -> list[tuple[metadata.Distribution, metadata.EntryPoint]]:
