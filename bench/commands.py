@@ -57,7 +57,7 @@ def run_matrix(path: str, *, device: str, filter_expr: str | None, dry_run: bool
     runner = build_executor(registry, executor_settings(matrix.executor, executor or {}), path)
     cells = select_cells(resolve_cells(matrix, registry), filter_expr)
     if dry_run:
-        return _dry_run(cells, registry, matrix.name)
+        return _dry_run(cells, registry, matrix.name, resolve_device(device))
     return _train(cells, matrix, loaded, device=resolve_device(device), force=force, outputs=outputs,
                   runner=runner)
 
@@ -65,6 +65,7 @@ def run_matrix(path: str, *, device: str, filter_expr: str | None, dry_run: bool
 def _train(cells: list[Cell], matrix: Matrix, loaded: Plugins, *, device: torch.device, force: bool, outputs: str,
            runner: Any) -> int:
     from bench.data.loading import check_data_available
+    from bench.data.token_cache import tokens_dir
     from bench.lock import MatrixLock
     from bench.report import tables
     from bench.runner import run_cells
@@ -76,6 +77,7 @@ def _train(cells: list[Cell], matrix: Matrix, loaded: Plugins, *, device: torch.
     # The lock refuses a second run on these outputs (exit 2); the stop turns SIGINT/SIGTERM into
     # "finish the step, checkpoint, exit".
     with MatrixLock(store.path) as lock, GracefulStop() as stop:
+        store.sweep_temp_files(tokens_dir())  # left by writes a kill interrupted
         print(f"bench: {len(cells)} cells of {matrix.name!r} on {device}, results in {store.path}",
               file=sys.stderr)
         outcome = run_cells(cells, registry=registry, hooks=loaded.hooks, store=store, device=device,
@@ -92,11 +94,11 @@ def _train(cells: list[Cell], matrix: Matrix, loaded: Plugins, *, device: torch.
     return 1 if outcome.failed else 0
 
 
-def _dry_run(cells: list[Cell], registry: Registry, matrix_name: str) -> int:
+def _dry_run(cells: list[Cell], registry: Registry, matrix_name: str, device: torch.device) -> int:
     """The buildable cells as a table, then one line per cell a plugin cannot build (exit 2 if any)."""
     buildable = [cell for cell in cells if not cell.problem]
     if buildable:
-        print(_dry_run_table(buildable, registry))
+        print(_dry_run_table(buildable, registry, device))
     for cell in cells:
         if cell.problem:
             print(f"bench: error: {cell.problem}", file=sys.stderr)
@@ -105,17 +107,25 @@ def _dry_run(cells: list[Cell], registry: Registry, matrix_name: str) -> int:
     return 2 if len(buildable) < len(cells) else 0
 
 
-def _dry_run_table(cells: list[Cell], registry: Registry) -> str:
-    rows = []
+def _dry_run_table(cells: list[Cell], registry: Registry, device: torch.device) -> str:
+    """One row per cell: sizes, FLOPs and the estimated training memory; then one warning line per
+    cell whose estimate exceeds the device's free memory."""
+    from bench.training.footprint import estimate_training_bytes, free_bytes, too_large_warning
+
+    rows, warnings, free = [], [], free_bytes(device)
     for cell in cells:
         config = cell.config
         component = registry.get("model", config["model"])
+        vocab = _vocab_size(config, registry)
         with shapes_only():
-            model = component.build(config, _vocab_size(config, registry))
+            model = component.build(config, vocab)
         counts = model.parameter_counts()
+        estimate = estimate_training_bytes(config, counts["total"], vocab)
+        warnings.append(too_large_warning(estimate, free, cell.name))
         rows.append([cell.id, cell.name, f"{counts['total']:,}", f"{counts['non_embedding']:,}",
-                     f"{model.flops_per_token(config['seq_len']):.3g}"])
-    return tabulate(rows, headers=["id", "name", "params", "non-embedding", "train FLOPs/token"])
+                     f"{model.flops_per_token(config['seq_len']):.3g}", f"{estimate['total'] / (1 << 30):.2f}"])
+    table = tabulate(rows, headers=["id", "name", "params", "non-embedding", "train FLOPs/token", "est. GiB"])
+    return "\n".join([table, *(line for line in warnings if line)])
 
 
 def _vocab_size(config: dict, registry: Registry) -> int:
