@@ -55,6 +55,13 @@ def test_faulty_plugins_fail_only_their_cells_and_loggers_change_nothing(plugin_
     make_distribution(plugin_site, "bench-flaky-logger", "bench_flaky_logger", LOGGER)
     outputs = tmp_path / "outputs"
     path = write_matrix(MATRIX, name="faults")
+    # --dry-run names every cell a plugin cannot build, all at once, and still shows the others.
+    assert cli.main(["run", str(path), "--dry-run", "--outputs", str(outputs)]) == 2
+    out, err = capsys.readouterr()
+    errors = [line for line in err.splitlines() if line.startswith("bench: error:")]
+    assert len(errors) == 2 and "model=lstm" in errors[0] and "KeyError: 'weights table'" in errors[1]
+    assert "gpt1-adam" in out and not outputs.exists()
+
     assert cli.main(["run", str(path), "--device", "cpu", "--outputs", str(outputs)]) == 1
     err = capsys.readouterr().err
 
