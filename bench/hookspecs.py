@@ -27,6 +27,10 @@ hyperparameter the factory takes, by keyword) and a description. Names are globa
 plugins register the same name, cells that use it fail with a message naming both distributions;
 every other cell runs.
 
+``Component.params(config)`` is the part of a resolved cell config a component's factory takes, and
+``Component.build(config, *args, **named)`` calls the factory with it (bench builds every component
+this way).
+
 Each cell has one value per key. A matrix key reaches a component exactly when it is in that
 component's ``defaults``. The value is, in order: the matrix's; else the declaring component's
 default; else bench's own default (``bench.schema.TRAINER_KEYS``). When two components of one cell

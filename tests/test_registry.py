@@ -124,3 +124,18 @@ def test_a_clashing_name_is_listed_and_fails_only_the_cells_that_use_it(plugin_s
     assert len(errors) == 2 and all(e.startswith("bench: error: matrix 'tiny', cell ") for e in errors)
     assert all("model=lstm" in e and "bench-shadow 0.1" in e for e in errors)
     assert out.count("gpt1-") == 2 and "4 cells in matrix 'tiny', 2 of them unbuildable" in out
+
+
+def test_a_registration_hook_returning_something_else_than_components_is_left_out(plugin_site, capsys):
+    make_distribution(plugin_site, "bench-wrong", "bench_wrong", '''
+from bench import hookimpl
+
+@hookimpl
+def bench_optimizers():
+    return [{"name": "sgd2"}]
+''')
+    loaded = load_plugins(PluginSelection.from_options(environ={}))
+    assert not loaded.registry.has("optimizer", "sgd2") and loaded.registry.has("optimizer", "sgd")
+    assert ("plugin bench-wrong 0.1 failed in bench_optimizers: TypeError: bench_optimizers returned a dict; "
+            "return bench.Component objects") in capsys.readouterr().err
+    assert next(r for r in loaded.records if r.name == "bench_wrong").status == "failed"
