@@ -11,7 +11,7 @@ import pluggy
 LIFECYCLE_HOOKS = ("bench_run_start", "bench_log_step", "bench_evaluation", "bench_run_end")
 
 
-def _stderr(line: str) -> None:
+def stderr_line(line: str) -> None:
     print(line, file=sys.stderr, flush=True)
 
 
@@ -25,7 +25,7 @@ class GuardedHooks:
     """
 
     def __init__(self, manager: pluggy.PluginManager, providers: Mapping[str, str] | None = None,
-                 warn: Callable[[str], None] = _stderr):
+                 warn: Callable[[str], None] = stderr_line):
         self._manager = manager
         self._providers = dict(providers or {})
         self._warn = warn

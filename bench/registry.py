@@ -12,7 +12,6 @@ import functools
 import importlib
 import importlib.metadata as metadata
 import os
-import sys
 import types
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Mapping
@@ -22,7 +21,7 @@ import pluggy
 from bench import hookspecs
 from bench.components import KINDS, Component
 from bench.errors import ConfigError
-from bench.hooks import GuardedHooks
+from bench.hooks import GuardedHooks, stderr_line
 from bench.provenance import DISTRIBUTION  # bench's own; its entry points are the built-in plugins
 
 ENTRY_POINT_GROUP = "bench.plugins"
@@ -37,10 +36,6 @@ _HOOK_BY_KIND = {
     "tokenizer": "bench_tokenizers",
     "executor": "bench_executors",
 }
-
-
-def _stderr(line: str) -> None:
-    print(line, file=sys.stderr, flush=True)
 
 
 class DuplicateComponentError(ConfigError):
@@ -184,7 +179,7 @@ class Plugins:
 
 
 def load_plugins(selection: PluginSelection | None = None, extra_plugins: Iterable[object] = (),
-                 warn: Callable[[str], None] = _stderr, hook_warn: Callable[[str], None] | None = None) -> Plugins:
+                 warn: Callable[[str], None] = stderr_line, hook_warn: Callable[[str], None] | None = None) -> Plugins:
     """Every selected plugin, loaded one by one; failures become warnings (``warn``) and ``failed``
     records. ``hook_warn`` (default ``warn``) reports lifecycle hooks that fail later."""
     selection = selection or PluginSelection.from_options()
@@ -266,7 +261,7 @@ def plugin_manager(extra_plugins: Iterable[object] = ()) -> pluggy.PluginManager
 
 
 def build_registry(manager: pluggy.PluginManager, providers: Mapping[str, Provider] | None = None,
-                   records: list[PluginRecord] | None = None, warn: Callable[[str], None] = _stderr) -> Registry:
+                   records: list[PluginRecord] | None = None, warn: Callable[[str], None] = stderr_line) -> Registry:
     """Ask every plugin for its components; a registration hook that raises or returns something
     other than Components is reported and skipped, the rest are kept."""
     if providers is None:  # a manager loaded elsewhere: its plugins are named after their entry points
