@@ -75,7 +75,8 @@ def make_distribution(site: Path, dist_name: str, module: str, source: str, vers
         old.rmdir()
     info = site / f"{dist_name.replace('-', '_')}-{version}.dist-info"
     info.mkdir()
-    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {dist_name}\nVersion: {version}\n")
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {dist_name}\nVersion: {version}\n"
+                                 "Requires-Dist: bench-lm\n")
     (info / "entry_points.txt").write_text(f"[bench.plugins]\n{module} = {module}\n")
     importlib.invalidate_caches()
 

@@ -36,7 +36,7 @@ def import_ray() -> Any:
         import ray
     except ImportError as exc:
         raise BenchError(f"--executor ray needs Ray ({exc}); install it with "
-                         f"pip install 'bench[ray]' (or pip install ray)") from None
+                         f"pip install 'bench-lm[ray]' (or pip install ray)") from None
     return ray
 
 
