@@ -82,3 +82,23 @@ def test_faulty_plugins_fail_only_their_cells_and_loggers_change_nothing(plugin_
     assert "already complete" in capsys.readouterr().err
     record = ResultStore(outputs, "faults").cell(summaries["gpt1"]["id"])
     assert json.loads((record.path / "summary.json").read_text())["status"] == "ok"
+
+
+def test_a_dataset_plugin_that_raises_stops_the_run_with_one_line_naming_it(plugin_site, write_matrix, tmp_path,
+                                                                             capsys):
+    make_distribution(plugin_site, "bench-bad-data", "bench_bad_data", '''
+from bench import Component, hookimpl
+
+def corpus():
+    raise OSError("mirror unreachable")
+
+@hookimpl
+def bench_datasets():
+    return [Component("bad-data", corpus, {}, tags={"tokens"})]
+''', version="0.3")
+    path = write_matrix('[defaults]\nmodel = "lstm"\noptimizer = "sgd"\ndataset = "bad-data"\nvocab_size = 16\n')
+    assert cli.main(["run", str(path), "--device", "cpu", "--outputs", str(tmp_path / "outputs")]) == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert line == ("bench: error: dataset 'bad-data' from bench-bad-data 0.3 failed to load: OSError: mirror "
+                    "unreachable; fix or turn off the plugin (--disable-plugin NAME)")
+    assert not (tmp_path / "outputs").exists()

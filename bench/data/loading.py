@@ -11,7 +11,7 @@ import torch
 from bench.data.corpus import SPLITS, Corpus
 from bench.data.token_cache import load_tokens
 from bench.errors import ConfigError
-from bench.registry import Registry
+from bench.registry import Registered, Registry
 
 
 @dataclass
@@ -66,6 +66,17 @@ def check_data_available(configs: list[dict[str, Any]], registry: Registry) -> N
             dataset.build(config)
         except ValueError as exc:
             raise ConfigError(f"dataset {dataset.name!r}: {exc}") from None
+        except Exception as exc:  # noqa: BLE001 - a plugin's bug: one line naming it, not a traceback
+            raise _plugin_failed(registry.entry("dataset", dataset.name), exc) from None
         if config["tokenizer"] is not None:
             tokenizer = registry.get("tokenizer", config["tokenizer"])
-            tokenizer.build(config)
+            try:
+                tokenizer.build(config)
+            except Exception as exc:  # noqa: BLE001 - as above
+                raise _plugin_failed(registry.entry("tokenizer", tokenizer.name), exc) from None
+
+
+def _plugin_failed(entry: Registered, exc: Exception) -> ConfigError:
+    return ConfigError(f"{entry.kind} {entry.component.name!r} from {entry.distribution} failed to load: "
+                       f"{type(exc).__name__}: {exc}".splitlines()[0][:400]
+                       + "; fix or turn off the plugin (--disable-plugin NAME)")
