@@ -15,6 +15,7 @@ from bench.components import Component
 from bench.errors import ConfigError
 from bench.lm import LanguageModel
 from bench.matrix import Matrix, closest
+from bench.param_roles import probe_parameters
 from bench.provenance import cell_provenance
 from bench.registry import DuplicateComponentError, Registered, Registry
 from bench.schema import TRAINER_KEYS, check_trainer_values, type_error
@@ -46,7 +47,9 @@ class Cell:
 # Keys that change how a cell is run or observed, never what it computes: changing them must not
 # turn a finished (or half-finished) cell into a new one.
 # halt_at_step only says how far this invocation trains: a sweep continues the same cell later.
-OPERATIONAL_KEYS = frozenset({"checkpoint", "checkpoint_every", "memory_interval_ms", "peak_tflops", "halt_at_step"})
+# target_loss/target_ppl only say how the report reads the results.
+OPERATIONAL_KEYS = frozenset({"checkpoint", "checkpoint_every", "memory_interval_ms", "peak_tflops", "halt_at_step",
+                              "target_loss", "target_ppl"})
 
 
 def cell_id(config: dict[str, Any]) -> str:
@@ -188,9 +191,8 @@ def _check_buildable(config: dict[str, Any], used: dict[str, Registered], where:
         no_steps = zero_step_problem(config, _flops_per_token(model, used["model"], config, problems))
         if no_steps:
             raise ConfigError(f"{where}: {no_steps}")
-    probe = torch.nn.Parameter(torch.zeros(1))
-    _build(used["optimizer"], lambda c: c.build(config, [probe], lr=config["lr"], device_type="cpu"), problems,
-           where)
+    _build(used["optimizer"], lambda c: c.build(config, probe_parameters(), lr=config["lr"], device_type="cpu"),
+           problems, where)
     _build(used["schedule"], lambda c: c.build(config, lr=config["lr"], total_steps=config["max_steps"] or 10**9),
            problems, where)
     return problems

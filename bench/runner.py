@@ -8,7 +8,6 @@ body of one cell, the same function whichever process (driver, pool worker, Ray 
 from __future__ import annotations
 
 import gc
-import sys
 import time
 import traceback
 from dataclasses import dataclass, field
@@ -20,6 +19,7 @@ from bench.cells import Cell
 from bench.checkpoint import CHECKPOINT_DIR, CheckpointStore
 from bench.evaluation.cell_hellaswag import score_in_run
 from bench.evaluation.perplexity import format_ppl
+from bench.hooks import stderr_line  # noqa: F401 - also bench.runner's public name for it
 from bench.provenance import stale_reason, stored_provenance
 from bench.registry import Registry
 from bench.selection import resolve_device
@@ -35,16 +35,13 @@ class RunOutcome:
     skipped: list[str] = field(default_factory=list)
     failed: dict[str, str] = field(default_factory=dict)  # cell name -> status
     interrupted: str | None = None  # the signal that stopped the run early, if one did
+    results: list[CellOutcome] = field(default_factory=list)  # what the executor returned, one per cell it ran
 
 
 # A rerun skips cells whose summary holds one of these (the store's settled statuses: ok,
 # diverged, pruned), as their outcome is a property of the configuration. oom, error,
 # interrupted and paused cells run again, resuming from their checkpoint.
 FINAL_STATUSES = SETTLED_STATUSES
-
-
-def _stderr(line: str) -> None:
-    print(line, file=sys.stderr, flush=True)
 
 
 @dataclass(frozen=True)
@@ -66,7 +63,7 @@ class Session:
     registry: Registry
     hooks: Any
     stop: Any = None  # a bench.signals.GracefulStop, or anything with .requested and .cause
-    say: Callable[[str], None] = _stderr
+    say: Callable[[str], None] = stderr_line
     lock: Any = None  # the bench.lock.MatrixLock held for the run; worker processes share it
     labels: dict[str, str] = field(default_factory=dict)  # cell id -> "[3/12] gpt1-L1-adam"
 
@@ -100,7 +97,7 @@ class CellContext:
 
 def run_cells(cells: list[Cell], *, registry: Registry, hooks: Any, store: ResultStore,
               device: torch.device, force: bool = False, stop: Any = None,
-              evaluation: dict[str, Any] | None = None, say: Callable[[str], None] = _stderr,
+              evaluation: dict[str, Any] | None = None, say: Callable[[str], None] = stderr_line,
               executor: Any = None, lock: Any = None, plugins: Any = None) -> RunOutcome:
     """Skip finished cells, hand the rest to ``executor`` (default: one after another in this
     process). ``stop`` (a :class:`bench.signals.GracefulStop`) ends the run after the current
@@ -128,12 +125,13 @@ def run_cells(cells: list[Cell], *, registry: Registry, hooks: Any, store: Resul
             todo.append(cell)
     spec = RunSpec(str(store.root), store.path.name, device.type, force, evaluation, plugins)
     results = executor.execute(todo, spec, session) if executor is not None else run_sequentially(todo, spec, session)
+    outcome.results = results
     for result in results:
         if result.stopped:
             outcome.interrupted = stop.cause if stop is not None and stop.requested else "a stop request"
         elif result.status == "ok":
             outcome.finished.append(result.name)
-        else:
+        elif result.status != "paused":  # paused (halt_at_step) is neither finished nor failed
             outcome.failed[result.name] = result.status
     if stop is not None and stop.requested and outcome.interrupted is None and len(results) < len(todo):
         outcome.interrupted = stop.cause
@@ -154,7 +152,7 @@ def run_sequentially(cells: list[Cell], spec: RunSpec, session: Session) -> list
     return outcomes
 
 
-def run_cell(cell: Cell, context: CellContext, label: str, out: Callable[[str], None] = _stderr) -> CellOutcome:
+def run_cell(cell: Cell, context: CellContext, label: str, out: Callable[[str], None] = stderr_line) -> CellOutcome:
     """Train one cell and record its outcome; never raises for the cell's own failure. This is
     the body every executor runs, in the driver or in a worker process. ``out`` gets whole
     lines, each starting with ``label``."""

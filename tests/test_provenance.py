@@ -69,5 +69,5 @@ def test_an_upgraded_plugin_retrains_its_cells_and_the_report_shows_versions(plu
     out = capsys.readouterr().out
     lines = out.splitlines()
     header, row = lines[lines.index(next(line for line in lines if line.startswith("Cell,"))):][:2]
-    assert header.split(",")[:6] == ["Cell", "Id", "Model", "Optimizer", "Dataset", "Schedule"]
+    assert header.split(",")[:6] == ["Cell", "Cell id", "Model", "Optimizer", "Dataset", "Schedule"]
     assert "bench-plain-sgd 1.1" in row and "bench-lm 0.1.0" in row

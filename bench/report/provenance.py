@@ -9,6 +9,7 @@ import pandas as pd
 
 from bench.components import KINDS
 from bench.provenance import component_label
+from bench.report.render import CELL_ID, CELL_NAME
 
 NOTE = ("Versions recorded when each cell trained; a cell whose plugin versions have changed since is "
         "trained again by the next `bench run`. '-': stored before bench recorded versions.")
@@ -26,7 +27,7 @@ def provenance_columns(summary: dict[str, Any]) -> dict[str, str | None]:
 
 def provenance_table(frame: pd.DataFrame) -> pd.DataFrame:
     """One row per cell; a kind no cell records (a token dataset needs no tokenizer) is left out."""
-    columns = {"Cell": frame.get("name"), "Id": frame.get("id")}
+    columns = {CELL_NAME: frame.get("name"), CELL_ID: frame.get("id")}
     for kind in KINDS:
         column = frame.get(f"from_{kind}")
         if column is not None and column.notna().any():

@@ -27,10 +27,10 @@ include = [
 ]
 """
 
-# Figures that measure time or memory (or where a cell resumed) differ between any two runs; so do the
-# summary's file fingerprints (`files`), since metrics.jsonl holds timing figures too.
+# Figures that measure time or memory (or where a cell resumed) differ between any two runs, and
+# so does the fingerprint of metrics.jsonl, whose rows hold times (best.pt's is compared).
 _TIMING = re.compile(r"(_s$|_s_|per_s$|^memory$|^mfu$|^worst_step|^step_times|^resumed_at_steps$|^budget_used$"
-                     r"|^files$)")
+                     r"|^metrics\.jsonl$)")
 
 
 def comparable(value: Any) -> Any:

@@ -9,8 +9,8 @@ from bench_gru_lion.lion import Lion, lion
 GRU = Component("gru", GRULanguageModel,
                 {"n_layer": 1, "n_embd": 256, "n_hidden": 256, "dropout": 0.0},
                 "GRU language model: embedding -> n_layer GRU -> dropout -> linear head")
-# Lion's sign update has norm ~1 per coordinate, so it wants a smaller lr than Adam: declaring "lr" here
-# makes 1e-4 its default (the paper uses 3-10x below AdamW's); a matrix's lr still overrides it.
+# Declaring lr sets Lion's own default (the matrix's lr still wins): its sign updates move every
+# coordinate by lr, so it wants 3-10x less than AdamW's 1e-3.
 LION = Component("lion", lion, {"lr": 1e-4, "betas": [0.9, 0.99], "weight_decay": 0.0},
                  "Lion (Chen et al. 2023): sign of interpolated momentum, decoupled weight decay")
 
