@@ -53,7 +53,7 @@ def assign_budgets(summaries: list[dict[str, Any]]) -> tuple[list[float], str]:
     """Each cell's compute budget: its max_flops, else inferred by grouping training FLOPs."""
     declared = [_declared_budget(s) for s in summaries]
     if all(d is not None for d in declared):
-        return declared, "budget C = each cell's max_flops"
+        return [float(d) for d in declared if d is not None], "budget C = each cell's max_flops"
     flops = np.array([float(s.get("train_flops") or math.nan) for s in summaries])
     if not np.all(np.isfinite(flops)):
         raise BenchError("some cells have neither max_flops nor train_flops; rerun them with this bench")
@@ -145,7 +145,8 @@ def _parametric_text(fit: scaling.Parametric | None, problem: str | None) -> str
             f"{fit.B:.4g} / D^{fit.beta:.3f}\n"
             f"Huber loss (delta {scaling.HUBER_DELTA:g}) on log-loss, L-BFGS-B from the {fit.starts} best of "
             f"{fit.grid_points} grid points (Hoffmann et al.'s grid), "
-            f"best objective {fit.objective:.3g}; its compute-optimal N_opt ~ C^{fit.beta / (fit.alpha + fit.beta):.3f}, "
+            f"best objective {fit.objective:.3g}; "
+            f"its compute-optimal N_opt ~ C^{fit.beta / (fit.alpha + fit.beta):.3f}, "
             f"D_opt ~ C^{fit.alpha / (fit.alpha + fit.beta):.3f} under C = 6ND.")
 
 
