@@ -204,7 +204,7 @@ class Parametric:
 
     def loss(self, n, d):
         n, d = np.asarray(n, dtype=float), np.asarray(d, dtype=float)
-        return self.E + self.A / n**self.alpha + self.B / d**self.beta
+        return self.E + self.A / n ** self.alpha + self.B / d ** self.beta
 
     def optimal(self, budget: float) -> tuple[float, float]:
         """(N_opt, D_opt) minimising L under C = 6 N D (Hoffmann et al., eq. 4)."""
@@ -267,7 +267,7 @@ def fit_parametric(n, d, loss, grid: dict[str, tuple[float, ...]] | None = None,
         if np.isfinite(result.fun) and (best is None or result.fun < best.fun):
             best = result
     if best is None:
-        raise BenchError("the parametric fit found no finite optimum from any start; check the cells' losses")
+        raise BenchError("the parametric L(N, D) fit found no finite optimum from any start; check the losses")
     a, b, e, alpha, beta = best.x
     return Parametric(math.exp(e), math.exp(a), math.exp(b), float(alpha), float(beta), float(best.fun),
                       len(chosen), len(points))

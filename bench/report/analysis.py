@@ -156,8 +156,7 @@ def target_section(summaries: list[dict[str, Any]], metrics: dict[str, list[dict
     rows = []
     for s in done:
         target = cell_target(s, override)
-        if target is None:  # never: done holds the cells with a target
-            continue
+        assert target is not None  # cells without a target were left out above
         cost = reach(s, metrics.get(s["id"], []), target)
         config = s.get("config") or {}
         rows.append({**{k: _hashable(config.get(k)) for k in axes}, "Seed": config.get("seed"),
@@ -198,7 +197,7 @@ def workload_times(summaries: list[dict[str, Any]], metrics: dict[str, list[dict
     frame["workload"] = [", ".join(f"{a}={row[a]}" for a in workload_axes) or "all cells"
                          for _, row in frame.iterrows()]
     given = {s["id"]: cell_target(s, override) for s in done}
-    targets_by_workload: dict[Any, float] = {}
+    targets_by_workload: dict[str, float] = {}
     for workload, cells in frame.groupby("workload"):
         explicit = [t for t in (given[i] for i in cells["id"]) if t is not None]
         targets_by_workload[workload] = explicit[0] if explicit else float(cells["loss"].min()) * tolerance

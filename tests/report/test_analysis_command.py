@@ -124,6 +124,8 @@ def test_fit_bad_input_is_one_line(seeded, capsys):
         "bench: error: fitting lr against params needs finished cells at three or more distinct params values, got 1"]
     code = main(["fit", "isoflop", "seeded", "--outputs", str(seeded)])
     assert code == 2 and "at least three compute budgets" in capsys.readouterr().err
+    code = main(["fit", "hparam", "seeded", "--outputs", str(seeded), "--x", "params", "--y", "optimizer"])
+    assert code == 2 and "'optimizer' is not a number" in capsys.readouterr().err
 
 
 def test_mixed_datasets_refused():
