@@ -27,7 +27,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from bench.components import Component
-from bench.lm import LanguageModel
+from bench.lm import LanguageModel, split
 
 BATCH, SEQ = 2, 8
 
@@ -152,10 +152,28 @@ def check_n_layer_override(case: ModelCase) -> None:
         assert two.eval()(case.tokens()).shape == (BATCH, SEQ, case.vocab_size)
 
 
+def check_hidden_head(case: ModelCase) -> None:
+    """A model exposing ``hidden`` and ``head`` (optional) must give ``head(hidden(idx)) == forward(idx)``,
+    position by position: the head applied to a subset of positions gives those positions' logits."""
+    model = case.build().eval()
+    parts = split(model)
+    if parts is None:
+        return  # optional: the harness falls back to forward
+    hidden, head = parts
+    idx = case.tokens()
+    with torch.no_grad():
+        logits, h = model(idx), hidden(idx)
+        assert h.dim() == 3 and h.shape[:2] == idx.shape, f"hidden(idx) must be (B, T, C), got {tuple(h.shape)}"
+        torch.testing.assert_close(head(h), logits, rtol=1e-5, atol=1e-6,
+                                   msg=lambda m: f"head(hidden(idx)) differs from forward(idx): {m}")
+        torch.testing.assert_close(head(h[:, -3:]), logits[:, -3:], rtol=1e-5, atol=1e-6,
+                                   msg=lambda m: f"head on a slice of positions differs: {m}")
+
+
 MODEL_CHECKS: list[Callable[[ModelCase], None]] = [
     check_attributes, check_output_shape, check_causality, check_context_length,
     check_parameter_counts, check_flops_per_token, check_backward, check_deterministic,
-    check_n_layer_override,
+    check_n_layer_override, check_hidden_head,
 ]
 
 
