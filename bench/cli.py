@@ -58,6 +58,8 @@ def build_parser() -> argparse.ArgumentParser:
     hellaswag.add_argument("--limit", type=int, default=0, help="score the first N items only (default 0: all)")
     hellaswag.add_argument("--batch-size", type=int, default=16, help="requests per forward pass (default 16)")
     hellaswag.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    hellaswag.add_argument("--log-samples", action="store_true",
+                           help="also keep per-item results in CELL_DIR/hellaswag_samples.jsonl")
     return parser
 
 
@@ -82,7 +84,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                         out=args.out or os.path.join(_outputs_root(args), "plots"))
         if args.command == "eval" and args.benchmark == "hellaswag":
             from bench.commands import eval_hellaswag
-            return eval_hellaswag(run=args.run, limit=args.limit, batch_size=args.batch_size, device=args.device)
+            return eval_hellaswag(run=args.run, limit=args.limit, batch_size=args.batch_size, device=args.device,
+                                  log_samples=args.log_samples)
     except BenchError as exc:
         print(f"bench: error: {exc}", file=sys.stderr)
         return 2

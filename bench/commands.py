@@ -158,14 +158,15 @@ def _with_hellaswag(table, frame):
     return hellaswag_report.with_accuracy_columns(table, frame) if hellaswag_report.has_hellaswag(frame) else table
 
 
-def eval_hellaswag(*, run: str, limit: int, batch_size: int, device: str) -> int:
+def eval_hellaswag(*, run: str, limit: int, batch_size: int, device: str, log_samples: bool = False) -> int:
     """Re-score one finished cell folder on HellaSwag and store the figures in its summary."""
     if limit < 0 or batch_size < 1:
         raise BenchError(f"--limit must be >= 0 and --batch-size >= 1, got {limit} and {batch_size}")
     _, registry = _registry()
     target = resolve_device(device)
     try:
-        fields = score_cell(run, registry, target, limit=limit, batch_size=batch_size, progress=True)
+        fields = score_cell(run, registry, target, limit=limit, batch_size=batch_size, progress=True,
+                            log_samples=log_samples)
     except NotTextCell as exc:
         write_fields(CellRecord(Path(run)), {"hellaswag_note": f"skipped: {exc}"})
         print(f"bench: hellaswag skipped: {exc}", file=sys.stderr)

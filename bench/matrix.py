@@ -18,7 +18,7 @@ from typing import Any
 from bench.errors import ConfigError
 
 TOP_LEVEL_KEYS = ("name", "description", "seeds", "defaults", "matrix", "eval")
-EVAL_KEYS = {"hellaswag": False, "limit": 0, "batch_size": 16}
+EVAL_KEYS = {"hellaswag": False, "limit": 0, "batch_size": 16, "log_samples": False}
 
 
 @dataclass
