@@ -37,7 +37,7 @@ def component_params(config: dict[str, Any], component: Component) -> dict[str, 
 
 # Keys that change how a cell is run or observed, never what it computes: changing them must not
 # turn a finished (or half-finished) cell into a new one.
-OPERATIONAL_KEYS = frozenset({"checkpoint", "checkpoint_every", "memory_interval_ms", "peak_tflops"})
+OPERATIONAL_KEYS = frozenset({"checkpoint", "checkpoint_every", "memory_interval_ms", "peak_tflops", "loss_chunk"})
 
 
 def cell_id(config: dict[str, Any]) -> str:

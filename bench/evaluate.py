@@ -6,9 +6,9 @@ import math
 from contextlib import nullcontext
 
 import torch
-import torch.nn.functional as F
 
 from bench.data.samplers import evaluation_batches
+from bench.loss import lm_loss
 
 
 def autocast_context(device: torch.device, dtype: str):
@@ -17,9 +17,9 @@ def autocast_context(device: torch.device, dtype: str):
     return nullcontext()
 
 
-@torch.no_grad()
+@torch.inference_mode()
 def evaluate(model: torch.nn.Module, tokens: torch.Tensor, *, seq_len: int, batch_size: int,
-             dtype: str = "float32") -> dict[str, float]:
+             dtype: str = "float32", loss_chunk: int = 0) -> dict[str, float]:
     """Returns ``loss`` (nats/token), ``ppl`` and ``tokens`` (how many targets were scored)."""
     was_training = model.training
     model.eval()
@@ -28,8 +28,9 @@ def evaluate(model: torch.nn.Module, tokens: torch.Tensor, *, seq_len: int, batc
     try:
         for x, y in evaluation_batches(tokens, seq_len, batch_size):
             with autocast_context(tokens.device, dtype):
-                logits = model(x)
-            nll = F.cross_entropy(logits.float().reshape(-1, logits.size(-1)), y.reshape(-1), reduction="sum")
+                # No (B, T, V) logits survive into the next batch: lm_loss drops them (or, with
+                # loss_chunk, never builds them whole).
+                nll = lm_loss(model, x, y, chunk=loss_chunk, reduction="sum")
             total_nll += nll.double()
             count += y.numel()
     finally:

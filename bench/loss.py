@@ -29,13 +29,17 @@ import torch.nn.functional as F
 from bench.lm import Head, split
 
 
+IGNORE_INDEX = -100  # torch's default: targets with this id are not scored
+
+
 def lm_loss(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, *, chunk: int = 0,
-            reduction: str = "mean") -> torch.Tensor:
+            reduction: str = "mean", ignore_index: int = IGNORE_INDEX) -> torch.Tensor:
     """Cross-entropy of ``model``'s next-token predictions for inputs ``x`` and targets ``y`` (B, T).
 
-    ``reduction`` is ``"mean"`` (nats per token) or ``"sum"``. ``chunk`` is the number of
-    positions whose logits exist at once; 0 (or a model without ``hidden``/``head``) computes
-    the full (B, T, V) logits, and frees them before returning. Log-softmax is float32 either way.
+    ``reduction`` is ``"mean"`` (nats per scored token) or ``"sum"``; targets equal to
+    ``ignore_index`` are not scored. ``chunk`` is the number of positions whose logits exist at
+    once; 0 (or a model without ``hidden``/``head``) computes the full (B, T, V) logits, and frees
+    them before returning. Log-softmax is float32 either way.
     """
     if reduction not in ("mean", "sum"):
         raise ValueError(f"reduction must be 'mean' or 'sum', got {reduction!r}")
@@ -43,38 +47,41 @@ def lm_loss(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, *, chunk: 
     targets = y.reshape(-1)
     if parts is None:
         logits = model(x)
-        return F.cross_entropy(logits.float().reshape(-1, logits.size(-1)), targets, reduction=reduction)
+        return F.cross_entropy(logits.float().reshape(-1, logits.size(-1)), targets, reduction=reduction,
+                               ignore_index=ignore_index)
     hidden, head = parts
     h = hidden(x)
     h = h.reshape(-1, h.size(-1))
     params = [p for p in model.parameters() if p.requires_grad]
     if torch.is_grad_enabled() and (h.requires_grad or params):
-        total = ChunkedHeadLoss.apply(h, targets, chunk, head, *params)
+        total = ChunkedHeadLoss.apply(h, targets, chunk, head, ignore_index, *params)
     else:
-        total = chunked_nll(h, targets, head, chunk)
-    return total / targets.numel() if reduction == "mean" else total
+        total = chunked_nll(h, targets, head, chunk, ignore_index)
+    return total / (targets != ignore_index).sum() if reduction == "mean" else total
 
 
-def chunked_nll(h: torch.Tensor, targets: torch.Tensor, head: Head, chunk: int) -> torch.Tensor:
+def chunked_nll(h: torch.Tensor, targets: torch.Tensor, head: Head, chunk: int,
+                ignore_index: int = IGNORE_INDEX) -> torch.Tensor:
     """Summed cross-entropy of ``head(h)`` against ``targets``, ``chunk`` rows at a time (no gradient)."""
     total = torch.zeros((), dtype=torch.float32, device=h.device)
     with torch.no_grad():
         for start in range(0, h.size(0), chunk):
             logits = head(h[start:start + chunk]).float()
-            total += F.cross_entropy(logits, targets[start:start + chunk], reduction="sum")
+            total += F.cross_entropy(logits, targets[start:start + chunk], reduction="sum",
+                                     ignore_index=ignore_index)
     return total
 
 
 class ChunkedHeadLoss(torch.autograd.Function):
     """Summed cross-entropy of ``head(h)``, its gradients taken chunk by chunk in the forward pass.
 
-    Inputs: ``h`` (N, C), ``targets`` (N,), ``chunk``, ``head`` and the parameters that may
+    Inputs: ``h`` (N, C), ``targets`` (N,), ``chunk``, ``head``, ``ignore_index`` and the parameters that may
     receive a gradient through ``head`` (passing the model's trainable parameters is enough:
     those the head does not use get none).
     """
 
     @staticmethod
-    def forward(ctx: Any, h: torch.Tensor, targets: torch.Tensor, chunk: int, head: Head,
+    def forward(ctx: Any, h: torch.Tensor, targets: torch.Tensor, chunk: int, head: Head, ignore_index: int,
                 *params: torch.Tensor) -> torch.Tensor:
         grad_h = torch.empty_like(h) if h.requires_grad else None
         grad_params: list[torch.Tensor | None] = [None] * len(params)
@@ -83,7 +90,8 @@ class ChunkedHeadLoss(torch.autograd.Function):
             piece = h[start:start + chunk].detach().requires_grad_(h.requires_grad)
             with torch.enable_grad():
                 logits = head(piece).float()
-                loss = F.cross_entropy(logits, targets[start:start + chunk], reduction="sum")
+                loss = F.cross_entropy(logits, targets[start:start + chunk], reduction="sum",
+                                       ignore_index=ignore_index)
                 del logits  # the graph keeps what backward needs (the log-softmax), nothing more
                 wanted = ([piece] if h.requires_grad else []) + list(params)
                 grads = torch.autograd.grad(loss, wanted, allow_unused=True)
@@ -101,4 +109,4 @@ class ChunkedHeadLoss(torch.autograd.Function):
     @staticmethod
     def backward(ctx: Any, grad_output: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
         saved = [g * grad_output if present else None for g, present in zip(ctx.saved_tensors, ctx.present)]
-        return (saved[0], None, None, None, *saved[1:])
+        return (saved[0], None, None, None, None, *saved[1:])

@@ -47,6 +47,9 @@ TRAINER_KEYS: dict[str, Key] = {
     "eval_every": Key(0, "also evaluate every N steps; 0 means only at epoch ends", _non_negative, ">= 0"),
     "eval_batch_size": Key(0, "sequences per evaluation batch; 0 means batch_size", _non_negative, ">= 0"),
     "log_every": Key(25, "read the train loss (a device sync) every N steps", _positive, ">= 1"),
+    "loss_chunk": Key(0, "positions whose vocabulary logits exist at once in the training and evaluation loss "
+                      "(chunked cross-entropy, same loss; needs a model with hidden/head); 0 computes full logits",
+                      _non_negative, ">= 0"),
     "dtype": Key("float32", "compute dtype: float32 or bfloat16 (autocast)",
                  lambda v: v in ("float32", "bfloat16"), "'float32' or 'bfloat16'"),
     "memory_interval_ms": Key(100, "sample GPU/process memory every N ms while training; 0 disables",

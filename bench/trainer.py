@@ -20,7 +20,6 @@ from typing import Any, Callable
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from bench import memory, rng, timing
 from bench.cells import Cell, component_params
@@ -28,6 +27,7 @@ from bench.checkpoint import CHECKPOINT_DIR, CheckpointStore
 from bench.data.loading import load_cell_data
 from bench.data.samplers import RandomBatchSampler
 from bench.evaluate import autocast_context, evaluate
+from bench.loss import lm_loss
 from bench.registry import Registry
 from bench.store import BEST_WEIGHTS, CellRecord, atomic_write_bytes
 
@@ -174,7 +174,7 @@ def train_cell(cell: Cell, registry: Registry, hooks: Any, device: torch.device,
     sampler.batch_size = micro_batch
     progress.step, progress.total_steps = loop.step, total_steps
     eval_kwargs = {"seq_len": seq_len, "batch_size": config["eval_batch_size"] or micro_batch,
-                   "dtype": config["dtype"]}
+                   "dtype": config["dtype"], "loss_chunk": config["loss_chunk"]}
 
     counts = model.parameter_counts()
     flops_per_token = model.flops_per_token(seq_len)
@@ -219,8 +219,9 @@ def train_cell(cell: Cell, registry: Registry, hooks: Any, device: torch.device,
             for _ in range(accum):
                 x, y = sampler.next_batch()
                 with autocast_context(device, config["dtype"]):
-                    logits = model(x)
-                loss = F.cross_entropy(logits.float().reshape(-1, vocab), y.reshape(-1))
+                    # lm_loss frees the (B, T, V) logits before returning (or never builds them
+                    # whole, with loss_chunk), so none outlive the step into the next forward.
+                    loss = lm_loss(model, x, y, chunk=config["loss_chunk"])
                 (loss / accum).backward()
                 loop.window_loss += loss.detach() / accum
             if config["grad_clip"] > 0:

@@ -64,6 +64,27 @@ def test_sum_reduction_and_no_grad_evaluation_match():
     assert full == pytest.approx(lm_loss(model, x, y).item() * y.numel(), rel=1e-6)
 
 
+def test_ignored_targets_are_not_scored_in_either_path():
+    model = build("gpt2-tiny")
+    x, y = batch()
+    y = y.clone()
+    y[:, :4] = -100  # e.g. the context part of a sliding evaluation window
+    model.zero_grad(set_to_none=True)
+    full = lm_loss(model, x, y)
+    full.backward()
+    full_grads = [p.grad.clone() for p in model.parameters()]
+    model.zero_grad(set_to_none=True)
+    chunked = lm_loss(model, x, y, chunk=5)
+    chunked.backward()
+    torch.testing.assert_close(chunked, full, rtol=1e-6, atol=1e-6)
+    for grad, expected in zip((p.grad for p in model.parameters()), full_grads):
+        torch.testing.assert_close(grad, expected, rtol=1e-6, atol=1e-6)
+    kept = y != -100
+    with torch.no_grad():
+        direct = torch.nn.functional.cross_entropy(model(x)[kept], y[kept], reduction="sum")
+        torch.testing.assert_close(lm_loss(model, x, y, chunk=7, reduction="sum"), direct, rtol=1e-6, atol=1e-5)
+
+
 @pytest.mark.parametrize("chunk", [0, 5])
 def test_logits_do_not_outlive_the_loss(chunk):
     model = build("gpt2-tiny")
@@ -101,3 +122,21 @@ def test_model_without_hidden_and_head_falls_back_to_forward():
 def test_rejects_an_unknown_reduction():
     with pytest.raises(ValueError, match="reduction"):
         lm_loss(build("lstm"), *batch(), reduction="none")
+
+
+@pytest.mark.parametrize("model", ["gpt2-tiny", "lstm"])
+def test_a_cell_trained_with_loss_chunk_follows_the_full_logits_run(tmp_path, model):
+    from tests.test_training_sanity import SMALL_MODEL, train
+
+    settings = dict(model=model, optimizer="adamw", dataset="synthetic", vocab_size=64, train_tokens=4000,
+                    valid_tokens=700, test_tokens=700, seq_len=16, batch_size=8, max_steps=12,
+                    steps_per_epoch=6, log_every=3, **SMALL_MODEL)
+    full, full_record = train(tmp_path / "full", **settings)
+    chunked, record = train(tmp_path / "chunked", **settings, loss_chunk=10)  # 128 positions: 13 chunks
+    def curve(r):
+        rows = r.read_metrics()
+        return [row[key] for row in rows for key in ("train_loss", "val_loss") if key in row]
+
+    assert len(curve(record)) == len(curve(full_record)) >= 8
+    assert curve(record) == pytest.approx(curve(full_record), rel=1e-5)
+    assert chunked["test_loss"] == pytest.approx(full["test_loss"], rel=1e-5)
