@@ -5,28 +5,27 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+import pluggy
 import torch
 from tabulate import tabulate
 
 from bench.cells import Cell, component_params, resolve_cells
 from bench.components import KINDS
-from bench.data.loading import check_data_available
 from bench.errors import BenchError
-from bench.evaluation.cell_hellaswag import check_eval_settings, describe, score_cell, write_fields
-from bench.evaluation.checkpoint_loading import NotTextCell
-from bench.lock import MatrixLock
-from bench.matrix import load_matrix
+from bench.evaluation.cell_hellaswag import check_eval_settings
+from bench.matrix import Matrix, load_matrix
 from bench.registry import Registry, build_registry, plugin_manager
-from bench.report import hellaswag as hellaswag_report
-from bench.report import tables
-from bench.report.plots import write_plots
 from bench.report.select import filter_summaries
-from bench.runner import resolve_device, run_cells, select_cells
-from bench.signals import GracefulStop
+from bench.selection import resolve_device, select_cells
+from bench.shapes import shapes_only
 from bench.store import CellRecord, ResultStore, matrix_names
 
+# Modules only some commands need are imported inside those commands: pandas (report tables),
+# matplotlib (plots), the trainer and the data loaders would otherwise add ~0.6 s to every
+# command, `bench list` and `--dry-run` included (benchmarks/startup.py measures it).
 
-def _registry() -> tuple[object, Registry]:
+
+def _registry() -> tuple[pluggy.PluginManager, Registry]:
     manager = plugin_manager()
     return manager, build_registry(manager)
 
@@ -52,21 +51,29 @@ def run_matrix(path: str, *, device: str, filter_expr: str | None, dry_run: bool
     matrix = load_matrix(path)
     check_eval_settings(matrix.evaluation, path)
     cells = select_cells(resolve_cells(matrix, registry), filter_expr)
-    if not cells:
-        raise BenchError(f"--filter {filter_expr!r} matches none of the matrix's cells")
     if dry_run:
         print(_dry_run_table(cells, registry))
         print(f"{len(cells)} cells in matrix {matrix.name!r}; nothing trained (--dry-run)")
         return 0
-    target = resolve_device(device)
+    return _train(cells, matrix, manager, registry, device=resolve_device(device), force=force, outputs=outputs)
+
+
+def _train(cells: list[Cell], matrix: Matrix, manager: pluggy.PluginManager, registry: Registry, *,
+           device: torch.device, force: bool, outputs: str) -> int:
+    from bench.data.loading import check_data_available
+    from bench.lock import MatrixLock
+    from bench.report import tables
+    from bench.runner import run_cells
+    from bench.signals import GracefulStop
+
     check_data_available([c.config for c in cells], registry)
     store = ResultStore(outputs, matrix.name)
     # The lock refuses a second run on these outputs (exit 2); the stop turns SIGINT/SIGTERM into
     # "finish the step, checkpoint, exit".
     with MatrixLock(store.path), GracefulStop() as stop:
-        print(f"bench: {len(cells)} cells of {matrix.name!r} on {target}, results in {store.path}",
+        print(f"bench: {len(cells)} cells of {matrix.name!r} on {device}, results in {store.path}",
               file=sys.stderr)
-        outcome = run_cells(cells, registry=registry, hooks=manager.hook, store=store, device=target,
+        outcome = run_cells(cells, registry=registry, hooks=manager.hook, store=store, device=device,
                             force=force, stop=stop, evaluation=matrix.evaluation)
     if outcome.interrupted:
         print(f"bench: stopped by {outcome.interrupted}; run the same command again to resume", file=sys.stderr)
@@ -84,7 +91,7 @@ def _dry_run_table(cells: list[Cell], registry: Registry) -> str:
     for cell in cells:
         config = cell.config
         component = registry.get("model", config["model"])
-        with torch.device("meta"):
+        with shapes_only():
             model = component.factory(_vocab_size(config, registry), **component_params(config, component))
         counts = model.parameter_counts()
         rows.append([cell.id, cell.name, f"{counts['total']:,}", f"{counts['non_embedding']:,}",
@@ -118,6 +125,9 @@ def _matrix_summaries(outputs: str, matrix: str | None, where: list[str] | None)
 
 def report(*, outputs: str, matrix: str | None, sort: str, fmt: str, where: list[str] | None = None,
            plots: str | None = None, peak_tflops: float | None = None, which: list[str] | None = None) -> int:
+    from bench.report import hellaswag as hellaswag_report
+    from bench.report import tables
+
     if fmt not in tables.FORMATS:
         raise BenchError(f"unknown format {fmt!r}; use one of {', '.join(tables.FORMATS)}")
     if peak_tflops is not None and peak_tflops <= 0:
@@ -134,6 +144,7 @@ def report(*, outputs: str, matrix: str | None, sort: str, fmt: str, where: list
             sections.append(tables.Section("hellaswag", "HellaSwag", hellaswag_report.hellaswag_table(frame)))
         document[name] = sections
         if plots:
+            from bench.report.plots import write_plots
             written = write_plots(ResultStore(outputs, name), plots, summaries)
             print(f"bench: {len(written)} plots of {name!r} in {Path(plots) / name}", file=sys.stderr)
     print(tables.render_document(document, fmt))
@@ -142,6 +153,8 @@ def report(*, outputs: str, matrix: str | None, sort: str, fmt: str, where: list
 
 def plot(*, outputs: str, matrix: str | None, out: str, where: list[str] | None = None) -> int:
     """Loss/perplexity curves of every selected cell, and one overview per matrix, as PNG files."""
+    from bench.report.plots import write_plots
+
     total = 0
     for name, summaries in _matrix_summaries(outputs, matrix, where).items():
         written = write_plots(ResultStore(outputs, name), out, summaries)
@@ -155,11 +168,16 @@ def plot(*, outputs: str, matrix: str | None, out: str, where: list[str] | None 
 
 def _with_hellaswag(table, frame):
     """The perplexity table plus acc/acc_norm columns when any cell has HellaSwag results."""
+    from bench.report import hellaswag as hellaswag_report
+
     return hellaswag_report.with_accuracy_columns(table, frame) if hellaswag_report.has_hellaswag(frame) else table
 
 
 def eval_hellaswag(*, run: str, limit: int, batch_size: int, device: str, log_samples: bool = False) -> int:
     """Re-score one finished cell folder on HellaSwag and store the figures in its summary."""
+    from bench.evaluation.cell_hellaswag import describe, score_cell, write_fields
+    from bench.evaluation.checkpoint_loading import NotTextCell
+
     if limit < 0 or batch_size < 1:
         raise BenchError(f"--limit must be >= 0 and --batch-size >= 1, got {limit} and {batch_size}")
     _, registry = _registry()

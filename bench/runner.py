@@ -13,11 +13,11 @@ import torch
 
 from bench.cells import Cell
 from bench.checkpoint import CHECKPOINT_DIR, CheckpointStore
-from bench.errors import BenchError
 from bench.evaluation.cell_hellaswag import score_in_run
 from bench.registry import Registry
 from bench.store import CellRecord, ResultStore
-from bench.trainer import Diverged, Interrupted, Progress, train_cell
+from bench.evaluation.perplexity import format_ppl
+from bench.training import Diverged, Halted, Interrupted, LoopState, is_out_of_memory, train_cell
 
 TRACEBACK_FILE = "traceback.txt"
 
@@ -30,35 +30,10 @@ class RunOutcome:
     interrupted: str | None = None  # the signal that stopped the run early, if one did
 
 
-def resolve_device(choice: str) -> torch.device:
-    if choice == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if choice == "cuda" and not torch.cuda.is_available():
-        raise BenchError("--device cuda was asked for but torch sees no CUDA device; use --device cpu or auto")
-    if choice not in ("cpu", "cuda"):
-        raise BenchError(f"unknown device {choice!r}; use auto, cpu or cuda")
-    return torch.device(choice)
-
-
-def select_cells(cells: list[Cell], expression: str | None) -> list[Cell]:
-    """``key=value[,key=value...]`` keeps cells whose config matches all pairs; any other text
-    keeps cells whose name contains it."""
-    if not expression:
-        return cells
-    if "=" not in expression:
-        return [c for c in cells if expression in c.name]
-    pairs = []
-    for part in expression.split(","):
-        key, sep, value = part.partition("=")
-        if not sep or not key.strip():
-            raise BenchError(f"--filter {expression!r}: write key=value pairs separated by commas")
-        pairs.append((key.strip(), value.strip()))
-    return [c for c in cells if all(str(c.config.get(k)) == v for k, v in pairs)]
-
-
 # A rerun skips cells whose summary holds one of these: their outcome is a property of the
-# configuration. oom, error and interrupted cells run again, resuming from their checkpoint.
-FINAL_STATUSES = ("ok", "diverged")
+# configuration (a sweep marks the trials it discards `pruned`). oom, error, interrupted and
+# paused cells run again, resuming from their checkpoint.
+FINAL_STATUSES = ("ok", "diverged", "pruned")
 
 
 def run_cells(cells: list[Cell], *, registry: Registry, hooks: Any, store: ResultStore,
@@ -86,12 +61,22 @@ def run_cells(cells: list[Cell], *, registry: Registry, hooks: Any, store: Resul
         (record.path / TRACEBACK_FILE).unlink(missing_ok=True)
         record.write_config(cell.as_dict())
         started = time.perf_counter()
-        progress = Progress()
+        progress = LoopState()
         try:
             summary = _train_with_oom_retry(cell, registry, hooks, device, record, stop, progress,
                                             lambda line: say(f"{prefix}: {line.strip()}"))
-        except KeyboardInterrupt:
-            raise
+        except (KeyboardInterrupt, SystemExit) as exc:
+            if _is_real_signal(exc, stop):
+                raise
+            # A plugin's sys.exit() or a KeyboardInterrupt raised by cell code ends that cell only.
+            status = _failure_summary(cell, record, exc, device, progress)
+            say(f"{prefix}: error at step {status['step']}: {status['reason']} (see {record.path / TRACEBACK_FILE})")
+            outcome.failed[cell.name] = status["status"]
+            _notify_end(hooks, cell, status, say)
+        except Halted as exc:
+            status = _failure_summary(cell, record, exc, device, progress)
+            say(f"{prefix}: paused at step {exc.step} (halt_at_step), val loss {exc.validation.get('val_loss')}")
+            _notify_end(hooks, cell, status, say)
         except Interrupted as exc:
             _notify_end(hooks, cell, _failure_summary(cell, record, exc, device, progress), say)
             say(f"{prefix}: {exc}")
@@ -106,13 +91,21 @@ def run_cells(cells: list[Cell], *, registry: Registry, hooks: Any, store: Resul
                 CheckpointStore(record.path / CHECKPOINT_DIR, cell.id).clear()
             _notify_end(hooks, cell, status, say)
         else:
-            say(f"{prefix}: val ppl {summary['best_val_ppl']:.2f}, test ppl {summary['test_ppl']:.2f} "
+            say(f"{prefix}: val ppl {format_ppl(summary['best_val_ppl'])}, test ppl {format_ppl(summary['test_ppl'])} "
                 f"({time.perf_counter() - started:.1f} s)")
             outcome.finished.append(cell.name)
             score_in_run(record, evaluation, registry=registry, device=device, say=say, prefix=prefix)
         # Outside the except block, so the exception's frames (and the tensors they hold) are gone.
         free_memory(device)
     return outcome
+
+
+def _is_real_signal(exc: BaseException, stop: Any) -> bool:
+    """Whether a KeyboardInterrupt/SystemExit came from the user (a second signal, or no signal
+    handling at all) rather than from code running inside a cell."""
+    if stop is None:
+        return True
+    return isinstance(exc, KeyboardInterrupt) and getattr(stop, "forced", False)
 
 
 def _notify_end(hooks: Any, cell: Cell, summary: dict[str, Any], say: Callable[[str], None]) -> None:
@@ -130,17 +123,17 @@ def _done_word(summary: dict[str, Any]) -> str:
 
 
 def _train_with_oom_retry(cell: Cell, registry: Registry, hooks: Any, device: torch.device, record: CellRecord,
-                          stop: Any, progress: Progress, say: Callable[[str], None]) -> dict[str, Any]:
+                          stop: Any, progress: LoopState, say: Callable[[str], None]) -> dict[str, Any]:
     try:
-        return train_cell(cell, registry, hooks, device, record, stop=stop, progress=progress, say=say)
-    except torch.OutOfMemoryError as exc:
-        if not cell.config["oom_retry"] or cell.config["batch_size"] < 2:
+        return train_cell(cell, registry, hooks, device, record, stop=stop, loop=progress, say=say)
+    except Exception as exc:  # noqa: BLE001 - only out-of-memory is retried; the rest goes up as it is
+        if not is_out_of_memory(exc) or not cell.config["oom_retry"] or cell.config["batch_size"] < 2:
             raise
         say(f"out of memory at step {progress.step} ({str(exc).splitlines()[0][:120]})")
     free_memory(device)
     batching = (cell.config["batch_size"] // 2, cell.config["grad_accum"] * 2)
     say(f"retrying once with batch_size {batching[0]} x grad_accum {batching[1]} (same effective batch)")
-    return train_cell(cell, registry, hooks, device, record, stop=stop, progress=progress, batching=batching,
+    return train_cell(cell, registry, hooks, device, record, stop=stop, loop=progress, batching=batching,
                       say=say)
 
 
@@ -151,20 +144,28 @@ def free_memory(device: torch.device) -> None:
         torch.cuda.empty_cache()
 
 
-def _failure_summary(cell: Cell, record: CellRecord, exc: BaseException, device: torch.device,
-                     progress: Progress) -> dict[str, Any]:
+def _classify(exc: BaseException, progress: LoopState) -> tuple[str, int]:
+    """The status a cell that did not finish gets, and the step it reached."""
     if isinstance(exc, Interrupted):
-        status, step = "interrupted", exc.step
-    elif isinstance(exc, Diverged):
-        status, step = "diverged", exc.step
-    elif isinstance(exc, torch.OutOfMemoryError):
-        status, step = "oom", progress.step
-    else:
-        status, step = "error", progress.step
-    if status != "interrupted":
+        return "interrupted", exc.step
+    if isinstance(exc, Halted):
+        return "paused", exc.step
+    if isinstance(exc, Diverged):
+        return "diverged", exc.step
+    if is_out_of_memory(exc):
+        return "oom", progress.step
+    return "error", progress.step
+
+
+def _failure_summary(cell: Cell, record: CellRecord, exc: BaseException, device: torch.device,
+                     progress: LoopState) -> dict[str, Any]:
+    status, step = _classify(exc, progress)
+    if status not in ("interrupted", "paused"):
         record.write_text(TRACEBACK_FILE, "".join(traceback.format_exception(exc)))
     summary = {**cell.as_dict(), "status": status, "step": step, "total_steps": progress.total_steps,
                "device": str(device), "reason": f"{type(exc).__name__}: {exc}".splitlines()[0][:300],
                "memory": progress.memory}
+    if isinstance(exc, Halted):
+        summary.update(exc.validation)
     record.write_summary(summary)
     return summary

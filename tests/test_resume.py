@@ -42,7 +42,7 @@ include = [
 # around the real code, at a chosen place (mid-step, mid-checkpoint-write, mid-evaluation...).
 TRAP = textwrap.dedent("""
     import os, signal, sys, time
-    import bench.cli, bench.trainer
+    import bench.cli, bench.training.run
     from bench.data.samplers import RandomBatchSampler
 
     kind, nth, pause_dir = sys.argv[1], int(sys.argv[2]), sys.argv[3]
@@ -75,7 +75,7 @@ TRAP = textwrap.dedent("""
     elif kind == "fsync":
         os.fsync = trap(os.fsync)
     elif kind == "evaluate":
-        bench.trainer.evaluate = trap(bench.trainer.evaluate)
+        bench.training.run.evaluate = trap(bench.training.run.evaluate)
     sys.exit(bench.cli.main(sys.argv[4:]))
 """)
 

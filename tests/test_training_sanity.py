@@ -10,7 +10,7 @@ import torch
 from bench.cells import Cell, cell_id, resolve_config
 from bench.registry import build_registry, plugin_manager
 from bench.store import ResultStore
-from bench.trainer import train_cell
+from bench.training import train_cell
 
 MANAGER = plugin_manager()
 REGISTRY = build_registry(MANAGER)

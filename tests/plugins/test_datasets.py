@@ -52,8 +52,9 @@ def test_registration_names_tags_and_defaults():
     assert set(components) == {"synthetic", "random-tokens", "text", "wikitext2", "tinyshakespeare"}
     for name in ("synthetic", "random-tokens"):
         assert components[name].tags == {"tokens"}
-    for name in ("text", "wikitext2", "tinyshakespeare"):
+    for name in ("text", "tinyshakespeare"):
         assert components[name].tags == {"text"}
+    assert components["wikitext2"].tags == {"text", "words"}  # word-level: reports add per-word perplexity
     for component in components.values():
         # defaults are the complete keyword set, and agree with the factory's own defaults
         params = inspect.signature(component.factory).parameters
