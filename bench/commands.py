@@ -62,7 +62,6 @@ def _train(cells: list[Cell], matrix: Matrix, manager: pluggy.PluginManager, reg
            device: torch.device, force: bool, outputs: str) -> int:
     from bench.data.loading import check_data_available
     from bench.lock import MatrixLock
-    from bench.report import tables
     from bench.runner import run_cells
     from bench.signals import GracefulStop
 
@@ -78,6 +77,9 @@ def _train(cells: list[Cell], matrix: Matrix, manager: pluggy.PluginManager, reg
     if outcome.interrupted:
         print(f"bench: stopped by {outcome.interrupted}; run the same command again to resume", file=sys.stderr)
         return stop.exit_code
+    # Imported only now: pandas (~60 MiB) would otherwise sit in every training process's memory.
+    from bench.report import tables
+
     summaries = [s for s in store.summaries() if s["id"] in {c.id for c in cells}]
     frame = tables.sort_frame(tables.summaries_frame(summaries), "name")
     print(tables.render(_with_hellaswag(tables.perplexity_table(frame), frame), "github"))
