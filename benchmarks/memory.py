@@ -140,19 +140,19 @@ def extract(revision: str, folder: Path) -> dict[str, str] | None:
         print(f"skipping 'today': cannot extract {revision} ({exc})", file=sys.stderr)
         return None
     tree, shim = folder / "tree", folder / "shim"
-    tree.mkdir()
+    tree.mkdir(parents=True)
     shim.mkdir()
     subprocess.run(["tar", "-x", "-C", str(tree)], input=archive, check=True)
     (shim / "bench_plugins").symlink_to(tree / "plugins")
     return {"PYTHONPATH": f"{tree}{os.pathsep}{shim}"}
 
 
-def run_side(side: str, cell: str, chunk: int, today_env: dict[str, str] | None) -> dict | None:
+def run_side(side: str, cell: str, chunk: int, trees: dict[str, dict[str, str] | None]) -> dict | None:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
-    if side == "today":
-        if today_env is None:
-            return None
-        env.update(today_env)
+    tree = trees.get("today" if side == "today" else "harness")
+    if side == "today" and tree is None:
+        return None
+    env.update(tree or {})
     args = [sys.executable, str(Path(__file__).resolve()), "--child", side, "--cell", cell, "--chunk", str(chunk)]
     done = subprocess.run(args, env=env, capture_output=True, text=True, cwd=tempfile.gettempdir())
     if done.returncode != 0:
@@ -167,6 +167,8 @@ def main() -> None:
     parser.add_argument("--sides", nargs="+", default=list(SIDES), choices=list(SIDES))
     parser.add_argument("--chunk", type=int, default=512, help="loss_chunk of the chunked side (positions)")
     parser.add_argument("--today", default=TODAY, help="git revision measured as 'today'")
+    parser.add_argument("--harness", help="git revision for the harness and chunked sides (default: this working "
+                                          "tree, which must then stay unchanged while the benchmark runs)")
     parser.add_argument("--write", type=Path)
     parser.add_argument("--child", choices=SIDES, help=argparse.SUPPRESS)
     parser.add_argument("--cell", help=argparse.SUPPRESS)
@@ -180,12 +182,13 @@ def main() -> None:
         print(json.dumps(result))
         return
     with tempfile.TemporaryDirectory(prefix="bench-memory-") as folder:
-        today_env = extract(args.today, Path(folder)) if "today" in args.sides else None
+        trees = {"today": extract(args.today, Path(folder, "today")) if "today" in args.sides else None,
+                 "harness": extract(args.harness, Path(folder, "harness")) if args.harness else None}
         runs = {(cell, side): [] for cell in args.cells for side in args.sides}
         for round_ in range(args.rounds):
             for cell in args.cells:
                 for side in args.sides:
-                    result = run_side(side, cell, args.chunk, today_env)
+                    result = run_side(side, cell, args.chunk, trees)
                     if result is not None:
                         runs[cell, side].append(result)
                         print(f"round {round_ + 1} {cell} {side}: peak {result['peak_mib']:.0f} MiB, training "
@@ -200,6 +203,7 @@ def main() -> None:
 def report(runs: dict[tuple[str, str], list[dict]], args: argparse.Namespace) -> str:
     lines = [f"{datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC, {platform.machine()}, {os.cpu_count()} cores "
              f"(shared), 1 torch thread per run; {args.rounds} interleaved rounds, medians; today = {args.today}; "
+             f"harness = {args.harness or 'working tree'}; "
              f"chunked = loss_chunk {args.chunk}.", "",
              "process peak: ru_maxrss at exit; training peak: ru_maxrss when training ended (bench: the summary's "
              "`memory.rss_peak_bytes`; bare: after its 20 steps).", "",
