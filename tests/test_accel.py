@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 
 import pytest
@@ -55,3 +56,40 @@ def test_compiled_model_matches_eager_and_keeps_its_parameters():
     compiled = accel.compile_model(model)
     assert compiled is model and list(model.state_dict()) == keys
     torch.testing.assert_close(model(idx), eager, rtol=1e-4, atol=1e-5)
+
+
+# A short run in bfloat16 (8-bit mantissa) or float16 (10-bit, loss-scaled) stays within this many
+# nats of the float32 run's losses: the documented tolerance of reduced-precision training here.
+LOW_PRECISION_TOLERANCE = {"bfloat16": 0.01, "float16": 0.002}  # measured: 5e-4 and 9e-5
+
+
+@pytest.mark.parametrize("dtype", ["bfloat16", "float16"])
+def test_a_short_low_precision_run_stays_close_to_float32(tmp_path, dtype):
+    from tests.test_training_sanity import SMALL_MODEL, train
+
+    settings = dict(model="gpt2-tiny", optimizer="adamw", lr=3e-3, dataset="synthetic", vocab_size=64,
+                    train_tokens=6000, valid_tokens=1000, test_tokens=1000, seq_len=16, batch_size=8,
+                    max_steps=30, steps_per_epoch=15, log_every=5, grad_clip=1.0, **SMALL_MODEL)
+    full, full_record = train(tmp_path / "fp32", **settings)
+    low, low_record = train(tmp_path / dtype, **settings, dtype=dtype)
+    losses = lambda record: [row["train_loss"] for row in record.read_metrics() if row["kind"] == "log"]  # noqa: E731
+    assert len(losses(low_record)) == len(losses(full_record)) == 6
+    gaps = [abs(a - b) for a, b in zip(losses(low_record), losses(full_record))]
+    gaps.append(abs(low["test_loss"] - full["test_loss"]))
+    assert max(gaps) < LOW_PRECISION_TOLERANCE[dtype], gaps
+    assert low["test_loss"] < full["test_loss"] + 0.5 < math.log(64)  # it learned, like the float32 run
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not os.environ.get("BENCH_SLOW"), reason="torch.compile takes minutes on a small CPU; "
+                    "set BENCH_SLOW=1 to run")
+def test_a_compiled_cell_trains_like_the_eager_one_and_reports_its_compile_time(tmp_path):
+    from tests.test_training_sanity import SMALL_MODEL, train
+
+    settings = dict(model="gpt2-tiny", optimizer="adamw", dataset="synthetic", vocab_size=64, train_tokens=4000,
+                    valid_tokens=700, test_tokens=700, seq_len=16, batch_size=8, max_steps=12,
+                    steps_per_epoch=6, log_every=3, **SMALL_MODEL)
+    eager, _ = train(tmp_path / "eager", **settings)
+    compiled, _ = train(tmp_path / "compiled", **settings, compile=True)
+    assert eager["compile_time_s"] is None and compiled["compile_time_s"] > 0
+    assert compiled["test_loss"] == pytest.approx(eager["test_loss"], abs=1e-3)
