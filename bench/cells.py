@@ -39,10 +39,8 @@ def component_params(config: dict[str, Any], component: Component) -> dict[str, 
 
 # Keys that change how a cell is run or observed, never what it computes: changing them must not
 # turn a finished (or half-finished) cell into a new one.
-# halt_at_step only says how far this invocation trains: a sweep continues the same cell later;
-# loss_chunk changes only how many logits exist at once (the loss is the same up to rounding).
-OPERATIONAL_KEYS = frozenset({"checkpoint", "checkpoint_every", "memory_interval_ms", "peak_tflops", "halt_at_step",
-                              "loss_chunk"})
+# halt_at_step only says how far this invocation trains: a sweep continues the same cell later.
+OPERATIONAL_KEYS = frozenset({"checkpoint", "checkpoint_every", "memory_interval_ms", "peak_tflops", "halt_at_step"})
 
 
 def cell_id(config: dict[str, Any]) -> str:

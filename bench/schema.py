@@ -57,6 +57,8 @@ TRAINER_KEYS: dict[str, Key] = {
     "dtype": Key("float32", "compute dtype: float32, bfloat16 (autocast) or float16 (autocast with a GradScaler)",
                  lambda v: v in ("float32", "bfloat16", "float16"), "'float32', 'bfloat16' or 'float16'"),
     "tf32": Key(True, "CUDA: float32 matmuls and convolutions on TF32 tensor cores (no effect on CPU)"),
+    "pin_memory": Key(False, "CUDA: keep the training tokens in host memory, copy each batch from pinned memory "
+                      "with non_blocking one step ahead (for corpora too large for the device); no effect on CPU"),
     "compile": Key(False, "torch.compile the model (compile time reported as compile_time_s, not step time)"),
     "memory_interval_ms": Key(100, "sample GPU/process memory every N ms while training; 0 disables",
                               _non_negative, ">= 0"),

@@ -18,6 +18,7 @@ from bench.accel import (
 from bench.cells import Cell, component_params
 from bench.checkpoint import CHECKPOINT_DIR, CheckpointStore
 from bench.data.loading import CellData, load_cell_data
+from bench.data.prefetch import PrefetchingSampler
 from bench.data.samplers import RandomBatchSampler
 from bench.evaluation.perplexity import evaluate
 from bench.loss import lm_loss
@@ -106,7 +107,7 @@ def build_run(cell: Cell, registry: Registry, hooks: Any, device: torch.device, 
     schedule_component = registry.get("schedule", config["schedule"])
     schedule = schedule_component.factory(lr=config["lr"], total_steps=plan.total_steps,
                                           **component_params(config, schedule_component))
-    sampler = RandomBatchSampler(data.splits["train"], config["batch_size"], config["seq_len"], seed=config["seed"])
+    sampler = _train_sampler(config, data, device)
     loop.start(device, config["batch_size"], config["grad_accum"])
     checkpoints = (CheckpointStore(record.path / CHECKPOINT_DIR, cell.id, warn=say)
                    if config["checkpoint"] else None)
@@ -121,6 +122,16 @@ def build_run(cell: Cell, registry: Registry, hooks: Any, device: torch.device, 
     if loop.step == 0:
         _warn_if_too_large(run)
     return run
+
+
+def _train_sampler(config: dict[str, Any], data: CellData, device: torch.device) -> Any:
+    """Random training windows; with ``pin_memory`` on CUDA, gathered in host memory and copied one
+    step ahead (see :mod:`bench.data.prefetch`), else gathered where the tokens already are."""
+    if not (config["pin_memory"] and device.type == "cuda"):
+        return RandomBatchSampler(data.splits["train"], config["batch_size"], config["seq_len"], seed=config["seed"])
+    data.splits["train"] = data.splits["train"].cpu()  # frees the device copy
+    sampler = RandomBatchSampler(data.splits["train"], config["batch_size"], config["seq_len"], seed=config["seed"])
+    return PrefetchingSampler(sampler, device, pin=True)
 
 
 def _warn_if_too_large(run: Run) -> None:
