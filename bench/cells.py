@@ -9,12 +9,12 @@ from typing import Any
 
 import torch
 
+from bench.budget import zero_step_problem
 from bench.components import Component
 from bench.errors import ConfigError
 from bench.matrix import Matrix, closest
 from bench.registry import Registry
 from bench.schema import TRAINER_KEYS, check_trainer_values, type_error
-from bench.budget import zero_step_problem
 from bench.shapes import shapes_only
 
 # Which config key names the component of each kind.

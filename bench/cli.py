@@ -45,13 +45,18 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
     run.add_argument("--dry-run", action="store_true", help="print the resolved cells; train nothing")
     run.add_argument("--force", action="store_true", help="rerun cells that are already complete")
     run.add_argument("--outputs", help=f"results folder (default: $BENCH_OUTPUTS or ./{DEFAULT_OUTPUTS})")
+    run.add_argument("--executor", help="how cells run: local (default) or ray; `bench list` shows every executor")
+    run.add_argument("--jobs", type=int, help="cells trained at once (local: worker processes; default 1)")
+    run.add_argument("--ray-address", help="Ray cluster to use with --executor ray (default: start a local one)")
     run.set_defaults(handler=_run)
 
 
 def _run(args: argparse.Namespace) -> int:
     from bench.commands import run_matrix
+    executor = {"name": args.executor or ("ray" if args.ray_address else None), "jobs": args.jobs,
+                "address": args.ray_address}
     return run_matrix(args.matrix, device=args.device, filter_expr=args.filter, dry_run=args.dry_run,
-                      force=args.force, outputs=_outputs_root(args))
+                      force=args.force, outputs=_outputs_root(args), executor=executor)
 
 
 def _add_report(sub: argparse._SubParsersAction) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import Any
 
 import pluggy
 import torch
@@ -13,6 +14,7 @@ from bench.cells import Cell, component_params, resolve_cells
 from bench.components import KINDS
 from bench.errors import BenchError
 from bench.evaluation.cell_hellaswag import check_eval_settings
+from bench.executors import build_executor, executor_settings
 from bench.matrix import Matrix, load_matrix
 from bench.registry import Registry, build_registry, plugin_manager
 from bench.report.select import filter_summaries
@@ -46,21 +48,24 @@ def _format_defaults(defaults: dict) -> str:
 
 
 def run_matrix(path: str, *, device: str, filter_expr: str | None, dry_run: bool, force: bool,
-               outputs: str) -> int:
+               outputs: str, executor: dict | None = None) -> int:
     manager, registry = _registry()
     matrix = load_matrix(path)
     check_eval_settings(matrix.evaluation, path)
+    runner = build_executor(registry, executor_settings(matrix.executor, executor or {}), path)
     cells = select_cells(resolve_cells(matrix, registry), filter_expr)
     if dry_run:
         print(_dry_run_table(cells, registry))
         print(f"{len(cells)} cells in matrix {matrix.name!r}; nothing trained (--dry-run)")
         return 0
-    return _train(cells, matrix, manager, registry, device=resolve_device(device), force=force, outputs=outputs)
+    return _train(cells, matrix, manager, registry, device=resolve_device(device), force=force, outputs=outputs,
+                  runner=runner)
 
 
 def _train(cells: list[Cell], matrix: Matrix, manager: pluggy.PluginManager, registry: Registry, *,
-           device: torch.device, force: bool, outputs: str) -> int:
+           device: torch.device, force: bool, outputs: str, runner: Any) -> int:
     from bench.data.loading import check_data_available
+    from bench.data.token_cache import tokens_dir
     from bench.lock import MatrixLock
     from bench.runner import run_cells
     from bench.signals import GracefulStop
@@ -69,11 +74,12 @@ def _train(cells: list[Cell], matrix: Matrix, manager: pluggy.PluginManager, reg
     store = ResultStore(outputs, matrix.name)
     # The lock refuses a second run on these outputs (exit 2); the stop turns SIGINT/SIGTERM into
     # "finish the step, checkpoint, exit".
-    with MatrixLock(store.path), GracefulStop() as stop:
+    with MatrixLock(store.path) as lock, GracefulStop() as stop:
+        store.sweep_temp_files(tokens_dir())  # left by writes a kill interrupted
         print(f"bench: {len(cells)} cells of {matrix.name!r} on {device}, results in {store.path}",
               file=sys.stderr)
         outcome = run_cells(cells, registry=registry, hooks=manager.hook, store=store, device=device,
-                            force=force, stop=stop, evaluation=matrix.evaluation)
+                            force=force, stop=stop, evaluation=matrix.evaluation, executor=runner, lock=lock)
     if outcome.interrupted:
         print(f"bench: stopped by {outcome.interrupted}; run the same command again to resume", file=sys.stderr)
         return stop.exit_code

@@ -39,6 +39,12 @@ class MatrixLock:
         self.say = say
         self._fd: int | None = None
 
+    @property
+    def fd(self) -> int | None:
+        """The open, locked file while held. A child process given this same open file (see
+        :class:`bench.executors.worker.SharedFd`) keeps the lock held for as long as it lives."""
+        return self._fd
+
     def __enter__(self) -> MatrixLock:
         self.acquire()
         return self

@@ -29,7 +29,7 @@ import statistics
 import subprocess
 import sys
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -85,7 +85,7 @@ def measure(trees: dict[str, Path], rounds: int) -> dict[tuple[str, str], list[f
 def report(trees: dict[str, Path], times: dict[tuple[str, str], list[float]]) -> str:
     torch_s = statistics.median(times[("-", "import torch")])
     rounds = len(times[("-", "import torch")])
-    lines = [f"- date: {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC",
+    lines = [f"- date: {datetime.now(UTC):%Y-%m-%d %H:%M} UTC",
              f"- machine: {platform.node()} ({platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
              f"load average {os.getloadavg()[0]:.2f} at the end), Python {platform.python_version()}",
              f"- {rounds} interleaved rounds; wall time of a fresh interpreter; checkouts: "

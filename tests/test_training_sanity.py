@@ -59,6 +59,9 @@ def test_same_seed_same_cell_gives_identical_loss_curve(tmp_path):
                     log_every=5, **SMALL_MODEL)
     _, first = train(tmp_path / "a", **settings)
     _, second = train(tmp_path / "b", **settings)
-    curve = lambda record: [(r.get("train_loss"), r.get("val_loss")) for r in record.read_metrics()]
+
+    def curve(record):
+        return [(r.get("train_loss"), r.get("val_loss")) for r in record.read_metrics()]
+
     assert len(curve(first)) >= 2
     assert curve(first) == curve(second)

@@ -20,10 +20,8 @@ from bench.loss import lm_loss
 PPL_DISPLAY_LIMIT = 1e6  # above this a perplexity says only that the model predicts nothing
 
 
-def perplexity(loss: float | None) -> float | None:
+def perplexity(loss: float) -> float:
     """``exp(loss)``, infinite where it overflows (a diverged model) rather than a 300-digit number."""
-    if loss is None:
-        return None
     return math.exp(loss) if loss < 700.0 else math.inf
 
 
@@ -64,7 +62,7 @@ def evaluate(model: torch.nn.Module, tokens: torch.Tensor, *, seq_len: int, batc
     if count == 0:
         raise ValueError("evaluation split has fewer than 2 tokens")
     loss = total_nll.item() / count
-    result = {"loss": loss, "ppl": perplexity(loss), "tokens": count}
+    result: dict[str, float] = {"loss": loss, "ppl": perplexity(loss), "tokens": count}
     if words:
         result["word_ppl"] = perplexity(total_nll.item() / words)
     return result

@@ -192,7 +192,7 @@ def _validation_fields(result: dict[str, float]) -> dict[str, float]:
 
 def last_validation(loop: LoopState) -> dict[str, float]:
     """The most recent validation row's figures (for a halted cell's summary)."""
-    row = next((r for r in reversed(loop.rows) if "val_loss" in r), {})
+    row: dict[str, Any] = next((r for r in reversed(loop.rows) if "val_loss" in r), {})
     return {k: row[k] for k in ("val_loss", "val_ppl", "val_word_ppl") if k in row}
 
 

@@ -15,6 +15,7 @@ from bench import rng
 from bench.accel import (
     autocast_context, compile_model, configure_tf32, default_eval_batch_size, grad_scaler,
 )
+from bench.budget import StepPlan, make_plan
 from bench.cells import Cell, component_params
 from bench.checkpoint import CHECKPOINT_DIR, CheckpointStore
 from bench.data.loading import CellData, load_cell_data
@@ -22,10 +23,10 @@ from bench.data.prefetch import PrefetchingSampler
 from bench.data.samplers import RandomBatchSampler
 from bench.evaluation.perplexity import evaluate
 from bench.loss import lm_loss
+from bench.param_roles import tag_parameter_roles
 from bench.registry import Registry
 from bench.store import CellRecord
 from bench.training.footprint import estimate_training_bytes, free_bytes, too_large_warning
-from bench.budget import StepPlan, make_plan
 from bench.training.state import LoopState
 
 
@@ -97,6 +98,7 @@ def build_run(cell: Cell, registry: Registry, hooks: Any, device: torch.device, 
     data = load_cell_data(config, registry, device)
     model_component = registry.get("model", config["model"])
     model = model_component.factory(data.vocab_size, **component_params(config, model_component)).to(device)
+    tag_parameter_roles(model)  # optimizers that split parameters by role (muon, decay_exclude) read these
     configure_tf32(device, config["tf32"])
     if config["compile"]:
         compile_model(model)
@@ -114,7 +116,7 @@ def build_run(cell: Cell, registry: Registry, hooks: Any, device: torch.device, 
     run = Run(cell, device, data, model, optimizer, schedule, sampler, plan, loop, record, checkpoints, hooks, say,
               scaler=grad_scaler(device, config["dtype"]))
     if checkpoints is not None:
-        resume(run)
+        resume(run, checkpoints)
     if batching is not None:
         loop.micro_batch, loop.accum = batching
     sampler.batch_size = loop.micro_batch
@@ -142,9 +144,9 @@ def _warn_if_too_large(run: Run) -> None:
         run.say(line)
 
 
-def resume(run: Run) -> None:
+def resume(run: Run, checkpoints: CheckpointStore) -> None:
     """Load the newest readable checkpoint into the run, including the best weights so far."""
-    restored = run.checkpoints.load()
+    restored = checkpoints.load()
     if restored is None:
         return
     state = restored.state
@@ -152,11 +154,11 @@ def resume(run: Run) -> None:
     if mismatch:
         run.say(f"warning: {run.cell.name}: checkpoint {restored.path} does not fit the model ({mismatch}); "
                 "starting this cell from scratch")
-        run.checkpoints.clear()
+        checkpoints.clear()
         return
     run.model.load_state_dict(state["model"])
     run.optimizer.load_state_dict(state["optimizer"])
-    if state["schedule"] is not None:
+    if state["schedule"] is not None:  # a plugin's stateful schedule (see checkpoint_state)
         run.schedule.load_state_dict(state["schedule"])
     run.sampler.load_state_dict(state["sampler"])
     if state.get("scaler"):  # float16 runs: the loss scale reached; absent in older checkpoints
@@ -165,7 +167,7 @@ def resume(run: Run) -> None:
     rng.restore(state["rng"])
     run.loop.resumed_at.append(run.loop.step)
     run.say(f"  {run.cell.name}: resuming after step {run.loop.step} from the {restored.source} checkpoint")
-    if run.loop.best_epoch is not None:
+    if run.loop.best_epoch is not None and restored.best is not None:
         run.best_weights = restored.best["model"]
 
 

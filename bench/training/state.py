@@ -45,8 +45,10 @@ class LoopState:
     the same order) and the step times 10-19 (a cell resumed after step 19 keeps them).
     """
 
-    window_loss: torch.Tensor | None = None  # sum of per-step losses since the last log, on the device
-    epoch_loss: torch.Tensor | None = None  # sum of logged windows since the epoch began
+    # Sums of per-step losses since the last log, and of logged windows since the epoch began; on
+    # the training device once start() has run.
+    window_loss: torch.Tensor = field(default_factory=lambda: torch.zeros(()))
+    epoch_loss: torch.Tensor = field(default_factory=lambda: torch.zeros(()))
     micro_batch: int = 0
     accum: int = 0
     step: int = 0  # optimizer steps completed

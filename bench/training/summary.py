@@ -9,10 +9,11 @@ from typing import Any
 import torch
 
 from bench import memory, timing
-from bench.evaluation.perplexity import perplexity
-from bench.store import BEST_WEIGHTS, atomic_write_bytes
-from bench.training.outcomes import Diverged
 from bench.budget import budget_record
+from bench.evaluation.perplexity import perplexity
+from bench.fileio import atomic_write_bytes
+from bench.store import BEST_WEIGHTS
+from bench.training.outcomes import Diverged
 from bench.training.run import Run
 
 
@@ -74,7 +75,7 @@ def build_summary(run: Run, test: dict[str, float], stopped_by: str | None) -> d
         "best_val_loss": loop.best_val_loss,
         "best_val_ppl": perplexity(loop.best_val_loss),
         "best_val_word_ppl": best_row.get("val_word_ppl"),
-        "train_ppl_at_best": perplexity(loop.best_train_loss),
+        "train_ppl_at_best": perplexity(loop.best_train_loss) if loop.best_train_loss is not None else None,
         "test_loss": test["loss"],
         "test_ppl": test["ppl"],
         "test_word_ppl": test.get("word_ppl"),

@@ -16,7 +16,7 @@ from bench.hookspecs import hookimpl
 from bench.registry import build_registry, plugin_manager
 from bench.runner import run_cells
 from bench.store import ResultStore
-from bench.training import Halted, LoopState, train_cell
+from bench.training import Diverged, Halted, LoopState, train_cell
 from bench_plugins.models.lstm import DEFAULTS as LSTM_DEFAULTS
 from bench_plugins.models.lstm import LSTMLanguageModel
 
@@ -121,8 +121,8 @@ def test_halting_and_continuing_gives_the_uninterrupted_curve(tmp_path):
         assert caught.value.step == halt and "val_loss" in caught.value.validation
     resumed, record = train(tmp_path / "halted", **settings)
     assert resumed["resumed_at_steps"] == [7, 20]
-    curve = lambda r: [(row.get("train_loss"), row.get("val_loss")) for row in r.read_metrics()
-                       if row["kind"] != "step"]
+    def curve(r):
+        return [(row.get("train_loss"), row.get("val_loss")) for row in r.read_metrics() if row["kind"] != "step"]
     assert curve(record) == curve(whole_record)
     assert resumed["test_loss"] == whole["test_loss"]
 
@@ -198,7 +198,7 @@ def test_a_cpu_allocation_failure_is_out_of_memory(tmp_path):
 
 def test_the_loop_state_reports_where_a_failed_cell_was(tmp_path):
     loop = LoopState()
-    with pytest.raises(Exception):
+    with pytest.raises(Diverged):
         train(tmp_path, loop=loop, model="lstm", optimizer="sgd", lr=1e6)
     assert loop.step > 0 and loop.total_steps == 10 and loop.memory["source"]
 
