@@ -144,7 +144,22 @@ def extract(revision: str, folder: Path) -> dict[str, str] | None:
     shim.mkdir()
     subprocess.run(["tar", "-x", "-C", str(tree)], input=archive, check=True)
     (shim / "bench_plugins").symlink_to(tree / "plugins")
+    write_entry_points(tree / "pyproject.toml", shim)
     return {"PYTHONPATH": f"{tree}{os.pathsep}{shim}"}
+
+
+def write_entry_points(pyproject: Path, shim: Path) -> None:
+    """Distribution metadata naming the revision's own plugins: bench finds its built-in plugins
+    through entry points, and the installed ones may name modules this revision lacks. Found on
+    PYTHONPATH before site-packages, so it shadows the installed distribution's."""
+    import tomllib
+
+    project = tomllib.loads(pyproject.read_text())["project"]
+    info = shim / f"bench-{project['version']}.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: bench\nVersion: {project['version']}\n")
+    lines = [f"{name} = {target}" for name, target in project["entry-points"]["bench.plugins"].items()]
+    (info / "entry_points.txt").write_text("[bench.plugins]\n" + "\n".join(lines) + "\n")
 
 
 def run_side(side: str, cell: str, chunk: int, trees: dict[str, dict[str, str] | None]) -> dict | None:
