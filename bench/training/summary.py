@@ -98,7 +98,8 @@ def build_summary(run: Run, test: dict[str, float], stopped_by: str | None) -> d
         **timing.StepWindowTimer(run.device, times=loop.step_times).result(),
         **timing.throughput(train_flops=plan.flops_per_token * train_tokens, train_time_s=train_time,
                             steps=steps, epochs=epochs, peak_tflops_setting=config["peak_tflops"],
-                            device_name=gpu_name, precision=timing.matmul_precision(run.device, config["dtype"])),
+                            device_name=gpu_name,
+                            precision=timing.matmul_precision(run.device, config["dtype"], config["tf32"])),
     }
 
 
