@@ -28,7 +28,6 @@ import torch.nn.functional as F
 
 from bench.lm import Head, split
 
-
 IGNORE_INDEX = -100  # torch's default: targets with this id are not scored
 
 

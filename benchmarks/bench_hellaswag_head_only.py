@@ -30,7 +30,7 @@ import argparse
 import platform
 import statistics
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -92,7 +92,7 @@ def main() -> None:
     same = decisions(requests, scores["full"]) == decisions(requests, scores["head-only"])
     median = {name: statistics.median(values) for name, values in rates.items()}
     text = "\n".join([
-        f"{datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC, {platform.machine()} ({_cpu()}), torch "
+        f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC, {platform.machine()} ({_cpu()}), torch "
         f"{torch.__version__}, {torch.get_num_threads()} thread(s); gpt2-tiny 2 x 128, GPT-2 BPE; "
         f"{source}; batch size {args.batch_size}; {args.rounds} alternating rounds, median.",
         "",

@@ -38,7 +38,7 @@ SAMPLES_FILE = "hellaswag_samples.jsonl"
 
 def check_eval_settings(evaluation: dict[str, Any], where: str) -> None:
     """Reject impossible ``[eval]`` values before any cell trains."""
-    flag, limit, batch = evaluation.get("hellaswag"), evaluation.get("limit"), evaluation.get("batch_size")
+    limit, batch = evaluation.get("limit"), evaluation.get("batch_size")
     for key in ("hellaswag", "log_samples"):
         if not isinstance(evaluation.get(key, False), bool):
             raise ConfigError(f"{where}: eval.{key} must be true or false, got {evaluation[key]!r}")

@@ -20,8 +20,8 @@ from typing import Any, Callable
 import torch
 
 from bench import memory, timing
-from bench.cells import Cell
 from bench.accel import autocast_context
+from bench.cells import Cell
 from bench.evaluation.perplexity import perplexity
 from bench.loss import lm_loss
 from bench.registry import Registry

@@ -12,9 +12,7 @@ import numpy as np
 import torch
 
 from bench import rng
-from bench.accel import (
-    autocast_context, compile_model, configure_tf32, default_eval_batch_size, grad_scaler,
-)
+from bench.accel import autocast_context, compile_model, configure_tf32, default_eval_batch_size, grad_scaler
 from bench.budget import StepPlan, make_plan
 from bench.cells import Cell, component_params
 from bench.checkpoint import CHECKPOINT_DIR, CheckpointStore
