@@ -57,12 +57,11 @@ class PrefetchingSampler:
 
     def _prefetch(self) -> None:
         self._state_before_ahead = self.sampler.state_dict()
-        host = self.sampler.next_batch()
+        x, y = self.sampler.next_batch()
         if self.pin:
-            host = tuple(t.pin_memory() for t in host)
-        device = tuple(t.to(self.device, non_blocking=True) for t in host)
-        self._ahead = (host, device)
+            x, y = x.pin_memory(), y.pin_memory()
+        self._ahead = ((x, y), (x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)))
 
     def _rewind(self) -> None:
-        if self._ahead is not None:
+        if self._ahead is not None and self._state_before_ahead is not None:
             self.load_state_dict(self._state_before_ahead)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 import random
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable
 
 import numpy as np
@@ -46,7 +46,8 @@ class Run:
     hooks: Any
     say: Callable[[str], None]
     best_weights: dict[str, torch.Tensor] | None = None  # CPU copy of the best epoch's weights
-    scaler: torch.amp.GradScaler | None = None  # loss scaling; active only for dtype float16
+    # Loss scaling, active only for dtype float16 (a disabled scaler passes everything through).
+    scaler: torch.amp.GradScaler = field(default_factory=lambda: torch.amp.GradScaler("cpu", enabled=False))
     compile_time_s: float | None = None  # the compiling warm-up step (compile = true), not training time
 
     @property
