@@ -55,7 +55,7 @@ def run_matrix(path: str, *, device: str, filter_expr: str | None, dry_run: bool
     runner = build_executor(registry, executor_settings(matrix.executor, executor or {}), path)
     cells = select_cells(resolve_cells(matrix, registry), filter_expr)
     if dry_run:
-        print(_dry_run_table(cells, registry))
+        print(_dry_run_table(cells, registry, resolve_device(device)))
         print(f"{len(cells)} cells in matrix {matrix.name!r}; nothing trained (--dry-run)")
         return 0
     return _train(cells, matrix, manager, registry, device=resolve_device(device), force=force, outputs=outputs,
@@ -94,17 +94,25 @@ def _train(cells: list[Cell], matrix: Matrix, manager: pluggy.PluginManager, reg
     return 1 if outcome.failed else 0
 
 
-def _dry_run_table(cells: list[Cell], registry: Registry) -> str:
-    rows = []
+def _dry_run_table(cells: list[Cell], registry: Registry, device: torch.device) -> str:
+    """One row per cell: sizes, FLOPs and the estimated training memory; then one warning line per
+    cell whose estimate exceeds the device's free memory."""
+    from bench.training.footprint import estimate_training_bytes, free_bytes, too_large_warning
+
+    rows, warnings, free = [], [], free_bytes(device)
     for cell in cells:
         config = cell.config
         component = registry.get("model", config["model"])
+        vocab = _vocab_size(config, registry)
         with shapes_only():
-            model = component.factory(_vocab_size(config, registry), **component_params(config, component))
+            model = component.factory(vocab, **component_params(config, component))
         counts = model.parameter_counts()
+        estimate = estimate_training_bytes(config, counts["total"], vocab)
+        warnings.append(too_large_warning(estimate, free, cell.name))
         rows.append([cell.id, cell.name, f"{counts['total']:,}", f"{counts['non_embedding']:,}",
-                     f"{model.flops_per_token(config['seq_len']):.3g}"])
-    return tabulate(rows, headers=["id", "name", "params", "non-embedding", "train FLOPs/token"])
+                     f"{model.flops_per_token(config['seq_len']):.3g}", f"{estimate['total'] / (1 << 30):.2f}"])
+    table = tabulate(rows, headers=["id", "name", "params", "non-embedding", "train FLOPs/token", "est. GiB"])
+    return "\n".join([table, *(line for line in warnings if line)])
 
 
 def _vocab_size(config: dict, registry: Registry) -> int:

@@ -20,7 +20,6 @@ import sys
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
-# atomic_write_bytes is also imported from here by the trainer (best.pt); new code imports bench.fileio.
 from bench.fileio import (
     atomic_write_bytes,
     atomic_write_json,
@@ -30,7 +29,7 @@ from bench.fileio import (
     sweep_temp_files,
 )
 
-__all__ = ["CellRecord", "ResultStore", "matrix_names", "atomic_write_bytes"]
+__all__ = ["CellRecord", "ResultStore", "matrix_names"]
 
 CONFIG = "config.json"
 METRICS = "metrics.jsonl"

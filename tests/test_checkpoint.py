@@ -188,7 +188,8 @@ def test_a_cell_with_such_an_optimizer_finishes_without_checkpoints(tmp_path, wr
             return [Component("numpy-sgd", lambda params, *, lr, device_type: NumpyStateSGD(params, lr=lr), {})]
 
     monkeypatch.setattr(commands, "plugin_manager", lambda: plugin_manager(extra_plugins=[Plugin()]))
-    matrix = write_matrix(TINY_DEFAULTS + 'model = "lstm"\noptimizer = "numpy-sgd"\nn_layer = 1\ncheckpoint_every = 3\n')
+    matrix = write_matrix(TINY_DEFAULTS + 'model = "lstm"\noptimizer = "numpy-sgd"\nn_layer = 1\n'
+                          'checkpoint_every = 3\n')
     assert cli.main(["run", str(matrix), "--device", "cpu", "--outputs", str(tmp_path / "out")]) == 0
     err = capsys.readouterr().err
     assert err.count("checkpoints of this cell are turned off") == 1

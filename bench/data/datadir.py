@@ -12,7 +12,8 @@ Downloads always go to the *user's* default data directory, never into ``BENCH_D
 that folder is the user's own (possibly shared, possibly read-only), and a later run finds
 the downloaded copy there anyway because :func:`locate` looks in both places. Every download
 is checked against a pinned sha256 before it is moved into place, and written to a temporary
-file first (:func:`bench.fileio.atomic_open`), so an interrupted or corrupted transfer never leaves a file bench would trust.
+file first (:func:`bench.fileio.atomic_open`), so an interrupted or corrupted transfer never leaves a
+file bench would trust.
 Set ``BENCH_OFFLINE=1`` to forbid network access; a missing file is then an immediate error.
 """
 

@@ -139,8 +139,9 @@ def test_a_damaged_cache_is_rebuilt_with_a_warning(cache, capsys, damage):
     again = load_tokens(text, tok)
     assert again.tolist() == expected and tok.encode_calls == 2
     err = capsys.readouterr().err
-    problem = f"1000 bytes where its name records {len(expected)} tokens of 2 bytes" if damage.startswith("truncated") else \
-        "its SHA-256 does not start with the 16 hex digits its name records"
+    problem = (f"1000 bytes where its name records {len(expected)} tokens of 2 bytes"
+               if damage.startswith("truncated") else
+               "its SHA-256 does not start with the 16 hex digits its name records")
     assert f"warning: token cache {path} is damaged ({problem}); rebuilding it" in err
     assert _the_cache_file(cache).read_bytes() == data  # rebuilt under the same name
     tok.encode_calls = 0
