@@ -39,7 +39,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -72,8 +72,8 @@ def child_bench_run(cell: str, loss_chunk: int | None) -> dict:
         settings["loss_chunk"] = loss_chunk
     with tempfile.TemporaryDirectory() as folder:
         matrix = Path(folder) / "m.toml"
-        matrix.write_text('name = "mem"\n[defaults]\n' + "".join(f"{k} = {json.dumps(v)}\n" for k, v in settings.items())
-                          + '[matrix]\nseed = [0]\n')
+        defaults = "".join(f"{k} = {json.dumps(v)}\n" for k, v in settings.items())
+        matrix.write_text('name = "mem"\n[defaults]\n' + defaults + '[matrix]\nseed = [0]\n')
         if main(["run", str(matrix), "--device", "cpu", "--outputs", str(Path(folder) / "out")]) != 0:
             raise SystemExit("bench run failed")
         (summary_path,) = Path(folder, "out", "mem").glob("*/summary.json")
@@ -216,7 +216,7 @@ def main() -> None:
 
 
 def report(runs: dict[tuple[str, str], list[dict]], args: argparse.Namespace) -> str:
-    lines = [f"{datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC, {platform.machine()}, {os.cpu_count()} cores "
+    lines = [f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC, {platform.machine()}, {os.cpu_count()} cores "
              f"(shared), 1 torch thread per run; {args.rounds} interleaved rounds, medians; today = {args.today}; "
              f"harness = {args.harness or 'working tree'}; "
              f"chunked = loss_chunk {args.chunk}.", "",
@@ -233,9 +233,10 @@ def report(runs: dict[tuple[str, str], list[dict]], args: argparse.Namespace) ->
                 medians[side] = {key: statistics.median(r[key] for r in runs[cell, side]) for key in keys}
                 medians[side]["step_s"] = statistics.median(statistics.median(r["steps_s"]) for r in runs[cell, side])
         for side, m in medians.items():
-            def ratio(key: str, other: str, m: dict = m) -> str:
+            def ratio(key: str, other: str, m: dict = m, medians: dict = medians) -> str:
                 return f"{m[key] / medians[other][key]:.3f}" if other in medians else "-"
-            lines.append(f"| {cell} | {side} | {m['peak_mib']:.0f} | {m['train_peak_mib']:.0f} | {m['imported_mib']:.0f} | "
+            lines.append(f"| {cell} | {side} | {m['peak_mib']:.0f} | {m['train_peak_mib']:.0f} | "
+                         f"{m['imported_mib']:.0f} | "
                          f"{m['step_s'] * 1e3:.0f} | {ratio('peak_mib', 'bare')} | {ratio('train_peak_mib', 'bare')} | "
                          f"{ratio('peak_mib', 'today')} | {ratio('step_s', 'today')} | {ratio('step_s', 'bare')} |")
     return "\n".join(lines) + "\n"

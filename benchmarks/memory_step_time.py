@@ -3,12 +3,12 @@
 ``benchmarks/memory.py`` measures peaks, one process per figure; its step times come from runs
 minutes apart and drift with the machine's load. This script isolates the loss's cost: one
 model (hw3's gpt1 cell shape: 1 layer x 256, 4 heads, Adam, batch 16, seq 128, vocabulary 50,257),
-one thread, and training steps that alternate between ``loss_chunk = 0`` and ``loss_chunk = N``
-(order flipped every pair), each timed in CPU seconds (``time.process_time``, robust to other
-processes on the machine) and wall seconds. Figures: medians, and the median of the per-pair
-ratios chunked / full.
+one thread, and training steps that cycle through ``loss_chunk = 0`` and each ``loss_chunk = N``
+(order rotated every round), each timed in CPU seconds (``time.process_time``, robust to other
+processes on the machine) and wall seconds. Figures: medians, and the median over rounds of
+each round's ratio chunked / full.
 
-    python benchmarks/memory_step_time.py --pairs 10 --chunk 256
+    python benchmarks/memory_step_time.py --pairs 10 --chunks 256 512 1024
 
 Goal: chunked step time within +-3 % of full logits.
 """
@@ -30,7 +30,8 @@ SHAPE = {"n_layer": 1, "n_embd": 256, "n_head": 4, "n_positions": 512, "dropout"
 VOCAB, BATCH, SEQ = 50257, 16, 128
 
 
-def step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, batch: torch.Tensor, chunk: int) -> tuple[float, float]:
+def step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, batch: torch.Tensor,
+         chunk: int) -> tuple[float, float]:
     cpu, wall = time.process_time(), time.perf_counter()
     loss = lm_loss(model, batch[:, :-1], batch[:, 1:], chunk=chunk)
     loss.backward()
@@ -41,8 +42,8 @@ def step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, batch: torch.
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--pairs", type=int, default=10)
-    parser.add_argument("--chunk", type=int, default=256)
+    parser.add_argument("--pairs", type=int, default=10, help="rounds (each times every setting once)")
+    parser.add_argument("--chunks", type=int, nargs="+", default=[256, 512, 1024])
     args = parser.parse_args()
     torch.set_num_threads(1)
     torch.manual_seed(0)
@@ -51,22 +52,23 @@ def main() -> None:
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
     g = torch.Generator().manual_seed(0)
     batches = [torch.randint(0, VOCAB, (BATCH, SEQ + 1), generator=g) for _ in range(4)]
-    for chunk in (0, args.chunk):  # warm-up: allocator, optimizer state
+    settings = [0, *args.chunks]
+    for chunk in settings:  # warm-up: allocator, optimizer state
         step(model, optimizer, batches[0], chunk)
-    times: dict[int, list[tuple[float, float]]] = {0: [], args.chunk: []}
-    for pair in range(args.pairs):
-        order = (0, args.chunk) if pair % 2 == 0 else (args.chunk, 0)
-        for chunk in order:
-            times[chunk].append(step(model, optimizer, batches[pair % len(batches)], chunk))
-    full, chunked = times[0], times[args.chunk]
-    ratios = [c[0] / f[0] for c, f in zip(chunked, full)]
+    times: dict[int, list[tuple[float, float]]] = {chunk: [] for chunk in settings}
+    for round_ in range(args.pairs):
+        shift = round_ % len(settings)
+        for chunk in settings[shift:] + settings[:shift]:
+            times[chunk].append(step(model, optimizer, batches[round_ % len(batches)], chunk))
     print(f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC, {platform.machine()}, torch {torch.__version__}, 1 thread; "
-          f"gpt1 1 x 256, batch {BATCH} x {SEQ}, vocabulary {VOCAB}; {args.pairs} pairs of steps\n")
-    print("| loss | CPU s / step (median) | wall s / step (median) |\n|---|---:|---:|")
-    for name, series in (("full logits", full), (f"loss_chunk {args.chunk}", chunked)):
-        print(f"| {name} | {statistics.median(t[0] for t in series):.3f} | {statistics.median(t[1] for t in series):.3f} |")
-    print(f"\nchunked / full CPU time, median of per-pair ratios: **{statistics.median(ratios):.3f}** "
-          f"(pairs: {', '.join(f'{r:.3f}' for r in ratios)})")
+          f"gpt1 1 x 256, batch {BATCH} x {SEQ}, vocabulary {VOCAB}; {args.pairs} rounds\n")
+    print("| loss | CPU s / step (median) | wall s / step (median) | CPU time / full (median of rounds) |\n"
+          "|---|---:|---:|---:|")
+    for chunk, series in times.items():
+        ratio = statistics.median(c[0] / f[0] for c, f in zip(series, times[0]))
+        print(f"| {'full logits' if chunk == 0 else f'loss_chunk {chunk}'} | "
+              f"{statistics.median(t[0] for t in series):.3f} | {statistics.median(t[1] for t in series):.3f} | "
+              f"{ratio:.3f} |")
 
 
 if __name__ == "__main__":
