@@ -50,6 +50,10 @@ TRAINER_KEYS: dict[str, Key] = {
                        "tokens of context", _non_negative, ">= 0"),
     "eval_batch_size": Key(0, "sequences per evaluation batch; 0 means the device's default (CPU: batch_size, "
                            "CUDA: 2 x batch_size; see bench.accel)", _non_negative, ">= 0"),
+    "target_loss": Key(0.0, "val loss (nats) that the report's time-to-target table measures against; 0 means none",
+                       _non_negative, ">= 0"),
+    "target_ppl": Key(0.0, "the same target as a validation perplexity (used when target_loss is 0); 0 means none",
+                      lambda v: v == 0 or v > 1, "0 (off) or > 1"),
     "log_every": Key(25, "read the train loss (a device sync) every N steps", _positive, ">= 1"),
     "loss_chunk": Key(0, "positions whose vocabulary logits exist at once in the training and evaluation loss "
                       "(chunked cross-entropy, same loss; needs a model with hidden/head); 0 computes full logits",

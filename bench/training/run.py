@@ -158,7 +158,7 @@ def resume(run: Run, checkpoints: CheckpointStore) -> None:
     run.model.load_state_dict(state["model"])
     run.optimizer.load_state_dict(state["optimizer"])
     if state["schedule"] is not None:  # a plugin's stateful schedule (see checkpoint_state)
-        run.schedule.load_state_dict(state["schedule"])
+        run.schedule.load_state_dict(state["schedule"])  # type: ignore[attr-defined]
     run.sampler.load_state_dict(state["sampler"])
     if state.get("scaler"):  # float16 runs: the loss scale reached; absent in older checkpoints
         run.scaler.load_state_dict(state["scaler"])
