@@ -176,6 +176,8 @@ def _add_eval(sub: argparse._SubParsersAction) -> None:
     hellaswag.add_argument("--limit", type=int, default=0, help="score the first N items only (default 0: all)")
     hellaswag.add_argument("--batch-size", type=int, default=16, help="requests per forward pass (default 16)")
     hellaswag.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    hellaswag.add_argument("--log-samples", action="store_true",
+                           help="also keep per-item results in CELL_DIR/hellaswag_samples.jsonl")
     _add_plugin_options(hellaswag, "")
     hellaswag.set_defaults(handler=_eval_hellaswag)
 
@@ -183,7 +185,7 @@ def _add_eval(sub: argparse._SubParsersAction) -> None:
 def _eval_hellaswag(args: argparse.Namespace) -> int:
     from bench.commands import eval_hellaswag
     return eval_hellaswag(run=args.run, limit=args.limit, batch_size=args.batch_size, device=args.device,
-                          plugins=_plugin_selection(args))
+                          plugins=_plugin_selection(args), log_samples=args.log_samples)
 
 
 def _add_plugin_options(parser: argparse.ArgumentParser, prefix: str) -> None:

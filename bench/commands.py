@@ -220,7 +220,7 @@ def _with_hellaswag(table, frame):
 
 
 def eval_hellaswag(*, run: str, limit: int, batch_size: int, device: str,
-                   plugins: PluginSelection | None = None) -> int:
+                   plugins: PluginSelection | None = None, log_samples: bool = False) -> int:
     """Re-score one finished cell folder on HellaSwag and store the figures in its summary."""
     from bench.evaluation.cell_hellaswag import describe, score_cell, write_fields
     from bench.evaluation.checkpoint_loading import NotTextCell
@@ -230,7 +230,8 @@ def eval_hellaswag(*, run: str, limit: int, batch_size: int, device: str,
     registry = load_plugins(plugins).registry
     target = resolve_device(device)
     try:
-        fields = score_cell(run, registry, target, limit=limit, batch_size=batch_size, progress=True)
+        fields = score_cell(run, registry, target, limit=limit, batch_size=batch_size, progress=True,
+                            log_samples=log_samples)
     except NotTextCell as exc:
         write_fields(CellRecord(Path(run)), {"hellaswag_note": f"skipped: {exc}"})
         print(f"bench: hellaswag skipped: {exc}", file=sys.stderr)
