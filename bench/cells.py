@@ -52,8 +52,20 @@ OPERATIONAL_KEYS = frozenset({"checkpoint", "checkpoint_every", "memory_interval
                               "target_loss", "target_ppl"})
 
 
+# Keys added after results were first stored, with the value that computes exactly what a cell
+# computed before the key existed (divergence_margin only stops a run already worse than uniform
+# guessing; tf32 only changes float32 matmuls on CUDA tensor cores). At these values a key stays out
+# of the identity, so cells stored by earlier versions keep their ids and their finished results.
+LATER_KEY_NEUTRALS: dict[str, Any] = {
+    "eval_stride": 0, "max_flops": 0.0, "max_tokens": 0, "max_time": 0.0, "max_cost": 0.0, "cost_per_hour": 1.5,
+    "divergence_margin": 5.0, "loss_chunk": 0, "compile": False, "tf32": True, "pin_memory": False,
+    "decay_exclude": [],
+}
+
+
 def cell_id(config: dict[str, Any]) -> str:
-    identity = {k: v for k, v in config.items() if k not in OPERATIONAL_KEYS}
+    identity = {k: v for k, v in config.items()
+                if k not in OPERATIONAL_KEYS and not (k in LATER_KEY_NEUTRALS and v == LATER_KEY_NEUTRALS[k])}
     blob = json.dumps(identity, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(blob.encode()).hexdigest()[:12]
 

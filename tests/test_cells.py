@@ -144,3 +144,18 @@ def bench_optimizers():
                                           "with defaults 7 and 0; set warmup_steps in the matrix"):
         resolve_config(user, registry, "test")
     assert resolve_config({**user, "warmup_steps": 3}, registry, "test")["warmup_steps"] == 3
+
+
+def test_cells_stored_before_later_keys_existed_keep_their_ids():
+    # The quickstart's ids as bench 0.1.0 (before budgets, eval_stride, loss_chunk, decay_exclude, ...)
+    # computed them: at their neutral values the later keys leave the identity alone, so a rerun
+    # finds the finished results instead of training every cell again.
+    from bench.matrix import load_matrix
+    from tests.conftest import REPO
+
+    cells = resolve_cells(load_matrix(str(REPO / "matrices" / "quickstart.toml")), build_registry(plugin_manager()))
+    assert [c.id for c in cells] == [
+        "68e8bb33713d", "36578007d7bd", "0e44765ae79a", "80efc5e0b5be", "b5406d0ab9c4", "549b4df8b122",
+        "5a44480c3f52", "b54aa114e942", "2699cfccc5aa", "34503aed95d5", "441333eedde4", "a5e0667ef0a2"]
+    assert cells[0].id == cell_id(cells[0].config)
+    assert cells[0].id != cell_id({**cells[0].config, "eval_stride": 8})  # a non-neutral value is a new cell
