@@ -43,6 +43,8 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--peak-tflops", type=float, metavar="TFLOPS",
                         help="device peak TFLOP/s for the MFU column, overriding what each cell stored")
     report.add_argument("--plots", metavar="DIR", help="also write loss/perplexity PNGs under DIR/<matrix>/")
+    report.add_argument("--best-config", metavar="FILE",
+                        help="write the best configuration of a sweep (one per group) as a matrix file and exit")
 
     plot = sub.add_parser("plot", help="write loss and perplexity curves of finished runs as PNG files")
     plot.add_argument("--matrix", help="matrix name (default: every matrix under the outputs folder)")
@@ -75,7 +77,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             from bench.commands import report
             return report(outputs=_outputs_root(args), matrix=args.matrix, sort=args.sort, fmt=args.format,
                           where=args.where, plots=args.plots, peak_tflops=args.peak_tflops,
-                          which=[t.strip() for t in args.tables.split(",") if t.strip()] if args.tables else None)
+                          which=[t.strip() for t in args.tables.split(",") if t.strip()] if args.tables else None,
+                          best_config=args.best_config)
         if args.command == "plot":
             from bench.commands import plot
             return plot(outputs=_outputs_root(args), matrix=args.matrix, where=args.where,

@@ -23,7 +23,8 @@ from bench.report.plots import write_plots
 from bench.report.select import filter_summaries
 from bench.runner import resolve_device, run_cells, select_cells
 from bench.signals import GracefulStop
-from bench.store import CellRecord, ResultStore, matrix_names
+from bench.store import CellRecord, ResultStore, atomic_write_bytes, matrix_names
+from bench.sweep import report as sweep_report
 
 
 def _registry() -> tuple[object, Registry]:
@@ -51,6 +52,10 @@ def run_matrix(path: str, *, device: str, filter_expr: str | None, dry_run: bool
     manager, registry = _registry()
     matrix = load_matrix(path)
     check_eval_settings(matrix.evaluation, path)
+    if matrix.sweep:  # a search: the sweep proposes the cells (bench/sweep/)
+        from bench.sweep.command import run_sweep_matrix
+        return run_sweep_matrix(matrix, path, registry=registry, hooks=manager.hook, device=device, outputs=outputs,
+                                dry_run=dry_run, filter_expr=filter_expr, force=force)
     cells = select_cells(resolve_cells(matrix, registry), filter_expr)
     if not cells:
         raise BenchError(f"--filter {filter_expr!r} matches none of the matrix's cells")
@@ -117,7 +122,10 @@ def _matrix_summaries(outputs: str, matrix: str | None, where: list[str] | None)
 
 
 def report(*, outputs: str, matrix: str | None, sort: str, fmt: str, where: list[str] | None = None,
-           plots: str | None = None, peak_tflops: float | None = None, which: list[str] | None = None) -> int:
+           plots: str | None = None, peak_tflops: float | None = None, which: list[str] | None = None,
+           best_config: str | None = None) -> int:
+    if best_config:
+        return write_best_config(outputs, matrix, best_config)
     if fmt not in tables.FORMATS:
         raise BenchError(f"unknown format {fmt!r}; use one of {', '.join(tables.FORMATS)}")
     if peak_tflops is not None and peak_tflops <= 0:
@@ -126,17 +134,37 @@ def report(*, outputs: str, matrix: str | None, sort: str, fmt: str, where: list
     for name, summaries in _matrix_summaries(outputs, matrix, where).items():
         frame = tables.sort_frame(tables.summaries_frame(summaries), sort)
         sections = tables.build_sections(frame, sort=sort, peak_tflops=peak_tflops,
-                                         which=tuple(w for w in which or tables.TABLE_KEYS if w != "hellaswag"))
+                                         which=tuple(w for w in which or tables.TABLE_KEYS if w not in ("hellaswag", "sweep")))
         for section in sections:
             if section.key == "perplexity":
                 section.table = _with_hellaswag(section.table, frame)
         if hellaswag_report.has_hellaswag(frame) and (not which or "hellaswag" in which):
             sections.append(tables.Section("hellaswag", "HellaSwag", hellaswag_report.hellaswag_table(frame)))
+        store = ResultStore(outputs, name)
+        if sweep_report.has_sweep(store) and (not which or "sweep" in which):
+            sections += sweep_report.sweep_sections(store)
         document[name] = sections
         if plots:
-            written = write_plots(ResultStore(outputs, name), plots, summaries)
+            written = write_plots(store, plots, summaries)
+            if sweep_report.has_sweep(store):
+                written += sweep_report.write_sweep_plots(store, plots)
             print(f"bench: {len(written)} plots of {name!r} in {Path(plots) / name}", file=sys.stderr)
     print(tables.render_document(document, fmt))
+    return 0
+
+
+def write_best_config(outputs: str, matrix: str | None, path: str) -> int:
+    """`bench report --best-config FILE`: the best trial of each sweep group as a plain matrix file."""
+    names = [matrix] if matrix else [n for n in matrix_names(outputs) if sweep_report.has_sweep(ResultStore(outputs, n))]
+    if len(names) != 1 or not sweep_report.has_sweep(ResultStore(outputs, names[0])):
+        raise BenchError(f"--best-config needs exactly one sweep under {outputs!r} (found {', '.join(names) or 'none'}); "
+                         "name it with --matrix")
+    text = sweep_report.best_config_toml(ResultStore(outputs, names[0]))
+    if not text:
+        raise BenchError(f"sweep {names[0]!r} has no finished trial yet; run it first")
+    atomic_write_bytes(Path(path), text.encode())
+    print(f"bench: best configuration of {names[0]!r} written to {path}; run it with `bench run {path}`",
+          file=sys.stderr)
     return 0
 
 

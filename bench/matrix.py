@@ -17,7 +17,7 @@ from typing import Any
 
 from bench.errors import ConfigError
 
-TOP_LEVEL_KEYS = ("name", "description", "seeds", "defaults", "matrix", "eval")
+TOP_LEVEL_KEYS = ("name", "description", "seeds", "defaults", "matrix", "eval", "sweep")
 EVAL_KEYS = {"hellaswag": False, "limit": 0, "batch_size": 16}
 
 
@@ -30,6 +30,7 @@ class Matrix:
     seeds: list[int]
     evaluation: dict[str, Any] = field(default_factory=dict)
     axes: list[str] = field(default_factory=list)
+    sweep: dict[str, Any] = field(default_factory=dict)  # the raw [sweep] table; bench.sweep.spec reads it
 
 
 def closest(word: str, candidates) -> str:
@@ -76,7 +77,8 @@ def parse_matrix(raw: dict[str, Any], *, default_name: str, where: str) -> Matri
     if not combinations:
         raise ConfigError(f"{where}: the matrix expands to no cells; check [matrix] and exclude")
     return Matrix(name, str(raw.get("description", "")), defaults, combinations, seeds, evaluation,
-                  axes=list(grid) + [k for e in include for k in e if k not in grid])
+                  axes=list(grid) + [k for e in include for k in e if k not in grid],
+                  sweep=dict(_table(raw, "sweep", where)))
 
 
 def _table(raw: dict[str, Any], key: str, where: str) -> dict[str, Any]:

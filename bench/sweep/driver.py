@@ -1,0 +1,196 @@
+"""Run a sweep: the strategies propose, the runner trains, the result store remembers.
+
+Groups are served round-robin, one request each in turn, so a sweep stopped at any moment has
+given every group (nearly) the same share. Trial cells go through :func:`bench.runner.run_cells`
+exactly like the cells of a plain matrix: same resume, failure isolation and summaries.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import torch
+
+from bench.cells import Cell
+from bench.checkpoint import CHECKPOINT_DIR, CheckpointStore
+from bench.errors import ConfigError
+from bench.matrix import Matrix
+from bench.registry import Registry
+from bench.runner import run_cells
+from bench.store import ResultStore
+from bench.sweep.groups import Group, finite, trial_cell
+from bench.sweep.spec import SweepSpec
+from bench.sweep.strategies import GroupContext, Prune, Run, Strategy, distributions, strategy_for
+from bench.sweep.trials import GroupTrials, Outcome, open_storage
+
+FINAL = ("ok", "diverged", "pruned")
+
+
+@dataclass
+class Budget:
+    """What a group's trials have spent; a cell trained over several rungs counts once, at its latest."""
+
+    spec: SweepSpec
+    spent: dict[str, dict[str, float]] = field(default_factory=dict)
+
+    def update(self, cell: Cell, summary: dict[str, Any]) -> None:
+        self.spent[cell.id] = spent_by(cell.config, summary, self.spec.cost_per_hour)
+
+    def total(self) -> dict[str, float]:
+        keys = ("flops", "time_s", "cost")
+        return {k: sum(s[k] for s in self.spent.values()) for k in keys}
+
+    def exhausted(self) -> bool:
+        used, spec = self.total(), self.spec
+        return any(limit and used[k] >= limit for k, limit in
+                   (("flops", spec.max_flops), ("time_s", spec.max_time), ("cost", spec.max_cost)))
+
+
+def spent_by(config: dict[str, Any], summary: dict[str, Any], cost_per_hour: float) -> dict[str, float]:
+    """Training FLOPs, seconds and dollars a cell has used so far (its summary's figures when present)."""
+    used = summary.get("budget_used") or {}
+    step = summary.get("step") or summary.get("steps") or 0
+    tokens = step * config["batch_size"] * config["grad_accum"] * config["seq_len"]
+    flops = used.get("flops") or summary.get("train_flops") or (summary.get("flops_per_token") or 0) * tokens
+    time_s = used.get("time_s") or summary.get("train_time_s") or 0.0
+    cost = used.get("cost") or time_s / 3600 * cost_per_hour
+    return {"flops": float(flops), "time_s": float(time_s), "cost": float(cost)}
+
+
+@dataclass
+class SweepRun:
+    matrix: Matrix
+    spec: SweepSpec
+    groups: list[Group]
+    registry: Registry
+    hooks: Any
+    store: ResultStore
+    device: torch.device
+    stop: Any = None
+    say: Callable[[str], None] = print
+    interrupted: str | None = None
+
+    def run(self) -> bool:
+        """Run every group's search, then the final seeds; False when a stop request ended it early."""
+        storage = open_storage(self.store.path)
+        contexts = {g.label: self._context(storage, g) for g in self.groups}
+        active: dict[str, tuple[Strategy, Any]] = {}
+        for label, (ctx, budget) in contexts.items():
+            strategy = strategy_for(ctx)
+            request = next(strategy, None)
+            if request is not None:
+                active[label] = (strategy, request)
+        while active:
+            for label in list(active):
+                strategy, request = active[label]
+                group = next(g for g in self.groups if g.label == label)
+                outcome = self._execute(group, contexts[label], request)
+                if outcome is None:
+                    return False
+                try:
+                    active[label] = (strategy, strategy.send(outcome))
+                except StopIteration:
+                    del active[label]
+        return self._final_seeds(contexts)
+
+    def _context(self, storage, group: Group) -> tuple[GroupContext, Budget]:
+        trials = GroupTrials(storage, group.label, self.spec.direction, distributions(self.spec))
+        settings = {"sweep": self.spec.to_dict(), "group": group.key, "label": group.label,
+                    "base": {k: v for k, v in group.base.items()}}
+        stored = trials.study.user_attrs.get("settings")
+        if stored is None:
+            for key, value in settings.items():
+                trials.study.set_user_attr(key, value)
+            trials.study.set_user_attr("settings", json.dumps(settings, sort_keys=True, default=str))
+        elif stored != json.dumps(settings, sort_keys=True, default=str):
+            raise ConfigError(f"the [sweep] settings of {self.matrix.name!r} changed since {self.store.path}/sweep.db "
+                              f"was written; restore them, or move that folder away to start a new sweep")
+        budget = Budget(self.spec)
+        return GroupContext(self.spec, trials, budget.exhausted), budget
+
+    def _execute(self, group: Group, context: tuple[GroupContext, Budget], request: Run | Prune) -> Outcome | None:
+        ctx, budget = context
+        halt = request.halt_at_step if isinstance(request, Run) else 0
+        try:
+            cell = trial_cell(self.matrix, self.spec, group, request.params, self.registry, halt_at_step=halt)
+        except ConfigError as exc:  # a combination of in-range values can still be impossible
+            self.say(f"sweep {group.label} trial {request.number}: skipped, invalid: {exc}")
+            return Outcome("", "invalid")
+        ctx.trials.tag(request.number, cell_id=cell.id)
+        record = self.store.cell(cell.id)
+        if isinstance(request, Prune):
+            return self._prune(cell, request)
+        summary = record.read_summary() or {}
+        if not _reached(summary, halt):
+            if self.stop is not None and self.stop.requested:
+                self.interrupted = self.stop.cause
+                return None
+            prefix = f"sweep {group.label} trial {request.number}"
+            result = run_cells([cell], registry=self.registry, hooks=self.hooks, store=self.store,
+                               device=self.device, stop=self.stop, say=lambda line: self.say(f"{prefix} {line}"))
+            if result.interrupted:
+                self.interrupted = result.interrupted
+                return None
+            summary = record.read_summary() or {}
+        budget.update(cell, summary)
+        return self._outcome(cell, summary)
+
+    def _outcome(self, cell: Cell, summary: dict[str, Any]) -> Outcome:
+        status = summary.get("status", "error")
+        value = summary.get("val_loss") if status == "paused" else summary.get(self.spec.metric)
+        if status == "pruned":
+            value = summary.get("val_loss", summary.get(self.spec.metric))
+        return Outcome(cell.id, status, float(value) if finite(value) else None, summary.get("step"))
+
+    def _prune(self, cell: Cell, request: Prune) -> Outcome:
+        record = self.store.cell(cell.id)
+        summary = record.read_summary() or {}
+        if summary.get("status") not in FINAL:
+            summary = {**summary, "status": "pruned", "pruned_at_step": summary.get("step")}
+            record.write_summary(summary)
+            CheckpointStore(record.path / CHECKPOINT_DIR, cell.id).clear()  # a pruned trial never resumes
+        return self._outcome(cell, summary)
+
+    def _final_seeds(self, contexts: dict[str, tuple[GroupContext, Budget]]) -> bool:
+        if not self.spec.final_seeds:
+            return True
+        cells = []
+        for group in self.groups:
+            ctx = contexts[group.label][0]
+            best = best_trial(ctx.trials.study, self.store, self.spec)
+            if best is None:
+                self.say(f"sweep {group.label}: no finished trial to rerun over final_seeds")
+                continue
+            group_cells = [trial_cell(self.matrix, self.spec, group, best.params, self.registry, seed=s)
+                           for s in self.spec.final_seeds]
+            ctx.trials.study.set_user_attr("final_cells", [c.id for c in group_cells])
+            cells += group_cells
+        result = run_cells(cells, registry=self.registry, hooks=self.hooks, store=self.store, device=self.device,
+                           stop=self.stop, say=lambda line: self.say(f"final seeds {line}"))
+        self.interrupted = result.interrupted
+        return not result.interrupted
+
+
+def _reached(summary: dict[str, Any], halt: int) -> bool:
+    """True when the cell has nothing left to do for this request."""
+    status = summary.get("status")
+    if status in FINAL:
+        return True
+    return bool(halt) and status == "paused" and (summary.get("step") or 0) >= halt
+
+
+def best_trial(study, store: ResultStore, spec: SweepSpec):
+    """The group's finished trial with the best metric, read from the cells' own summaries."""
+    best, best_value = None, None
+    for trial in study.get_trials(deepcopy=False):
+        cell = trial.user_attrs.get("cell_id")
+        summary = store.cell(cell).read_summary() if cell else None
+        value = (summary or {}).get(spec.metric)
+        if not summary or summary.get("status") != "ok" or not finite(value):
+            continue
+        better = best_value is None or (value < best_value if spec.direction == "minimize" else value > best_value)
+        if better:
+            best, best_value = trial, value
+    return best
