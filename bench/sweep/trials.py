@@ -10,6 +10,7 @@ does not depend on whether the process was restarted before it.
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
@@ -47,12 +48,22 @@ def make_sampler(kind: str, seed: int, number: int, space: dict[str, Param], opt
         return TPESampler(seed=derived_seed(seed, number), n_startup_trials=options["startup_trials"])
     if kind == "quasirandom":
         # The sequence position comes from the storage, so one fixed scramble seed keeps it resumable.
-        return QMCSampler(qmc_type=options["qmc"], scramble=True, seed=seed,
-                          independent_sampler=RandomSampler(seed=derived_seed(seed, number)),
-                          warn_independent_sampling=False, warn_asynchronous_seeding=False)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            return QMCSampler(qmc_type=options["qmc"], scramble=True, seed=seed,
+                              independent_sampler=RandomSampler(seed=derived_seed(seed, number)),
+                              warn_independent_sampling=False, warn_asynchronous_seeding=False)
     if kind == "grid":
-        return GridSampler({name: p.grid() for name, p in space.items()}, seed=seed)
+        return _AskTellGrid({name: p.grid() for name, p in space.items()}, seed=seed)
     raise ValueError(f"no sampler for {kind!r}")
+
+
+class _AskTellGrid(GridSampler):
+    """GridSampler for ask-and-tell: its ``after_trial`` calls ``study.stop()``, which Optuna only
+    allows inside ``study.optimize``; the strategy stops by itself after the grid's size."""
+
+    def after_trial(self, study, trial, state, values) -> None:  # noqa: ANN001 - Optuna's signature
+        return None
 
 
 @dataclass
