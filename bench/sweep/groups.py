@@ -10,10 +10,11 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from bench.cells import Cell, cell_id, resolve_config
+from bench.cells import KIND_KEYS, Cell, cell_id, resolve_config
 from bench.errors import ConfigError
-from bench.matrix import Matrix
+from bench.matrix import Matrix, closest
 from bench.registry import Registry
+from bench.schema import TRAINER_KEYS
 from bench.sweep.spec import PLANNED, SweepSpec
 
 
@@ -36,7 +37,20 @@ def fixed_keys(spec: SweepSpec) -> dict[str, Any]:
     return {}
 
 
+def known_keys(registry: Registry) -> set[str]:
+    known = set(TRAINER_KEYS)
+    for kind in KIND_KEYS:
+        for entry in registry.entries(kind):
+            known.update(entry.component.defaults)
+    return known
+
+
 def build_groups(matrix: Matrix, spec: SweepSpec, registry: Registry, where: str) -> list[Group]:
+    known = known_keys(registry)
+    for key in spec.space:
+        if key not in known:
+            raise ConfigError(f"{where}: sweep.space searches unknown key {key!r}{closest(key, known)}; "
+                              f"search a key listed by `bench list` or in bench/schema.py")
     for key in spec.per:
         if key in spec.space or (key == "lr" and spec.strategy == "lr-range"):
             raise ConfigError(f"{where}: sweep.per and the searched keys overlap on {key!r}; a key is either "

@@ -1,0 +1,128 @@
+"""Sweeps end to end through the real runner and trainer, on tiny cells."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+
+from bench.cli import main
+from bench.sweep.spec import parse_sweep
+from bench.sweep.strategies import GroupContext, distributions, strategy_for
+from bench.sweep.trials import GroupTrials, Outcome, open_storage
+
+TINY = """
+[defaults]
+dataset = "synthetic"
+vocab_size = 16
+train_tokens = 3000
+valid_tokens = 300
+test_tokens = 300
+seq_len = 16
+batch_size = 4
+max_steps = 8
+n_embd = 16
+n_hidden = 16
+n_head = 2
+n_positions = 32
+log_every = 4
+memory_interval_ms = 0
+model = "gpt1"
+optimizer = "adam"
+"""
+
+
+def studies(outputs: Path, name: str) -> dict[str, optuna.Study]:
+    storage = optuna.storages.RDBStorage(f"sqlite:///{outputs / name / 'sweep.db'}")
+    return {n: optuna.load_study(study_name=n, storage=storage) for n in optuna.study.get_all_study_names(storage)}
+
+
+def test_fair_protocol_gives_every_group_the_same_trials(write_matrix, tmp_path, capsys):
+    path = write_matrix(TINY + """
+[matrix]
+optimizer = ["sgd", "adam"]
+[sweep]
+strategy = "random"
+trials = 2
+per = ["optimizer"]
+final_seeds = [0, 1]
+[sweep.space]
+lr = { loguniform = [1e-3, 1e-1] }
+""", name="fair")
+    outputs = tmp_path / "out"
+    assert main(["run", str(path), "--outputs", str(outputs)]) == 0
+    groups = studies(outputs, "fair")
+    assert sorted(groups) == ["optimizer=adam", "optimizer=sgd"]
+    assert [len(s.trials) for s in groups.values()] == [2, 2]
+    assert all(t.state.name == "COMPLETE" for s in groups.values() for t in s.trials)
+    for study in groups.values():  # the best of each group, rerun over both seeds
+        assert len(study.user_attrs["final_cells"]) == 2
+        for cell in study.user_attrs["final_cells"]:
+            assert json.loads((outputs / "fair" / cell / "summary.json").read_text())["status"] == "ok"
+    shown = capsys.readouterr().out
+    assert "best configuration per group" in shown and "optimizer=adam" in shown
+
+    best = tmp_path / "best.toml"
+    assert main(["report", "--outputs", str(outputs), "--matrix", "fair", "--best-config", str(best)]) == 0
+    text = best.read_text()
+    assert "[sweep]" not in text and "include = [" in text
+    capsys.readouterr()
+    # The written file is a plain matrix whose cells are the sweep's best cells (same ids).
+    assert main(["run", str(best), "--dry-run"]) == 0
+    listed = capsys.readouterr().out
+    for study in groups.values():
+        assert study.user_attrs["final_cells"][0] in listed
+
+
+def reference_proposals(raw: dict, count: int) -> list[dict]:
+    """What a random sweep proposes, independent of outcomes: drive the strategy in memory."""
+    spec = parse_sweep(raw, "m")
+    trials = GroupTrials(optuna.storages.InMemoryStorage(), "all", spec.direction, distributions(spec))
+    strategy, found = strategy_for(GroupContext(spec, trials, lambda: False)), []
+    request = next(strategy)
+    while True:
+        found.append(request.params)
+        try:
+            request = strategy.send(Outcome("x", "ok", 1.0))
+        except StopIteration:
+            return found
+
+
+@pytest.mark.slow
+def test_sigkill_then_rerun_finishes_without_retraining(write_matrix, tmp_path, bench_cli):
+    sweep = {"strategy": "random", "trials": 3, "seed": 5, "space": {"lr": {"loguniform": [1e-3, 1e-1]}}}
+    path = write_matrix(TINY.replace("max_steps = 8", "max_steps = 24\ncheckpoint_every = 4") + """
+[sweep]
+strategy = "random"
+trials = 3
+seed = 5
+[sweep.space]
+lr = { loguniform = [1e-3, 1e-1] }
+""", name="killed")
+    outputs = tmp_path / "outputs"
+    env = {**os.environ, "BENCH_OUTPUTS": str(outputs)}
+    proc = subprocess.Popen([sys.executable, "-m", "bench.cli", "run", str(path)], env=env, cwd=tmp_path,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    finished = {}
+    deadline = time.time() + 240
+    while not finished and time.time() < deadline and proc.poll() is None:  # kill once a trial is complete
+        for summary in (outputs / "killed").glob("*/summary.json"):
+            if json.loads(summary.read_text()).get("status") == "ok":
+                finished[summary] = (summary.read_bytes(), summary.stat().st_mtime_ns)
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert finished, "the first trial did not finish in time"
+
+    result = bench_cli("run", str(path))
+    assert result.returncode == 0, result.stderr
+    for summary, (content, mtime) in finished.items():
+        assert summary.read_bytes() == content and summary.stat().st_mtime_ns == mtime
+    study = studies(outputs, "killed")["all"]
+    assert [t.params for t in study.trials] == reference_proposals(sweep, 3)
+    assert all(t.state.name == "COMPLETE" for t in study.trials)
