@@ -30,6 +30,15 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--force", action="store_true", help="rerun cells that are already complete")
     run.add_argument("--outputs", help=f"results folder (default: $BENCH_OUTPUTS or ./{DEFAULT_OUTPUTS})")
 
+    estimate = sub.add_parser("estimate", help="time a few real steps of every cell; print hours and dollars")
+    estimate.add_argument("matrix", help="path to a matrix TOML file")
+    estimate.add_argument("--steps", type=int, default=20, help="steps to time per cell (>= 20; default 20)")
+    estimate.add_argument("--cost-per-hour", type=float, default=1.50, help="dollars per device hour (default 1.50)")
+    estimate.add_argument("--filter", help="key=value[,key=value] or a substring of cell names")
+    estimate.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    estimate.add_argument("--outputs", help=f"where estimate.json goes, under <matrix>/ (default: $BENCH_OUTPUTS "
+                                            f"or ./{DEFAULT_OUTPUTS})")
+
     report = sub.add_parser("report", help="print tables from finished runs")
     report.add_argument("--matrix", help="matrix name (default: every matrix under the outputs folder)")
     report.add_argument("--sort", default="ppl", help="ppl, time, memory, params or name")
@@ -73,6 +82,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             from bench.commands import run_matrix
             return run_matrix(args.matrix, device=args.device, filter_expr=args.filter, dry_run=args.dry_run,
                               force=args.force, outputs=_outputs_root(args))
+        if args.command == "estimate":
+            from bench.commands import estimate
+            return estimate(args.matrix, device=args.device, filter_expr=args.filter, steps=args.steps,
+                            cost_per_hour=args.cost_per_hour, outputs=_outputs_root(args))
         if args.command == "report":
             from bench.commands import report
             return report(outputs=_outputs_root(args), matrix=args.matrix, sort=args.sort, fmt=args.format,

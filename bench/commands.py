@@ -19,11 +19,12 @@ from bench.matrix import load_matrix
 from bench.registry import Registry, build_registry, plugin_manager
 from bench.report import hellaswag as hellaswag_report
 from bench.report import tables
+from bench.report.estimate import estimate_vs_actual
 from bench.report.plots import write_plots
 from bench.report.select import filter_summaries
 from bench.runner import resolve_device, run_cells, select_cells
 from bench.signals import GracefulStop
-from bench.store import CellRecord, ResultStore, atomic_write_bytes, matrix_names
+from bench.store import CellRecord, ResultStore, atomic_write_bytes, atomic_write_json, matrix_names
 from bench.sweep import report as sweep_report
 
 
@@ -134,13 +135,16 @@ def report(*, outputs: str, matrix: str | None, sort: str, fmt: str, where: list
     for name, summaries in _matrix_summaries(outputs, matrix, where).items():
         frame = tables.sort_frame(tables.summaries_frame(summaries), sort)
         sections = tables.build_sections(frame, sort=sort, peak_tflops=peak_tflops,
-                                         which=tuple(w for w in which or tables.TABLE_KEYS if w not in ("hellaswag", "sweep")))
+                                         which=tuple(w for w in which or tables.TABLE_KEYS if w not in ("hellaswag", "sweep", "estimate")))
         for section in sections:
             if section.key == "perplexity":
                 section.table = _with_hellaswag(section.table, frame)
         if hellaswag_report.has_hellaswag(frame) and (not which or "hellaswag" in which):
             sections.append(tables.Section("hellaswag", "HellaSwag", hellaswag_report.hellaswag_table(frame)))
         store = ResultStore(outputs, name)
+        estimated = estimate_vs_actual(store.path, summaries)
+        if estimated is not None and (not which or "estimate" in which):
+            sections.append(estimated)
         if sweep_report.has_sweep(store) and (not which or "sweep" in which):
             sections += sweep_report.sweep_sections(store)
         document[name] = sections
@@ -150,6 +154,37 @@ def report(*, outputs: str, matrix: str | None, sort: str, fmt: str, where: list
                 written += sweep_report.write_sweep_plots(store, plots)
             print(f"bench: {len(written)} plots of {name!r} in {Path(plots) / name}", file=sys.stderr)
     print(tables.render_document(document, fmt))
+    return 0
+
+
+def estimate(path: str, *, device: str, filter_expr: str | None, steps: int, cost_per_hour: float,
+             outputs: str) -> int:
+    """`bench estimate`: time a few real steps of every cell, project hours and dollars, write estimate.json."""
+    from bench.estimate import ESTIMATE_FILE, check_steps, estimate_cell, totals
+    from bench.report.estimate import estimate_table
+
+    check_steps(steps, cost_per_hour)
+    _, registry = _registry()
+    matrix = load_matrix(path)
+    cells = select_cells(resolve_cells(matrix, registry), filter_expr)
+    if not cells:
+        raise BenchError(f"--filter {filter_expr!r} matches none of the matrix's cells")
+    target = resolve_device(device)
+    check_data_available([c.config for c in cells], registry)
+    estimates = []
+    for position, cell in enumerate(cells, start=1):
+        print(f"[{position}/{len(cells)}] {cell.name}: timing {steps} steps on {target}", file=sys.stderr, flush=True)
+        estimates.append(estimate_cell(cell, registry, target, steps=steps, cost_per_hour=cost_per_hour,
+                                       say=lambda line: print(line, file=sys.stderr, flush=True)))
+    total = totals(estimates)
+    print(estimate_table(estimates, total))
+    store = ResultStore(outputs, matrix.name)
+    atomic_write_json(store.path / ESTIMATE_FILE, {
+        "matrix": matrix.name, "device": str(target), "steps": steps, "cost_per_hour": cost_per_hour,
+        "rule": "hours = worst of steps 10-19 (ms) x planned steps / 3.6e6; cost = hours x cost_per_hour",
+        "cells": [e.as_dict() for e in estimates], "totals": total})
+    print(f"bench: {len(cells)} cells, {total['hours']:.3f} hours, ${total['cost']:.2f} at ${cost_per_hour:.2f}/hour; "
+          f"written to {store.path / ESTIMATE_FILE}", file=sys.stderr)
     return 0
 
 
