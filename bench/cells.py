@@ -37,7 +37,8 @@ def component_params(config: dict[str, Any], component: Component) -> dict[str, 
 
 # Keys that change how a cell is run or observed, never what it computes: changing them must not
 # turn a finished (or half-finished) cell into a new one.
-OPERATIONAL_KEYS = frozenset({"checkpoint", "checkpoint_every", "memory_interval_ms", "peak_tflops"})
+OPERATIONAL_KEYS = frozenset({"checkpoint", "checkpoint_every", "memory_interval_ms", "peak_tflops",
+                              "max_checkpoint_mb"})  # a limit on what is accepted, not on what is computed
 
 
 def cell_id(config: dict[str, Any]) -> str:
@@ -120,6 +121,7 @@ def _check_buildable(config: dict[str, Any], components: dict[str, Component], w
         with torch.device("meta"):
             model = components["model"].factory(_probe_vocab(config, components),
                                                 **component_params(config, components["model"]))
+        _check_weights_size(config, components, model)
         limit = getattr(model, "context_length", None)
         if limit is not None and config["seq_len"] > limit:
             raise ValueError(f"seq_len {config['seq_len']} exceeds the model's context length {limit}; "
@@ -132,6 +134,28 @@ def _check_buildable(config: dict[str, Any], components: dict[str, Component], w
                                        **component_params(config, components["schedule"]))
     except (ValueError, TypeError) as exc:
         raise ConfigError(f"{where}: {exc}") from None
+
+
+def weights_bytes(model: torch.nn.Module) -> int:
+    """Bytes of the model's weights as best.pt stores them: each parameter once (tied ones share
+    storage) plus buffers, at their own dtype. Works on the meta device."""
+    tensors = list(model.parameters()) + list(model.buffers())
+    return sum(t.numel() * t.element_size() for t in tensors)
+
+
+def _check_weights_size(config: dict[str, Any], components: dict[str, Component], model: torch.nn.Module) -> None:
+    limit = config.get("max_checkpoint_mb") or 0
+    if not limit:
+        return
+    if "tokenizer" in components:  # the probe vocabulary would understate a text model's embeddings
+        tokenizer = components["tokenizer"]
+        vocab = tokenizer.factory(**component_params(config, tokenizer)).vocab_size
+        with torch.device("meta"):
+            model = components["model"].factory(vocab, **component_params(config, components["model"]))
+    size = weights_bytes(model)
+    if size > limit * 1e6:
+        raise ValueError(f"the model's weights take {size / 1e6:.1f} MB, over max_checkpoint_mb = {limit:g}; "
+                         f"shrink the model (n_embd, n_layer, vocabulary) or raise max_checkpoint_mb")
 
 
 def _probe_vocab(config: dict[str, Any], components: dict[str, Component]) -> int:
