@@ -163,7 +163,7 @@ class SweepRun:
             if best is None:
                 self.say(f"sweep {group.label}: no finished trial to rerun over final_seeds")
                 continue
-            group_cells = [trial_cell(self.matrix, self.spec, group, best.params, self.registry, seed=s)
+            group_cells = [trial_cell(self.matrix, self.spec, group, best.params, self.registry, seed=s, final=True)
                            for s in self.spec.final_seeds]
             ctx.trials.study.set_user_attr("final_cells", [c.id for c in group_cells])
             cells += group_cells

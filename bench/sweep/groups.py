@@ -91,6 +91,10 @@ def check_space(groups: list[Group], spec: SweepSpec, matrix: Matrix, registry: 
     """Resolve every group at every probe; return the configs (for data preflight)."""
     configs = []
     for group in groups:
+        if spec.final_seeds and spec.final_overrides:
+            configs.append(resolve_config({**group.base, **probe_values(spec)[0], **fixed_keys(spec),
+                                           "seed": matrix.seeds[0], **spec.final_overrides}, registry,
+                                          f"{where}, sweep group {group.label}, final_overrides"))
         for probe in probe_values(spec):
             shown = ", ".join(f"{k}={_format(v)}" for k, v in probe.items())
             configs.append(resolve_config({**group.base, **probe, **fixed_keys(spec), "seed": matrix.seeds[0]},
@@ -99,15 +103,18 @@ def check_space(groups: list[Group], spec: SweepSpec, matrix: Matrix, registry: 
 
 
 def trial_cell(matrix: Matrix, spec: SweepSpec, group: Group, params: dict[str, Any], registry: Registry, *,
-               seed: int | None = None, halt_at_step: int = 0) -> Cell:
+               seed: int | None = None, halt_at_step: int = 0, final: bool = False) -> Cell:
+    """The cell of one trial; ``final`` gives a final rerun's cell (``final_overrides`` applied)."""
     seed = matrix.seeds[0] if seed is None else seed
-    user = {**group.base, **params, **fixed_keys(spec), "seed": seed}
+    user = {**group.base, **params, **fixed_keys(spec), "seed": seed, **(spec.final_overrides if final else {})}
     if halt_at_step:
         user["halt_at_step"] = halt_at_step
     shown = "-".join(f"{k}={_format(v)}" for k, v in sorted(params.items()))
     config = resolve_config(user, registry, f"matrix {matrix.name!r}, sweep group {group.label}, trial {shown}")
     parts = [str(config["model"]), str(config["optimizer"]), shown]
-    if seed != matrix.seeds[0]:
+    if final and spec.final_overrides:
+        parts.append("final")
+    if seed != matrix.seeds[0] or final:
         parts.append(f"seed{seed}")
     return Cell(cell_id(config), "-".join(p for p in parts if p), config)
 

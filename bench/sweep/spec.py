@@ -31,6 +31,8 @@ KEYS: dict[str, tuple[Any, Any, str]] = {
     "per": ([], lambda v: isinstance(v, list) and all(isinstance(k, str) for k in v), "a list of key names"),
     "final_seeds": ([], lambda v: (_is_int(v) and v >= 0) or (isinstance(v, list) and all(map(_is_int, v))),
                     "a list of seeds or a count"),
+    "final_overrides": ({}, lambda v: isinstance(v, dict), "a table of keys for the final reruns, "
+                        "e.g. { max_flops = 1e12 } (the winner with more budget)"),
     "qmc": ("halton", lambda v: v in ("halton", "sobol"), "'halton' or 'sobol'"),
     "startup_trials": (4, lambda v: _is_int(v) and v >= 1, "an integer >= 1 (random trials before TPE)"),
     "sampler": ("random", lambda v: v in ("random", "quasirandom", "tpe"),
@@ -70,6 +72,7 @@ class SweepSpec:
     direction: str
     per: list[str]
     final_seeds: list[int]
+    final_overrides: dict[str, Any]
     options: dict[str, Any] = field(default_factory=dict)  # strategy settings (qmc, eta, lr_start, ...)
 
     @property
