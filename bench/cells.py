@@ -9,11 +9,13 @@ from typing import Any
 
 import torch
 
+from bench.budget import zero_step_problem
 from bench.components import Component
 from bench.errors import ConfigError
 from bench.matrix import Matrix, closest
 from bench.registry import Registry
 from bench.schema import TRAINER_KEYS, check_trainer_values, type_error
+from bench.shapes import shapes_only
 
 # Which config key names the component of each kind.
 KIND_KEYS = {"model": "model", "optimizer": "optimizer", "dataset": "dataset",
@@ -37,8 +39,10 @@ def component_params(config: dict[str, Any], component: Component) -> dict[str, 
 
 # Keys that change how a cell is run or observed, never what it computes: changing them must not
 # turn a finished (or half-finished) cell into a new one.
-OPERATIONAL_KEYS = frozenset({"checkpoint", "checkpoint_every", "memory_interval_ms", "peak_tflops",
-                              "max_checkpoint_mb"})  # a limit on what is accepted, not on what is computed
+# halt_at_step only says how far this invocation trains: a sweep continues the same cell later.
+# max_checkpoint_mb is a limit on what is accepted, not on what is computed.
+OPERATIONAL_KEYS = frozenset({"checkpoint", "checkpoint_every", "memory_interval_ms", "peak_tflops", "halt_at_step",
+                              "max_checkpoint_mb"})
 
 
 def cell_id(config: dict[str, Any]) -> str:
@@ -80,6 +84,7 @@ def _describe(combo: dict[str, Any]) -> str:
 def resolve_config(user: dict[str, Any], registry: Registry, where: str) -> dict[str, Any]:
     config = {name: key.default for name, key in TRAINER_KEYS.items()}
     config.update({k: v for k, v in user.items() if k in TRAINER_KEYS})
+    _check_known_keys(user, registry, where)  # first: a misspelt `model` must not read as "no model given"
     for kind in ("model", "optimizer"):
         if config[kind] is None:
             raise ConfigError(f"{where}: no {kind} given; add `{kind} = \"...\"` to [defaults] or [matrix]")
@@ -100,6 +105,15 @@ def resolve_config(user: dict[str, Any], registry: Registry, where: str) -> dict
                 raise ConfigError(f"{where}: {problem}")
             config[key] = value
 
+    check_trainer_values(config, where)
+    _check_buildable(config, components, where)
+    return config
+
+
+def _check_known_keys(user: dict[str, Any], registry: Registry, where: str) -> None:
+    """Every key must mean something to bench or to some registered component; keys that another
+    component understands (e.g. `tie_weights` in a grid that mixes models) are simply not part of
+    this cell."""
     known_anywhere = set(TRAINER_KEYS)
     for kind in KIND_KEYS:
         for entry in registry.entries(kind):
@@ -107,18 +121,13 @@ def resolve_config(user: dict[str, Any], registry: Registry, where: str) -> dict
     for key in user:
         if key not in known_anywhere:
             raise ConfigError(f"{where}: unknown key {key!r}{closest(key, known_anywhere)}")
-    # Keys that another registered component understands (e.g. `tie_weights` in a grid that
-    # mixes models) are simply not part of this cell.
-    check_trainer_values(config, where)
-    _check_buildable(config, components, where)
-    return config
 
 
 def _check_buildable(config: dict[str, Any], components: dict[str, Component], where: str) -> None:
-    """Build the model on the meta device (no memory, no time) and the optimizer and schedule on a
+    """Build the model's shapes (no memory, no time, no initialisers) and the optimizer and schedule on a
     dummy parameter, so impossible hyperparameters fail here and not hours into a matrix."""
     try:
-        with torch.device("meta"):
+        with shapes_only():
             model = components["model"].factory(_probe_vocab(config, components),
                                                 **component_params(config, components["model"]))
         _check_weights_size(config, components, model)
@@ -126,6 +135,9 @@ def _check_buildable(config: dict[str, Any], components: dict[str, Component], w
         if limit is not None and config["seq_len"] > limit:
             raise ValueError(f"seq_len {config['seq_len']} exceeds the model's context length {limit}; "
                              f"lower seq_len or raise n_positions")
+        no_steps = zero_step_problem(config, model.flops_per_token(config["seq_len"]))
+        if no_steps:
+            raise ValueError(no_steps)
         probe = torch.nn.Parameter(torch.zeros(1))
         components["optimizer"].factory([probe], lr=config["lr"], device_type="cpu",
                                         **component_params(config, components["optimizer"]))

@@ -19,9 +19,25 @@ def _outputs_root(args: argparse.Namespace) -> str:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="bench", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
+    for add in (_add_list, _add_run, _add_estimate, _add_report, _add_plot, _add_eval):
+        add(sub)
+    return parser
 
-    sub.add_parser("list", help="show every registered model, optimizer, dataset, tokenizer and schedule")
 
+# One pair of functions per subcommand: `_add_X` declares its arguments and names `_X` as the
+# handler, which maps them onto bench.commands (imported there, so `bench --help` needs no torch).
+
+def _add_list(sub: argparse._SubParsersAction) -> None:
+    sub.add_parser("list", help="show every registered model, optimizer, dataset, tokenizer and schedule") \
+        .set_defaults(handler=_list)
+
+
+def _list(args: argparse.Namespace) -> int:
+    from bench.commands import list_components
+    return list_components()
+
+
+def _add_run(sub: argparse._SubParsersAction) -> None:
     run = sub.add_parser("run", help="train every cell of a matrix file")
     run.add_argument("matrix", help="path to a matrix TOML file")
     run.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
@@ -29,7 +45,21 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--dry-run", action="store_true", help="print the resolved cells; train nothing")
     run.add_argument("--force", action="store_true", help="rerun cells that are already complete")
     run.add_argument("--outputs", help=f"results folder (default: $BENCH_OUTPUTS or ./{DEFAULT_OUTPUTS})")
+    run.add_argument("--executor", help="how cells run: local (default) or ray; `bench list` shows every executor")
+    run.add_argument("--jobs", type=int, help="cells trained at once (local: worker processes; default 1)")
+    run.add_argument("--ray-address", help="Ray cluster to use with --executor ray (default: start a local one)")
+    run.set_defaults(handler=_run)
 
+
+def _run(args: argparse.Namespace) -> int:
+    from bench.commands import run_matrix
+    executor = {"name": args.executor or ("ray" if args.ray_address else None), "jobs": args.jobs,
+                "address": args.ray_address}
+    return run_matrix(args.matrix, device=args.device, filter_expr=args.filter, dry_run=args.dry_run,
+                      force=args.force, outputs=_outputs_root(args), executor=executor)
+
+
+def _add_estimate(sub: argparse._SubParsersAction) -> None:
     estimate = sub.add_parser("estimate", help="time a few real steps of every cell; print hours and dollars")
     estimate.add_argument("matrix", help="path to a matrix TOML file")
     estimate.add_argument("--steps", type=int, default=20, help="steps to time per cell (>= 20; default 20)")
@@ -38,7 +68,16 @@ def build_parser() -> argparse.ArgumentParser:
     estimate.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     estimate.add_argument("--outputs", help=f"where estimate.json goes, under <matrix>/ (default: $BENCH_OUTPUTS "
                                             f"or ./{DEFAULT_OUTPUTS})")
+    estimate.set_defaults(handler=_estimate)
 
+
+def _estimate(args: argparse.Namespace) -> int:
+    from bench.commands import estimate
+    return estimate(args.matrix, device=args.device, filter_expr=args.filter, steps=args.steps,
+                    cost_per_hour=args.cost_per_hour, outputs=_outputs_root(args))
+
+
+def _add_report(sub: argparse._SubParsersAction) -> None:
     report = sub.add_parser("report", help="print tables from finished runs")
     report.add_argument("--matrix", help="matrix name (default: every matrix under the outputs folder)")
     report.add_argument("--sort", default="ppl", help="ppl, time, memory, params or name")
@@ -54,14 +93,34 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--plots", metavar="DIR", help="also write loss/perplexity PNGs under DIR/<matrix>/")
     report.add_argument("--best-config", metavar="FILE",
                         help="write the best configuration of a sweep (one per group) as a matrix file and exit")
+    report.set_defaults(handler=_report)
 
+
+def _report(args: argparse.Namespace) -> int:
+    from bench.commands import report
+    which = [t.strip() for t in args.tables.split(",") if t.strip()] if args.tables else None
+    return report(outputs=_outputs_root(args), matrix=args.matrix, sort=args.sort, fmt=args.format,
+                  where=args.where, plots=args.plots, peak_tflops=args.peak_tflops, which=which,
+                  best_config=args.best_config)
+
+
+def _add_plot(sub: argparse._SubParsersAction) -> None:
     plot = sub.add_parser("plot", help="write loss and perplexity curves of finished runs as PNG files")
     plot.add_argument("--matrix", help="matrix name (default: every matrix under the outputs folder)")
     plot.add_argument("--outputs", help=f"results folder (default: $BENCH_OUTPUTS or ./{DEFAULT_OUTPUTS})")
     plot.add_argument("--out", metavar="DIR", help="where the PNGs go, one folder per matrix "
                                                   "(default: <outputs>/plots)")
     plot.add_argument("--where", action="append", metavar="COND", help="same filters as `bench report --where`")
+    plot.set_defaults(handler=_plot)
 
+
+def _plot(args: argparse.Namespace) -> int:
+    from bench.commands import plot
+    return plot(outputs=_outputs_root(args), matrix=args.matrix, where=args.where,
+                out=args.out or os.path.join(_outputs_root(args), "plots"))
+
+
+def _add_eval(sub: argparse._SubParsersAction) -> None:
     evaluate = sub.add_parser("eval", help="score finished cells on downstream benchmarks (lm-eval)")
     benchmark = evaluate.add_subparsers(dest="benchmark", required=True)
     hellaswag = benchmark.add_parser("hellaswag", help="re-score a finished cell's best weights on HellaSwag")
@@ -69,43 +128,44 @@ def build_parser() -> argparse.ArgumentParser:
     hellaswag.add_argument("--limit", type=int, default=0, help="score the first N items only (default 0: all)")
     hellaswag.add_argument("--batch-size", type=int, default=16, help="requests per forward pass (default 16)")
     hellaswag.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
-    return parser
+    hellaswag.set_defaults(handler=_eval_hellaswag)
+
+
+def _eval_hellaswag(args: argparse.Namespace) -> int:
+    from bench.commands import eval_hellaswag
+    return eval_hellaswag(run=args.run, limit=args.limit, batch_size=args.batch_size, device=args.device)
+
+
+# What a process killed by SIGPIPE reports to its shell (128 + 13), as `yes | head` does.
+BROKEN_PIPE_EXIT = 141
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        if args.command == "list":
-            from bench.commands import list_components
-            return list_components()
-        if args.command == "run":
-            from bench.commands import run_matrix
-            return run_matrix(args.matrix, device=args.device, filter_expr=args.filter, dry_run=args.dry_run,
-                              force=args.force, outputs=_outputs_root(args))
-        if args.command == "estimate":
-            from bench.commands import estimate
-            return estimate(args.matrix, device=args.device, filter_expr=args.filter, steps=args.steps,
-                            cost_per_hour=args.cost_per_hour, outputs=_outputs_root(args))
-        if args.command == "report":
-            from bench.commands import report
-            return report(outputs=_outputs_root(args), matrix=args.matrix, sort=args.sort, fmt=args.format,
-                          where=args.where, plots=args.plots, peak_tflops=args.peak_tflops,
-                          which=[t.strip() for t in args.tables.split(",") if t.strip()] if args.tables else None,
-                          best_config=args.best_config)
-        if args.command == "plot":
-            from bench.commands import plot
-            return plot(outputs=_outputs_root(args), matrix=args.matrix, where=args.where,
-                        out=args.out or os.path.join(_outputs_root(args), "plots"))
-        if args.command == "eval" and args.benchmark == "hellaswag":
-            from bench.commands import eval_hellaswag
-            return eval_hellaswag(run=args.run, limit=args.limit, batch_size=args.batch_size, device=args.device)
+        code = args.handler(args)
+        sys.stdout.flush()  # inside the try: a reader that left (`bench report | head`) shows up here
+        return code
     except BenchError as exc:
         print(f"bench: error: {exc}", file=sys.stderr)
         return 2
+    except BrokenPipeError:
+        _discard_stdout()
+        return BROKEN_PIPE_EXIT
     except KeyboardInterrupt:  # a second Ctrl-C; the first one's checkpoint still resumes the cell
         print("\nbench: interrupted", file=sys.stderr)
         return 130
-    return 2
+
+
+def _discard_stdout() -> None:
+    """Point stdout at /dev/null, so the interpreter's last flush of what is still buffered does not
+    fail again on the closed pipe (and print "Exception ignored ... BrokenPipeError")."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError):  # no real file descriptor behind stdout (e.g. captured in tests)
+        pass
 
 
 if __name__ == "__main__":

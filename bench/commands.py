@@ -4,31 +4,30 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import Any
 
+import pluggy
 import torch
 from tabulate import tabulate
 
 from bench.cells import Cell, component_params, resolve_cells
 from bench.components import KINDS
-from bench.data.loading import check_data_available
 from bench.errors import BenchError
-from bench.evaluation.cell_hellaswag import check_eval_settings, describe, score_cell, write_fields
-from bench.evaluation.checkpoint_loading import NotTextCell
-from bench.lock import MatrixLock
-from bench.matrix import load_matrix
+from bench.evaluation.cell_hellaswag import check_eval_settings
+from bench.executors import build_executor, executor_settings
+from bench.matrix import Matrix, load_matrix
 from bench.registry import Registry, build_registry, plugin_manager
-from bench.report import hellaswag as hellaswag_report
-from bench.report import tables
-from bench.report.estimate import estimate_vs_actual
-from bench.report.plots import write_plots
 from bench.report.select import filter_summaries
-from bench.runner import resolve_device, run_cells, select_cells
-from bench.signals import GracefulStop
-from bench.store import CellRecord, ResultStore, atomic_write_bytes, atomic_write_json, matrix_names
-from bench.sweep import report as sweep_report
+from bench.selection import resolve_device, select_cells
+from bench.shapes import shapes_only
+from bench.store import CellRecord, ResultStore, matrix_names
+
+# Modules only some commands need are imported inside those commands: pandas (report tables),
+# matplotlib (plots), the trainer and the data loaders would otherwise add ~0.6 s to every
+# command, `bench list` and `--dry-run` included (benchmarks/startup.py measures it).
 
 
-def _registry() -> tuple[object, Registry]:
+def _registry() -> tuple[pluggy.PluginManager, Registry]:
     manager = plugin_manager()
     return manager, build_registry(manager)
 
@@ -49,31 +48,41 @@ def _format_defaults(defaults: dict) -> str:
 
 
 def run_matrix(path: str, *, device: str, filter_expr: str | None, dry_run: bool, force: bool,
-               outputs: str) -> int:
+               outputs: str, executor: dict | None = None) -> int:
     manager, registry = _registry()
     matrix = load_matrix(path)
     check_eval_settings(matrix.evaluation, path)
+    runner = build_executor(registry, executor_settings(matrix.executor, executor or {}), path)
     if matrix.sweep:  # a search: the sweep proposes the cells (bench/sweep/)
         from bench.sweep.command import run_sweep_matrix
         return run_sweep_matrix(matrix, path, registry=registry, hooks=manager.hook, device=device, outputs=outputs,
-                                dry_run=dry_run, filter_expr=filter_expr, force=force)
+                                dry_run=dry_run, filter_expr=filter_expr, force=force, executor=runner)
     cells = select_cells(resolve_cells(matrix, registry), filter_expr)
-    if not cells:
-        raise BenchError(f"--filter {filter_expr!r} matches none of the matrix's cells")
     if dry_run:
         print(_dry_run_table(cells, registry))
         print(f"{len(cells)} cells in matrix {matrix.name!r}; nothing trained (--dry-run)")
         return 0
-    target = resolve_device(device)
+    return _train(cells, matrix, manager, registry, device=resolve_device(device), force=force, outputs=outputs,
+                  runner=runner)
+
+
+def _train(cells: list[Cell], matrix: Matrix, manager: pluggy.PluginManager, registry: Registry, *,
+           device: torch.device, force: bool, outputs: str, runner: Any) -> int:
+    from bench.data.loading import check_data_available
+    from bench.lock import MatrixLock
+    from bench.report import tables
+    from bench.runner import run_cells
+    from bench.signals import GracefulStop
+
     check_data_available([c.config for c in cells], registry)
     store = ResultStore(outputs, matrix.name)
     # The lock refuses a second run on these outputs (exit 2); the stop turns SIGINT/SIGTERM into
     # "finish the step, checkpoint, exit".
-    with MatrixLock(store.path), GracefulStop() as stop:
-        print(f"bench: {len(cells)} cells of {matrix.name!r} on {target}, results in {store.path}",
+    with MatrixLock(store.path) as lock, GracefulStop() as stop:
+        print(f"bench: {len(cells)} cells of {matrix.name!r} on {device}, results in {store.path}",
               file=sys.stderr)
-        outcome = run_cells(cells, registry=registry, hooks=manager.hook, store=store, device=target,
-                            force=force, stop=stop, evaluation=matrix.evaluation)
+        outcome = run_cells(cells, registry=registry, hooks=manager.hook, store=store, device=device,
+                            force=force, stop=stop, evaluation=matrix.evaluation, executor=runner, lock=lock)
     if outcome.interrupted:
         print(f"bench: stopped by {outcome.interrupted}; run the same command again to resume", file=sys.stderr)
         return stop.exit_code
@@ -90,7 +99,7 @@ def _dry_run_table(cells: list[Cell], registry: Registry) -> str:
     for cell in cells:
         config = cell.config
         component = registry.get("model", config["model"])
-        with torch.device("meta"):
+        with shapes_only():
             model = component.factory(_vocab_size(config, registry), **component_params(config, component))
         counts = model.parameter_counts()
         rows.append([cell.id, cell.name, f"{counts['total']:,}", f"{counts['non_embedding']:,}",
@@ -127,6 +136,11 @@ def report(*, outputs: str, matrix: str | None, sort: str, fmt: str, where: list
            best_config: str | None = None) -> int:
     if best_config:
         return write_best_config(outputs, matrix, best_config)
+    from bench.report import hellaswag as hellaswag_report
+    from bench.report import tables
+    from bench.report.estimate import estimate_vs_actual
+    from bench.sweep import report as sweep_report
+
     if fmt not in tables.FORMATS:
         raise BenchError(f"unknown format {fmt!r}; use one of {', '.join(tables.FORMATS)}")
     if peak_tflops is not None and peak_tflops <= 0:
@@ -149,6 +163,7 @@ def report(*, outputs: str, matrix: str | None, sort: str, fmt: str, where: list
             sections += sweep_report.sweep_sections(store)
         document[name] = sections
         if plots:
+            from bench.report.plots import write_plots
             written = write_plots(store, plots, summaries)
             if sweep_report.has_sweep(store):
                 written += sweep_report.write_sweep_plots(store, plots)
@@ -160,8 +175,10 @@ def report(*, outputs: str, matrix: str | None, sort: str, fmt: str, where: list
 def estimate(path: str, *, device: str, filter_expr: str | None, steps: int, cost_per_hour: float,
              outputs: str) -> int:
     """`bench estimate`: time a few real steps of every cell, project hours and dollars, write estimate.json."""
+    from bench.data.loading import check_data_available
     from bench.estimate import ESTIMATE_FILE, check_steps, estimate_cell, totals
     from bench.report.estimate import estimate_table
+    from bench.store import atomic_write_json
 
     check_steps(steps, cost_per_hour)
     _, registry = _registry()
@@ -190,6 +207,9 @@ def estimate(path: str, *, device: str, filter_expr: str | None, steps: int, cos
 
 def write_best_config(outputs: str, matrix: str | None, path: str) -> int:
     """`bench report --best-config FILE`: the best trial of each sweep group as a plain matrix file."""
+    from bench.store import atomic_write_bytes
+    from bench.sweep import report as sweep_report
+
     names = [matrix] if matrix else [n for n in matrix_names(outputs) if sweep_report.has_sweep(ResultStore(outputs, n))]
     if len(names) != 1 or not sweep_report.has_sweep(ResultStore(outputs, names[0])):
         raise BenchError(f"--best-config needs exactly one sweep under {outputs!r} (found {', '.join(names) or 'none'}); "
@@ -205,6 +225,8 @@ def write_best_config(outputs: str, matrix: str | None, path: str) -> int:
 
 def plot(*, outputs: str, matrix: str | None, out: str, where: list[str] | None = None) -> int:
     """Loss/perplexity curves of every selected cell, and one overview per matrix, as PNG files."""
+    from bench.report.plots import write_plots
+
     total = 0
     for name, summaries in _matrix_summaries(outputs, matrix, where).items():
         written = write_plots(ResultStore(outputs, name), out, summaries)
@@ -218,11 +240,16 @@ def plot(*, outputs: str, matrix: str | None, out: str, where: list[str] | None 
 
 def _with_hellaswag(table, frame):
     """The perplexity table plus acc/acc_norm columns when any cell has HellaSwag results."""
+    from bench.report import hellaswag as hellaswag_report
+
     return hellaswag_report.with_accuracy_columns(table, frame) if hellaswag_report.has_hellaswag(frame) else table
 
 
 def eval_hellaswag(*, run: str, limit: int, batch_size: int, device: str) -> int:
     """Re-score one finished cell folder on HellaSwag and store the figures in its summary."""
+    from bench.evaluation.cell_hellaswag import describe, score_cell, write_fields
+    from bench.evaluation.checkpoint_loading import NotTextCell
+
     if limit < 0 or batch_size < 1:
         raise BenchError(f"--limit must be >= 0 and --batch-size >= 1, got {limit} and {batch_size}")
     _, registry = _registry()

@@ -5,7 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
-KINDS = ("model", "optimizer", "dataset", "tokenizer", "schedule")
+# Executors are components too: they run cells rather than configure them (see bench.executors).
+KINDS = ("model", "optimizer", "dataset", "tokenizer", "schedule", "executor")
 
 
 @dataclass(frozen=True)

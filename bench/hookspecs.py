@@ -19,6 +19,7 @@ overridden by the matrix):
   (maps a 0-based optimizer step to the learning rate for that step)
 * dataset:   ``factory(**hparams) -> bench.data.corpus.Corpus``
 * tokenizer: ``factory() -> bench.data.tokenizer.Tokenizer``
+* executor:  ``factory(**options) -> executor`` (runs cells; see :mod:`bench.executors`)
 
 Factories raise ``ValueError`` for impossible hyperparameters; bench reports the message
 as a configuration error before any training starts.
@@ -64,6 +65,13 @@ def bench_datasets() -> list:
 @hookspec
 def bench_tokenizers() -> list:
     """Return the tokenizers this plugin provides."""
+
+
+@hookspec
+def bench_executors() -> list:
+    """Return the executors this plugin provides: components whose ``factory(**options)`` builds an
+    object with ``execute(cells, spec, session) -> list[bench.runner.CellOutcome]`` (see
+    :mod:`bench.executors`); ``defaults`` are the options a matrix's ``[executor]`` table may set."""
 
 
 # -- lifecycle ----------------------------------------------------------------------------

@@ -39,6 +39,12 @@ class MatrixLock:
         self.say = say
         self._fd: int | None = None
 
+    @property
+    def fd(self) -> int | None:
+        """The open, locked file while held. A child process given this same open file (see
+        :class:`bench.executors.worker.SharedFd`) keeps the lock held for as long as it lives."""
+        return self._fd
+
     def __enter__(self) -> MatrixLock:
         self.acquire()
         return self
@@ -47,9 +53,8 @@ class MatrixLock:
         self.release()
 
     def acquire(self) -> None:
-        self.folder.mkdir(parents=True, exist_ok=True)
         while True:
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            fd = self._open()
             try:
                 held = _try_flock(fd)
             except BaseException:
@@ -74,6 +79,19 @@ class MatrixLock:
         os.pwrite(fd, (json.dumps(record) + "\n").encode(), 0)
         os.fsync(fd)
         self._fd = fd
+
+    def _open(self) -> int:
+        """The lock file's descriptor; the first write into the results folder, so an unwritable
+        folder is reported here, before anything else is attempted."""
+        try:
+            self.folder.mkdir(parents=True, exist_ok=True)
+            return os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        except IsADirectoryError:
+            raise BenchError(f"the lock file {str(self.path)!r} is a directory; remove it (no run uses it) "
+                             "and run again") from None
+        except OSError as exc:
+            raise BenchError(f"cannot write results in {str(self.folder)!r}: {exc.strerror}; make it writable "
+                             "or choose another folder with --outputs") from None
 
     def release(self) -> None:
         if self._fd is None:

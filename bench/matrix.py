@@ -11,14 +11,30 @@ from __future__ import annotations
 import difflib
 import itertools
 import tomllib
+import unicodedata
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable
 
 from bench.errors import ConfigError
 
-TOP_LEVEL_KEYS = ("name", "description", "seeds", "defaults", "matrix", "eval", "sweep")
+TOP_LEVEL_KEYS = ("name", "description", "seeds", "defaults", "matrix", "eval", "executor", "sweep")
 EVAL_KEYS = {"hellaswag": False, "limit": 0, "batch_size": 16}
+# The name is a folder under the outputs root; 100 characters leave room for the rest of a path.
+MAX_NAME_LENGTH = 100
+# What users bring from other frameworks (nanoGPT, Hugging Face, PyTorch) for bench's keys:
+# spelling-based matching cannot see that `learning_rate` means `lr`.
+SYNONYMS = {
+    "learning_rate": "lr", "learningrate": "lr",
+    "num_layers": "n_layer", "n_layers": "n_layer", "num_hidden_layers": "n_layer", "layers": "n_layer",
+    "num_heads": "n_head", "n_heads": "n_head", "num_attention_heads": "n_head",
+    "d_model": "n_embd", "hidden_size": "n_embd", "embed_dim": "n_embd", "n_embed": "n_embd",
+    "block_size": "seq_len", "context_length": "seq_len", "max_seq_len": "seq_len", "seq_length": "seq_len",
+    "max_iters": "max_steps", "num_steps": "max_steps", "steps": "max_steps",
+    "gradient_accumulation_steps": "grad_accum", "num_epochs": "epochs",
+    "eval_interval": "eval_every", "log_interval": "log_every", "optim": "optimizer", "lr_schedule": "schedule",
+    "scheduler": "schedule", "arch": "model",
+}
 
 
 @dataclass
@@ -31,19 +47,33 @@ class Matrix:
     evaluation: dict[str, Any] = field(default_factory=dict)
     axes: list[str] = field(default_factory=list)
     sweep: dict[str, Any] = field(default_factory=dict)  # the raw [sweep] table; bench.sweep.spec reads it
+    executor: dict[str, Any] = field(default_factory=dict)  # [executor]: name and options (bench.executors)
 
 
-def closest(word: str, candidates) -> str:
-    match = difflib.get_close_matches(word, list(candidates), n=1, cutoff=0.5)
+def closest(word: str, candidates: Iterable[str]) -> str:
+    """``"; did you mean 'x'?"`` for the candidate ``word`` most likely stands for, else ``""``."""
+    candidates = list(candidates)
+    synonym = SYNONYMS.get(word.lower())
+    if synonym in candidates:
+        return f"; did you mean {synonym!r}?"
+    match = difflib.get_close_matches(word, candidates, n=1, cutoff=0.5)
     return f"; did you mean {match[0]!r}?" if match else ""
 
 
 def load_matrix(path: str | Path) -> Matrix:
     path = Path(path)
+    if path.is_dir():
+        inside = sorted(p.name for p in path.glob("*.toml"))
+        example = f", e.g. {inside[0]}" if inside else ""
+        raise ConfigError(f"matrix file {str(path)!r} is a directory; give a .toml file in it{example}")
     try:
         raw = tomllib.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise ConfigError(f"matrix file {str(path)!r} does not exist; check the path") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start}); save it as UTF-8") from None
+    except OSError as exc:
+        raise ConfigError(f"cannot read matrix file {str(path)!r}: {exc.strerror}; check the path") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: malformed TOML: {exc}; fix the syntax at that line") from None
     return parse_matrix(raw, default_name=path.stem, where=str(path))
@@ -61,6 +91,9 @@ def parse_matrix(raw: dict[str, Any], *, default_name: str, where: str) -> Matri
     for axis, values in grid.items():
         if not isinstance(values, list) or not values:
             raise ConfigError(f"{where}: matrix axis {axis!r} must be a non-empty list, got {values!r}")
+        if all(isinstance(v, dict) for v in values):  # an axis of tables is a misspelt include/exclude
+            raise ConfigError(f"{where}: matrix axis {axis!r} holds tables{closest(axis, ('include', 'exclude'))} "
+                              "(axes hold values; include and exclude hold tables)")
     evaluation = dict(EVAL_KEYS)
     for key, value in _table(raw, "eval", where).items():
         if key not in EVAL_KEYS:
@@ -71,14 +104,37 @@ def parse_matrix(raw: dict[str, Any], *, default_name: str, where: str) -> Matri
                                                            for s in seeds):
         raise ConfigError(f"{where}: seeds must be a non-empty list of integers, got {seeds!r}")
     name = raw.get("name", default_name)
-    if not isinstance(name, str) or not name or "/" in name or name.startswith("."):
-        raise ConfigError(f"{where}: name must be a plain folder name, got {name!r}")
+    problem = _name_problem(name)
+    if problem:
+        raise ConfigError(f"{where}: name {_abbreviated(name)} {problem}; results go to outputs/<name>/, "
+                          "so use a short plain folder name like \"hw3\"")
     combinations = expand_grid(grid, include, exclude)
     if not combinations:
         raise ConfigError(f"{where}: the matrix expands to no cells; check [matrix] and exclude")
     return Matrix(name, str(raw.get("description", "")), defaults, combinations, seeds, evaluation,
                   axes=list(grid) + [k for e in include for k in e if k not in grid],
+                  executor=dict(_table(raw, "executor", where)),
                   sweep=dict(_table(raw, "sweep", where)))
+
+
+def _name_problem(name: object) -> str | None:
+    if not isinstance(name, str):
+        return f"is {type(name).__name__}, not a string"
+    if not name or name.startswith("."):
+        return "is empty or starts with '.'"
+    control = next((c for c in name if unicodedata.category(c) == "Cc"), None)
+    if control is not None:
+        return f"contains the control character {control!r}"
+    if "/" in name or "\\" in name:
+        return "contains a path separator"
+    if len(name) > MAX_NAME_LENGTH:
+        return f"is {len(name)} characters long; the limit is {MAX_NAME_LENGTH}"
+    return None
+
+
+def _abbreviated(value: object, limit: int = 40) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[:limit]}...'"
 
 
 def _table(raw: dict[str, Any], key: str, where: str) -> dict[str, Any]:

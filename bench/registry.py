@@ -20,6 +20,7 @@ _HOOK_BY_KIND = {
     "schedule": "bench_schedules",
     "dataset": "bench_datasets",
     "tokenizer": "bench_tokenizers",
+    "executor": "bench_executors",
 }
 
 
@@ -67,7 +68,8 @@ class Registry:
 
 def unknown_name_message(kind: str, name: object, known: list[str]) -> str:
     close = difflib.get_close_matches(str(name), known, n=3, cutoff=0.5)
-    hint = f"did you mean {', '.join(repr(c) for c in close)}?" if close else f"registered: {', '.join(known) or 'none'}"
+    hint = (f"did you mean {', '.join(repr(c) for c in close)}?" if close
+            else f"registered: {', '.join(known) or 'none'}")
     return f"unknown {kind} {name!r}; {hint} (`bench list` shows every {kind})"
 
 

@@ -1,4 +1,9 @@
-"""Run every cell of a matrix in turn; a failing cell never stops the others."""
+"""Run the cells of a matrix; a failing cell never stops the others.
+
+:func:`run_cells` is the driver: it skips finished cells and hands the rest to an executor
+(:mod:`bench.executors`; by default one after another in this process). :func:`run_cell` is the
+body of one cell, the same function whichever process (driver, pool worker, Ray task) runs it.
+"""
 
 from __future__ import annotations
 
@@ -13,11 +18,12 @@ import torch
 
 from bench.cells import Cell
 from bench.checkpoint import CHECKPOINT_DIR, CheckpointStore
-from bench.errors import BenchError
 from bench.evaluation.cell_hellaswag import score_in_run
+from bench.evaluation.perplexity import format_ppl
 from bench.registry import Registry
+from bench.selection import resolve_device
 from bench.store import CellRecord, ResultStore
-from bench.trainer import Diverged, Interrupted, Progress, train_cell
+from bench.training import Diverged, Halted, Interrupted, LoopState, is_out_of_memory, train_cell
 
 TRACEBACK_FILE = "traceback.txt"
 
@@ -30,89 +36,190 @@ class RunOutcome:
     interrupted: str | None = None  # the signal that stopped the run early, if one did
 
 
-def resolve_device(choice: str) -> torch.device:
-    if choice == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if choice == "cuda" and not torch.cuda.is_available():
-        raise BenchError("--device cuda was asked for but torch sees no CUDA device; use --device cpu or auto")
-    if choice not in ("cpu", "cuda"):
-        raise BenchError(f"unknown device {choice!r}; use auto, cpu or cuda")
-    return torch.device(choice)
-
-
-def select_cells(cells: list[Cell], expression: str | None) -> list[Cell]:
-    """``key=value[,key=value...]`` keeps cells whose config matches all pairs; any other text
-    keeps cells whose name contains it."""
-    if not expression:
-        return cells
-    if "=" not in expression:
-        return [c for c in cells if expression in c.name]
-    pairs = []
-    for part in expression.split(","):
-        key, sep, value = part.partition("=")
-        if not sep or not key.strip():
-            raise BenchError(f"--filter {expression!r}: write key=value pairs separated by commas")
-        pairs.append((key.strip(), value.strip()))
-    return [c for c in cells if all(str(c.config.get(k)) == v for k, v in pairs)]
-
-
 # A rerun skips cells whose summary holds one of these: their outcome is a property of the
-# configuration. oom, error and interrupted cells run again, resuming from their checkpoint.
-FINAL_STATUSES = ("ok", "diverged")
+# configuration (a sweep marks the trials it discards `pruned`). oom, error, interrupted and
+# paused cells run again, resuming from their checkpoint.
+FINAL_STATUSES = ("ok", "diverged", "pruned")
+
+
+def _stderr(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """Where and how cells run: plain data, so it travels to worker processes and Ray tasks."""
+
+    outputs: str  # the results root; cells live in <outputs>/<matrix>/<cell-id>/
+    matrix: str
+    device: str  # "cpu", "cuda" or "auto" (resolved where the cell trains)
+    force: bool = False
+    evaluation: dict[str, Any] | None = None
+
+
+@dataclass
+class Session:
+    """What only the driver process holds: live plugin objects, the stop flag, the run lock."""
+
+    registry: Registry
+    hooks: Any
+    stop: Any = None  # a bench.signals.GracefulStop, or anything with .requested and .cause
+    say: Callable[[str], None] = _stderr
+    lock: Any = None  # the bench.lock.MatrixLock held for the run; worker processes share it
+    labels: dict[str, str] = field(default_factory=dict)  # cell id -> "[3/12] gpt1-L1-adam"
+
+    def label(self, cell: Cell) -> str:
+        return self.labels.get(cell.id, cell.name)
+
+
+@dataclass
+class CellOutcome:
+    """One trained (or failed) cell, as an executor hands it back to the driver."""
+
+    id: str
+    name: str
+    status: str  # the summary's status: ok, diverged, oom, error, interrupted, ...
+    summary: dict[str, Any] | None = None
+    stopped: bool = False  # ended by a stop request (the run stops) rather than by a fault
+
+
+@dataclass
+class CellContext:
+    """Everything one cell's training needs, in the process that trains it."""
+
+    registry: Registry
+    hooks: Any
+    store: ResultStore
+    device: torch.device
+    force: bool = False
+    stop: Any = None
+    evaluation: dict[str, Any] | None = None
 
 
 def run_cells(cells: list[Cell], *, registry: Registry, hooks: Any, store: ResultStore,
               device: torch.device, force: bool = False, stop: Any = None,
-              evaluation: dict[str, Any] | None = None,
-              say: Callable[[str], None] = lambda line: print(line, file=sys.stderr, flush=True)) -> RunOutcome:
-    """Train each cell in turn. ``stop`` (a :class:`bench.signals.GracefulStop`) ends the run after
-    the current step with the cell checkpointed; ``force`` retrains every cell from scratch."""
+              evaluation: dict[str, Any] | None = None, say: Callable[[str], None] = _stderr,
+              executor: Any = None, lock: Any = None) -> RunOutcome:
+    """Skip finished cells, hand the rest to ``executor`` (default: one after another in this
+    process). ``stop`` (a :class:`bench.signals.GracefulStop`) ends the run after the current
+    step with the cell checkpointed; ``force`` retrains every cell from scratch."""
     outcome = RunOutcome()
-    for position, cell in enumerate(cells, start=1):
-        if stop is not None and stop.requested:
-            outcome.interrupted = stop.cause
-            break
+    session = Session(registry, hooks, stop=stop, say=say, lock=lock,
+                      labels={c.id: f"[{i}/{len(cells)}] {c.name}" for i, c in enumerate(cells, start=1)})
+    todo = []
+    for cell in cells:
         record = store.cell(cell.id)
-        prefix = f"[{position}/{len(cells)}] {cell.name}"
         previous = record.read_summary() or {}
         if previous.get("status") in FINAL_STATUSES and not force:
-            say(f"{prefix}: already {_done_word(previous)}, skipped (use --force to rerun)")
+            say(f"{session.label(cell)}: already {_done_word(previous)}, skipped (use --force to rerun)")
             outcome.skipped.append(cell.name)
             CheckpointStore(record.path / CHECKPOINT_DIR, cell.id).clear()  # left by a kill after the summary
-            score_in_run(record, evaluation, registry=registry, device=device, say=say, prefix=prefix)
-            continue
-        if force:
-            CheckpointStore(record.path / CHECKPOINT_DIR, cell.id).clear()
-        (record.path / TRACEBACK_FILE).unlink(missing_ok=True)
-        record.write_config(cell.as_dict())
-        started = time.perf_counter()
-        progress = Progress()
-        try:
-            summary = _train_with_oom_retry(cell, registry, hooks, device, record, stop, progress,
-                                            lambda line: say(f"{prefix}: {line.strip()}"))
-        except KeyboardInterrupt:
-            raise
-        except Interrupted as exc:
-            _notify_end(hooks, cell, _failure_summary(cell, record, exc, device, progress), say)
-            say(f"{prefix}: {exc}")
-            outcome.interrupted = stop.cause if stop is not None else "a stop request"
-            break
-        except Exception as exc:  # noqa: BLE001 - one cell's failure must not end the matrix
-            status = _failure_summary(cell, record, exc, device, progress)
-            say(f"{prefix}: {status['status']} at step {status['step']}: {status['reason']} "
-                f"(see {record.path / TRACEBACK_FILE})")
-            outcome.failed[cell.name] = status["status"]
-            if status["status"] in FINAL_STATUSES:  # a diverged cell will not resume: free the disk
-                CheckpointStore(record.path / CHECKPOINT_DIR, cell.id).clear()
-            _notify_end(hooks, cell, status, say)
+            score_in_run(record, evaluation, registry=registry, device=device, say=say, prefix=session.label(cell))
         else:
-            say(f"{prefix}: val ppl {summary['best_val_ppl']:.2f}, test ppl {summary['test_ppl']:.2f} "
-                f"({time.perf_counter() - started:.1f} s)")
-            outcome.finished.append(cell.name)
-            score_in_run(record, evaluation, registry=registry, device=device, say=say, prefix=prefix)
-        # Outside the except block, so the exception's frames (and the tensors they hold) are gone.
-        free_memory(device)
+            todo.append(cell)
+    spec = RunSpec(str(store.root), store.path.name, device.type, force, evaluation)
+    results = executor.execute(todo, spec, session) if executor is not None else run_sequentially(todo, spec, session)
+    for result in results:
+        if result.stopped:
+            outcome.interrupted = stop.cause if stop is not None and stop.requested else "a stop request"
+        elif result.status == "ok":
+            outcome.finished.append(result.name)
+        else:
+            outcome.failed[result.name] = result.status
+    if stop is not None and stop.requested and outcome.interrupted is None and len(results) < len(todo):
+        outcome.interrupted = stop.cause
     return outcome
+
+
+def run_sequentially(cells: list[Cell], spec: RunSpec, session: Session) -> list[CellOutcome]:
+    """The plain executor: each cell in turn, in this process, with the driver's own plugins."""
+    context = CellContext(session.registry, session.hooks, ResultStore(spec.outputs, spec.matrix),
+                          resolve_device(spec.device), spec.force, session.stop, spec.evaluation)
+    outcomes = []
+    for cell in cells:
+        if session.stop is not None and session.stop.requested:
+            break
+        outcomes.append(run_cell(cell, context, session.label(cell), session.say))
+        if outcomes[-1].stopped:
+            break
+    return outcomes
+
+
+def run_cell(cell: Cell, context: CellContext, label: str, out: Callable[[str], None] = _stderr) -> CellOutcome:
+    """Train one cell and record its outcome; never raises for the cell's own failure. This is
+    the body every executor runs, in the driver or in a worker process. ``out`` gets whole
+    lines, each starting with ``label``."""
+    def say(line: str) -> None:
+        out(f"{label}: {line}")
+
+    record = context.store.cell(cell.id)
+    device, stop, hooks = context.device, context.stop, context.hooks
+    if context.force:
+        CheckpointStore(record.path / CHECKPOINT_DIR, cell.id).clear()
+    (record.path / TRACEBACK_FILE).unlink(missing_ok=True)
+    record.write_config(cell.as_dict())
+    started = time.perf_counter()
+    progress = LoopState()
+    try:
+        summary = _train_with_oom_retry(cell, context.registry, hooks, device, record, stop, progress,
+                                        lambda line: say(line.strip()))
+    except (KeyboardInterrupt, SystemExit) as exc:
+        if _is_real_signal(exc, stop):
+            raise
+        # A plugin's sys.exit() or a KeyboardInterrupt raised by cell code ends that cell only.
+        status = _failure_summary(cell, record, exc, device, progress)
+        say(f"error at step {status['step']}: {status['reason']} (see {record.path / TRACEBACK_FILE})")
+        _notify_end(hooks, cell, status, say)
+        result = CellOutcome(cell.id, cell.name, "error", status)
+    except Halted as exc:
+        status = _failure_summary(cell, record, exc, device, progress)
+        say(f"paused at step {exc.step} (halt_at_step), val loss {exc.validation.get('val_loss')}")
+        _notify_end(hooks, cell, status, say)
+        result = CellOutcome(cell.id, cell.name, "paused", status)
+    except Interrupted as exc:
+        summary = _failure_summary(cell, record, exc, device, progress)
+        _notify_end(hooks, cell, summary, say)
+        say(str(exc))
+        result = CellOutcome(cell.id, cell.name, "interrupted", summary, stopped=True)
+    except Exception as exc:  # noqa: BLE001 - one cell's failure must not end the matrix
+        status = _failure_summary(cell, record, exc, device, progress)
+        say(f"{status['status']} at step {status['step']}: {status['reason']} "
+            f"(see {record.path / TRACEBACK_FILE})")
+        if status["status"] in FINAL_STATUSES:  # a diverged cell will not resume: free the disk
+            CheckpointStore(record.path / CHECKPOINT_DIR, cell.id).clear()
+        _notify_end(hooks, cell, status, say)
+        result = CellOutcome(cell.id, cell.name, status["status"], status)
+    else:
+        say(f"val ppl {format_ppl(summary['best_val_ppl'])}, test ppl {format_ppl(summary['test_ppl'])} "
+            f"({time.perf_counter() - started:.1f} s)")
+        score_in_run(record, context.evaluation, registry=context.registry, device=device,
+                     say=out, prefix=label)
+        result = CellOutcome(cell.id, cell.name, "ok", record.read_summary())
+    # Outside the except block, so the exception's frames (and the tensors they hold) are gone.
+    free_memory(device)
+    return result
+
+
+def lost_cell(cell: Cell, record: CellRecord, reason: str, step: int, total_steps: int, device: str) -> CellOutcome:
+    """A cell whose worker died under it (SIGKILL, OOM killer, a lost node): recorded as
+    ``interrupted`` so the next run resumes it from its last checkpoint, unless the worker had
+    already written a final summary, which is kept."""
+    previous = record.read_summary() or {}
+    if previous.get("status") in FINAL_STATUSES:
+        return CellOutcome(cell.id, cell.name, previous["status"], previous)
+    summary = {**cell.as_dict(), "status": "interrupted", "step": step, "total_steps": total_steps,
+               "device": device, "reason": reason}
+    record.write_config(cell.as_dict())  # a Ray task's folder never arrived: the cell still gets one
+    record.write_summary(summary)
+    return CellOutcome(cell.id, cell.name, "interrupted", summary)
+
+
+def _is_real_signal(exc: BaseException, stop: Any) -> bool:
+    """Whether a KeyboardInterrupt/SystemExit came from the user (a second signal, or no signal
+    handling at all) rather than from code running inside a cell."""
+    if stop is None:
+        return True
+    return isinstance(exc, KeyboardInterrupt) and getattr(stop, "forced", False)
 
 
 def _notify_end(hooks: Any, cell: Cell, summary: dict[str, Any], say: Callable[[str], None]) -> None:
@@ -130,17 +237,17 @@ def _done_word(summary: dict[str, Any]) -> str:
 
 
 def _train_with_oom_retry(cell: Cell, registry: Registry, hooks: Any, device: torch.device, record: CellRecord,
-                          stop: Any, progress: Progress, say: Callable[[str], None]) -> dict[str, Any]:
+                          stop: Any, progress: LoopState, say: Callable[[str], None]) -> dict[str, Any]:
     try:
-        return train_cell(cell, registry, hooks, device, record, stop=stop, progress=progress, say=say)
-    except torch.OutOfMemoryError as exc:
-        if not cell.config["oom_retry"] or cell.config["batch_size"] < 2:
+        return train_cell(cell, registry, hooks, device, record, stop=stop, loop=progress, say=say)
+    except Exception as exc:  # noqa: BLE001 - only out-of-memory is retried; the rest goes up as it is
+        if not is_out_of_memory(exc) or not cell.config["oom_retry"] or cell.config["batch_size"] < 2:
             raise
         say(f"out of memory at step {progress.step} ({str(exc).splitlines()[0][:120]})")
     free_memory(device)
     batching = (cell.config["batch_size"] // 2, cell.config["grad_accum"] * 2)
     say(f"retrying once with batch_size {batching[0]} x grad_accum {batching[1]} (same effective batch)")
-    return train_cell(cell, registry, hooks, device, record, stop=stop, progress=progress, batching=batching,
+    return train_cell(cell, registry, hooks, device, record, stop=stop, loop=progress, batching=batching,
                       say=say)
 
 
@@ -151,20 +258,28 @@ def free_memory(device: torch.device) -> None:
         torch.cuda.empty_cache()
 
 
-def _failure_summary(cell: Cell, record: CellRecord, exc: BaseException, device: torch.device,
-                     progress: Progress) -> dict[str, Any]:
+def _classify(exc: BaseException, progress: LoopState) -> tuple[str, int]:
+    """The status a cell that did not finish gets, and the step it reached."""
     if isinstance(exc, Interrupted):
-        status, step = "interrupted", exc.step
-    elif isinstance(exc, Diverged):
-        status, step = "diverged", exc.step
-    elif isinstance(exc, torch.OutOfMemoryError):
-        status, step = "oom", progress.step
-    else:
-        status, step = "error", progress.step
-    if status != "interrupted":
+        return "interrupted", exc.step
+    if isinstance(exc, Halted):
+        return "paused", exc.step
+    if isinstance(exc, Diverged):
+        return "diverged", exc.step
+    if is_out_of_memory(exc):
+        return "oom", progress.step
+    return "error", progress.step
+
+
+def _failure_summary(cell: Cell, record: CellRecord, exc: BaseException, device: torch.device,
+                     progress: LoopState) -> dict[str, Any]:
+    status, step = _classify(exc, progress)
+    if status not in ("interrupted", "paused"):
         record.write_text(TRACEBACK_FILE, "".join(traceback.format_exception(exc)))
     summary = {**cell.as_dict(), "status": status, "step": step, "total_steps": progress.total_steps,
                "device": str(device), "reason": f"{type(exc).__name__}: {exc}".splitlines()[0][:300],
                "memory": progress.memory}
+    if isinstance(exc, Halted):
+        summary.update(exc.validation)
     record.write_summary(summary)
     return summary

@@ -45,6 +45,9 @@ TRAINER_KEYS: dict[str, Key] = {
                            _non_negative, ">= 0"),
     "grad_clip": Key(0.0, "max global gradient norm; 0 disables clipping", _non_negative, ">= 0"),
     "eval_every": Key(0, "also evaluate every N steps; 0 means only at epoch ends", _non_negative, ">= 0"),
+    "eval_stride": Key(0, "evaluation window stride; 0 means seq_len (non-overlapping windows, each starting "
+                       "without context); less slides the window so every token gets >= seq_len - stride "
+                       "tokens of context", _non_negative, ">= 0"),
     "eval_batch_size": Key(0, "sequences per evaluation batch; 0 means batch_size", _non_negative, ">= 0"),
     "log_every": Key(25, "read the train loss (a device sync) every N steps", _positive, ">= 1"),
     "dtype": Key("float32", "compute dtype: float32 or bfloat16 (autocast)",
@@ -60,6 +63,18 @@ TRAINER_KEYS: dict[str, Key] = {
     "divergence_factor": Key(0.0, "stop as diverged once the logged train loss exceeds k x its running minimum; "
                              "0 disables (a non-finite loss always stops)", lambda v: v == 0 or v > 1,
                              "0 (off) or > 1"),
+    "divergence_margin": Key(5.0, "stop as diverged once the logged train loss exceeds ln(vocab) + this many nats "
+                             "(worse than guessing uniformly); 0 disables", _non_negative, ">= 0"),
+    "max_flops": Key(0.0, "training FLOP budget: fixes the steps before training (flops_per_token x tokens); "
+                     "0 = none", _non_negative, ">= 0"),
+    "max_tokens": Key(0, "training token budget: fixes the steps before training; 0 = none", _non_negative, ">= 0"),
+    "max_time": Key(0.0, "stop after the first step past this many seconds of training; 0 = none",
+                    _non_negative, ">= 0"),
+    "max_cost": Key(0.0, "stop after the first step past this many dollars of training at cost_per_hour; "
+                    "0 = none", _non_negative, ">= 0"),
+    "cost_per_hour": Key(1.50, "dollars per hour of training, for max_cost and cost reports", _positive, "> 0"),
+    "halt_at_step": Key(0, "train to this step, validate, checkpoint and stop as 'paused' (a sweep continues the "
+                        "cell later with a larger value); 0 = off", _non_negative, ">= 0"),
     "oom_retry": Key(False, "after out-of-memory, retry the cell once with half the micro-batch and twice "
                      "grad_accum (same effective batch)"),
 }
@@ -87,6 +102,10 @@ def check_trainer_values(config: dict[str, Any], where: str) -> None:
             raise ConfigError(f"{where}: {problem}")
         if key.check is not None and value is not None and not key.check(value):
             raise ConfigError(f"{where}: {name} = {value!r} is impossible; it must be {key.requirement}")
+    stride, seq_len = config.get("eval_stride") or 0, config.get("seq_len") or 0
+    if stride > seq_len:
+        raise ConfigError(f"{where}: eval_stride = {stride} is larger than seq_len = {seq_len}; "
+                          f"use at most {seq_len} (0 means seq_len)")
     if config.get("oom_retry") and config.get("batch_size", 0) % 2:
         raise ConfigError(f"{where}: oom_retry halves the micro-batch, so batch_size must be even, "
                           f"got {config['batch_size']}; make it even or set oom_retry = false")

@@ -21,6 +21,9 @@ class GracefulStop:
     def __init__(self, signals: tuple[int, ...] = STOP_SIGNALS):
         self.signals = signals
         self.received: int | None = None
+        # Set just before a second signal raises KeyboardInterrupt, so the runner can tell a user's
+        # "stop now" from a KeyboardInterrupt that a plugin raised inside a cell.
+        self.forced = False
         self._previous: dict[int, Any] = {}
 
     @property
@@ -50,6 +53,7 @@ class GracefulStop:
 
     def _handle(self, signum: int, frame: FrameType | None) -> None:
         if self.received is not None:
+            self.forced = True
             raise KeyboardInterrupt(f"second {signal.Signals(signum).name}: stopping at once")
         self.received = signum
         # os.write, not print: a handler may interrupt a print to the same stream.

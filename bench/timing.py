@@ -26,10 +26,12 @@ class StepWindowTimer:
     Evaluation and logging happen after ``end``, so they never count as step time.
     """
 
-    def __init__(self, device: torch.device, first: int = WORST_WINDOW[0], last: int = WORST_WINDOW[1]):
+    def __init__(self, device: torch.device, first: int = WORST_WINDOW[0], last: int = WORST_WINDOW[1],
+                 times: dict[int, float] | None = None):
         self.device = device
         self.first, self.last = first, last
-        self.times: dict[int, float] = {}
+        # A caller's dict (the trainer's checkpointed loop state) keeps times across a resume.
+        self.times: dict[int, float] = times if times is not None else {}
         self._began: float | None = None
 
     def _sync(self) -> None:

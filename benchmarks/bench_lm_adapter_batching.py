@@ -15,7 +15,8 @@ Two model shapes, randomly initialised (speed does not depend on the weights):
   GPT-2 BPE, vocabulary 50,257). The 50k-way output layer dominates the arithmetic.
 
     python benchmarks/bench_lm_adapter_batching.py
-    python benchmarks/bench_lm_adapter_batching.py --items 64 --rounds 3 --write benchmarks/results/lm_adapter_batching.md
+    python benchmarks/bench_lm_adapter_batching.py --items 64 --rounds 3 \
+        --write benchmarks/results/lm_adapter_batching.md
 
 Goal: batched >= 5x the items/s of one request at a time on CPU.
 """
@@ -27,7 +28,7 @@ import json
 import platform
 import statistics
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import torch
@@ -102,7 +103,7 @@ def report(results: dict[str, dict[int, float]], args: argparse.Namespace, sourc
     lines = [
         "# lm-eval adapter: batched vs one request at a time",
         "",
-        f"{datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC, {platform.processor() or platform.machine()}, "
+        f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC, {platform.processor() or platform.machine()}, "
         f"torch {torch.__version__} on {device} ({torch.get_num_threads()} threads); {source}, "
         f"{args.rounds} alternating rounds, median. Command: "
         f"`python benchmarks/bench_lm_adapter_batching.py --items {args.items} --rounds {args.rounds}"

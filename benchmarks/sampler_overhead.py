@@ -22,7 +22,7 @@ import platform
 import statistics
 import sys
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import torch
@@ -154,7 +154,7 @@ def main() -> None:
     lines = [
         "# Memory sampler overhead",
         "",
-        f"Measured {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC with `python benchmarks/sampler_overhead.py "
+        f"Measured {datetime.now(UTC):%Y-%m-%d %H:%M} UTC with `python benchmarks/sampler_overhead.py "
         f"{' '.join(sys.argv[1:])}` (niceness {os.nice(0)}).",
         "",
         f"- Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "

@@ -15,6 +15,7 @@ class ConsoleLogger:
         self._stream = stream
         self.total_steps = 1
         self.last_plain = 0.0
+        self.first_log: tuple[int, float] | None = None  # (step, training seconds) at this session's first log
 
     @property
     def stream(self):
@@ -28,6 +29,7 @@ class ConsoleLogger:
     def bench_run_start(self, cell, total_steps):
         self.total_steps = max(total_steps, 1)
         self.last_plain = time.monotonic()
+        self.first_log = None
         if not self.live:
             print(f"{cell['name']}: training {total_steps} steps", file=self.stream, flush=True)
 
@@ -35,6 +37,7 @@ class ConsoleLogger:
     def bench_log_step(self, cell, step, metrics):
         fraction = step / self.total_steps
         text = f"step {step}/{self.total_steps} loss {metrics['train_loss']:.4f} lr {metrics['lr']:.2e}"
+        text += self._rate(step, metrics["elapsed_s"])
         if self.live:
             filled = int(24 * fraction)
             bar = "#" * filled + "." * (24 - filled)
@@ -43,12 +46,33 @@ class ConsoleLogger:
             self.last_plain = time.monotonic()
             print(f"  {cell['name']}: {text}", file=self.stream, flush=True)
 
+    def _rate(self, step: int, elapsed_s: float) -> str:
+        """Steps per second of training time since this session's first log, and the time left."""
+        if self.first_log is None:
+            self.first_log = (step, elapsed_s)
+            return ""
+        steps, seconds = step - self.first_log[0], elapsed_s - self.first_log[1]
+        if steps <= 0 or seconds <= 0:
+            return ""
+        rate = steps / seconds
+        return f" {rate:.1f} steps/s, {format_duration((self.total_steps - step) / rate)} left"
+
     @hookimpl
     def bench_evaluation(self, cell, epoch, step, metrics):
         if self.live:
             print("\r\033[K", end="", file=self.stream)
         print(f"  {cell['name']}: epoch {epoch} step {step}: val loss {metrics['loss']:.4f} "
               f"ppl {metrics['ppl']:.2f}", file=self.stream, flush=True)
+
+
+def format_duration(seconds: float) -> str:
+    """``1h02m``, ``3m05s`` or ``12s``: precise enough for a time-left estimate."""
+    seconds = int(round(seconds))
+    if seconds >= 3600:
+        return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
+    if seconds >= 60:
+        return f"{seconds // 60}m{seconds % 60:02d}s"
+    return f"{seconds}s"
 
 
 console = ConsoleLogger()

@@ -36,8 +36,12 @@ Text datasets (tag ``"text"``, tokenized by the cell's tokenizer)
 -----------------------------------------------------------------
 
 ``text`` reads three local UTF-8 files named by ``train_path``/``valid_path``/``test_path``.
-``wikitext2`` is WikiText-2 (raw, tokenized with ``<unk>``; the pytorch/examples copy) and
-``tinyshakespeare`` is Karpathy's 1.1 MB ``input.txt``, both found through
+``wikitext2`` is the *tokenized* WikiText-2 of pytorch/examples' word_language_model (words
+separated by spaces, rare words replaced by ``<unk>``; not the raw release usually paired with
+GPT-2's BPE: under GPT-2 each ``<unk>`` is three tokens, ~14 % of all tokens). It is tagged
+``"words"``, so reports add per-word perplexity (exp of the total NLL over the split's words,
+one end-of-line counted per line) that compares with word-level results. ``tinyshakespeare`` is
+Karpathy's 1.1 MB ``input.txt``. Both are found through
 :func:`bench.data.datadir.locate` (``BENCH_DATA_DIR``) or downloaded and sha256-checked.
 tinyshakespeare ships as one file; it is cut into train 90% / valid 5% / test 5% of its
 characters, each cut moved forward to just after the next newline so no line is split and the
@@ -287,7 +291,7 @@ def text(train_path: str = "", valid_path: str = "", test_path: str = "", max_ch
         if not value:
             raise DataMissingError(
                 f"dataset 'text' needs {key} set to a UTF-8 text file for its {split} split "
-                f"(add `{key}: path/to/{split}.txt` to the matrix)"
+                f"(add `{key} = \"path/to/{split}.txt\"` to [defaults] or [matrix])"
             )
         path = Path(value).expanduser()
         if not path.is_file():
@@ -297,7 +301,7 @@ def text(train_path: str = "", valid_path: str = "", test_path: str = "", max_ch
 
 
 def wikitext2(max_chars: int = 0) -> Corpus:
-    """WikiText-2 (raw text with <unk>, as in pytorch/examples word_language_model)."""
+    """WikiText-2 as pytorch/examples word_language_model ships it: tokenized words with <unk>."""
     root = locate(list(WIKITEXT2_FILES), dataset="wikitext2", downloads=WIKITEXT2_FILES)
     splits = {split: _read_text(root / "wikitext-2" / f"{split}.txt") for split in ("train", "valid", "test")}
     return Corpus(
@@ -371,8 +375,9 @@ def bench_datasets() -> list[Component]:
             name="wikitext2",
             factory=wikitext2,
             defaults={"max_chars": 0},
-            description="WikiText-2 (pytorch/examples copy) from BENCH_DATA_DIR/wikitext-2/, else downloaded",
-            tags=texts,
+            description="WikiText-2, tokenized with <unk> (pytorch/examples copy) from BENCH_DATA_DIR/wikitext-2/, "
+                        "else downloaded; adds per-word perplexity",
+            tags=texts | {"words"},
         ),
         Component(
             name="tinyshakespeare",

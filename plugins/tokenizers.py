@@ -114,7 +114,8 @@ def bench_tokenizers() -> list[Component]:
         Component(
             name="gpt2",
             factory=gpt2,
-            description="GPT-2 BPE via tiktoken (vocab 50257, <|endoftext|> = 50256; text is never parsed for special tokens)",
+            description="GPT-2 BPE via tiktoken (vocab 50257, <|endoftext|> = 50256; "
+                        "text is never parsed for special tokens)",
         ),
         Component(
             name="byte",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import socket
@@ -61,3 +62,19 @@ def test_release_is_idempotent_and_keeps_a_successor_file(tmp_path):
     lock.release()  # must not delete the successor's file
     assert successor.path.exists()
     successor.release()
+
+
+def test_a_lock_file_that_is_a_directory_is_one_clear_error(tmp_path):
+    (tmp_path / LOCK_FILE).mkdir()
+    with pytest.raises(BenchError, match=r"the lock file '.*\.lock' is a directory; remove it"):
+        MatrixLock(tmp_path).acquire()
+
+
+def test_an_unwritable_results_folder_is_one_clear_error(tmp_path, monkeypatch):
+    # Root ignores permission bits, so the refusal a read-only folder gives is injected.
+    def refuse(*args, **kwargs):
+        raise PermissionError(errno.EACCES, os.strerror(errno.EACCES))
+    monkeypatch.setattr(os, "open", refuse)
+    with pytest.raises(BenchError, match="cannot write results in .*: Permission denied; make it writable or "
+                                         "choose another folder with --outputs"):
+        MatrixLock(tmp_path / "m").acquire()

@@ -1,7 +1,7 @@
 import pytest
 
 from bench.errors import ConfigError
-from bench.matrix import expand_grid, load_matrix, parse_matrix
+from bench.matrix import MAX_NAME_LENGTH, closest, expand_grid, load_matrix, parse_matrix
 
 
 def test_github_actions_include_semantics():
@@ -52,7 +52,46 @@ def test_malformed_toml_names_the_line(write_matrix):
     ({"seeds": [1.5]}, "seeds"),
     ({"eval": {"hellaswagg": True}}, "did you mean 'hellaswag'"),
     ({"matrix": {"model": ["a"], "exclude": [{"model": "a"}]}}, "no cells"),
+    ({"matrix": {"model": ["a"], "exlcude": [{"model": "a"}]}}, "axis 'exlcude' holds tables; did you mean 'exclude'"),
+    ({"name": "a\x00b"}, r"control character '\\x00'"),
+    ({"name": "a\nb"}, r"control character '\\n'"),
+    ({"name": "a\tb"}, r"control character '\\t'"),
+    ({"name": "x" * 300}, f"300 characters long; the limit is {MAX_NAME_LENGTH}"),
+    ({"name": "../up"}, "starts with '.'"),
+    ({"name": "a/b"}, "path separator"),
+    ({"name": 3}, "is int, not a string"),
 ])
 def test_bad_matrix_structure(raw, message):
     with pytest.raises(ConfigError, match=message):
         parse_matrix(raw, default_name="m", where="m.toml")
+
+
+def test_a_name_at_the_limit_is_accepted():
+    assert parse_matrix({"name": "x" * MAX_NAME_LENGTH}, default_name="m", where="m.toml").name == "x" * MAX_NAME_LENGTH
+
+
+def test_matrix_path_that_is_a_directory_names_a_file_inside(tmp_path):
+    (tmp_path / "small.toml").write_text("")
+    with pytest.raises(ConfigError, match="is a directory; give a .toml file in it, e.g. small.toml"):
+        load_matrix(tmp_path)
+
+
+def test_matrix_file_that_is_not_utf8(tmp_path):
+    path = tmp_path / "latin1.toml"
+    path.write_bytes('description = "caf\xe9"\n'.encode("latin-1"))
+    with pytest.raises(ConfigError, match="not UTF-8 text"):
+        load_matrix(path)
+
+
+@pytest.mark.parametrize("word, expected", [
+    ("learning_rate", "; did you mean 'lr'?"),  # another framework's name: no spelling likeness
+    ("num_layers", "; did you mean 'n_layer'?"),
+    ("n_layr", "; did you mean 'n_layer'?"),  # a typo
+    ("qqqq", ""),
+])
+def test_closest_knows_synonyms_and_typos(word, expected):
+    assert closest(word, ["lr", "n_layer", "n_head", "seq_len"]) == expected
+
+
+def test_a_synonym_is_only_suggested_when_it_is_a_candidate():
+    assert closest("learning_rate", ["hellaswag", "limit"]) == ""

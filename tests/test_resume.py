@@ -42,7 +42,7 @@ include = [
 # around the real code, at a chosen place (mid-step, mid-checkpoint-write, mid-evaluation...).
 TRAP = textwrap.dedent("""
     import os, signal, sys, time
-    import bench.cli, bench.trainer
+    import bench.cli, bench.training.run
     from bench.data.samplers import RandomBatchSampler
 
     kind, nth, pause_dir = sys.argv[1], int(sys.argv[2]), sys.argv[3]
@@ -75,7 +75,7 @@ TRAP = textwrap.dedent("""
     elif kind == "fsync":
         os.fsync = trap(os.fsync)
     elif kind == "evaluate":
-        bench.trainer.evaluate = trap(bench.trainer.evaluate)
+        bench.training.run.evaluate = trap(bench.training.run.evaluate)
     sys.exit(bench.cli.main(sys.argv[4:]))
 """)
 
@@ -149,7 +149,8 @@ def test_sigkill_at_random_points_loses_nothing(write_matrix, tmp_path, runner, 
     # work surely reaches. "external" is a plain SIGKILL from outside at a random delay.
     draw = random.Random(int(os.environ.get("BENCH_KILL_SEED", "5")))
     plan = [("batch", draw.randint(2, 12)), ("checkpoint-rename", draw.randint(1, 2)), ("summary-rename", 1),
-            ("index-rename", draw.randint(1, 3)), ("external", draw.uniform(0.0, 0.4)), ("evaluate", draw.randint(1, 2))]
+            ("index-rename", draw.randint(1, 3)), ("external", draw.uniform(0.0, 0.4)),
+            ("evaluate", draw.randint(1, 2))]
     outputs = tmp_path / "killed"
     finished: dict[str, dict[str, bytes]] = {}
     kills, lost, messages = [], 0, []

@@ -17,7 +17,6 @@ from bench.registry import plugin_manager
 from bench.store import ResultStore
 from bench_plugins.models.lstm import DEFAULTS as LSTM_DEFAULTS
 from bench_plugins.models.lstm import LSTMLanguageModel
-
 from tests.conftest import TINY_DEFAULTS
 
 LIVE_MODELS: list[weakref.ref] = []

@@ -102,7 +102,8 @@ def test_third_party_model_and_optimizer_train_in_a_matrix(plugin_site, bench_cl
     """, name="thirdparty")
     run = bench_cli("run", str(matrix), env=env)
     assert run.returncode == 0, run.stderr
-    summaries = [json.loads(p.read_text()) for p in (Path(matrix).parent / "outputs" / "thirdparty").glob("*/summary.json")]
+    outputs = Path(matrix).parent / "outputs" / "thirdparty"
+    summaries = [json.loads(p.read_text()) for p in outputs.glob("*/summary.json")]
     assert sorted((s["config"]["model"], s["config"]["optimizer"]) for s in summaries) == [
         ("lstm", "adam"), ("lstm", "signsgd"), ("tokenwise-mlp", "adam"), ("tokenwise-mlp", "signsgd")]
     # Every cell trained and beat the uniform guess over the 16-token vocabulary.

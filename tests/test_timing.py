@@ -10,7 +10,7 @@ from bench.cells import Cell, cell_id, resolve_config
 from bench.registry import build_registry, plugin_manager
 from bench.store import ResultStore
 from bench.timing import StepWindowTimer, lookup_peak_tflops, matmul_precision, throughput
-from bench.trainer import train_cell
+from bench.training import train_cell
 
 
 def test_step_window_times_steps_10_to_19_and_syncs_only_there(monkeypatch):

@@ -10,7 +10,7 @@ import torch
 from bench.cells import Cell, cell_id, resolve_config
 from bench.registry import build_registry, plugin_manager
 from bench.store import ResultStore
-from bench.trainer import train_cell
+from bench.training import train_cell
 
 MANAGER = plugin_manager()
 REGISTRY = build_registry(MANAGER)
@@ -59,6 +59,9 @@ def test_same_seed_same_cell_gives_identical_loss_curve(tmp_path):
                     log_every=5, **SMALL_MODEL)
     _, first = train(tmp_path / "a", **settings)
     _, second = train(tmp_path / "b", **settings)
-    curve = lambda record: [(r.get("train_loss"), r.get("val_loss")) for r in record.read_metrics()]
+
+    def curve(record):
+        return [(r.get("train_loss"), r.get("val_loss")) for r in record.read_metrics()]
+
     assert len(curve(first)) >= 2
     assert curve(first) == curve(second)

@@ -22,6 +22,7 @@ class CellData:
     entropy_rate: float | None
     text: bool
     tokenizer: Any | None
+    words: dict[str, int] | None = None  # word count per split, for word-level corpora (tag "words")
 
 
 def load_cell_data(config: dict[str, Any], registry: Registry, device: torch.device) -> CellData:
@@ -39,7 +40,16 @@ def load_cell_data(config: dict[str, Any], registry: Registry, device: torch.dev
     # int32 halves the footprint of int64 and is enough for any vocabulary; batches are
     # widened to int64 only when gathered.
     splits = {split: torch.from_numpy(np.asarray(a, dtype=np.int32)).to(device) for split, a in arrays.items()}
-    return CellData(splits, vocab_size, corpus.entropy_rate, corpus.is_text, tokenizer)
+    words = {split: word_count(corpus.splits[split]) for split in SPLITS} \
+        if corpus.is_text and "words" in dataset.tags else None
+    return CellData(splits, vocab_size, corpus.entropy_rate, corpus.is_text, tokenizer, words)
+
+
+def word_count(text: str) -> int:
+    """Words as word-level language modelling counts them: whitespace-separated tokens plus one
+    end-of-line per line (the pytorch/examples convention for WikiText-2), so that per-word
+    perplexity, exp(total NLL / words), compares with word-level results in the literature."""
+    return sum(len(line.split()) + 1 for line in text.splitlines())
 
 
 def check_data_available(configs: list[dict[str, Any]], registry: Registry) -> None:

@@ -38,33 +38,55 @@ class RandomBatchSampler:
         self.generator.set_state(state["generator"])
 
 
-def sequential_windows(n_tokens: int, seq_len: int) -> Iterator[tuple[int, int]]:
-    """``(start, length)`` windows whose targets ``tokens[start+1 : start+1+length]`` cover every
-    token from position 1 to the end exactly once; the last window may be shorter.
-    (Token 0 has no context, so it is never a target.)"""
-    start = 0
-    while start + 1 < n_tokens:
+def sequential_windows(n_tokens: int, seq_len: int, stride: int | None = None
+                       ) -> Iterator[tuple[int, int, int]]:
+    """``(start, length, scored)`` windows: inputs ``tokens[start : start+length]``, targets one to the
+    right, and only the last ``scored`` targets count. Every token from position 1 to the end is
+    scored exactly once (token 0 has no context, so it is never a target).
+
+    ``stride`` = ``seq_len`` (the default) gives non-overlapping windows, each starting without
+    context. A smaller stride slides each window ``stride`` tokens on and scores only its new
+    targets, so every target after the first window sees at least ``seq_len - stride`` tokens of
+    context; the last window may be shorter.
+    """
+    stride = stride or seq_len
+    if not 0 < stride <= seq_len:
+        raise ValueError(f"eval_stride must be between 1 and seq_len ({seq_len}), got {stride}")
+    start, scored_up_to = 0, 0  # the last target index scored so far
+    while scored_up_to < n_tokens - 1:
         length = min(seq_len, n_tokens - 1 - start)
-        yield start, length
-        start += length
+        end = start + length  # this window's last target index
+        yield start, length, end - scored_up_to
+        scored_up_to = end
+        start += stride
 
 
-def evaluation_batches(tokens: torch.Tensor, seq_len: int, batch_size: int
+IGNORE = -100  # the target value cross_entropy skips (its default ignore_index)
+
+
+def evaluation_batches(tokens: torch.Tensor, seq_len: int, batch_size: int, stride: int | None = None
                        ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """Non-overlapping ``(x, y)`` batches from :func:`sequential_windows`. Full-length windows are
-    stacked ``batch_size`` at a time; a final short window comes alone, unpadded."""
-    full, tail = [], None
-    for start, length in sequential_windows(tokens.numel(), seq_len):
-        if length == seq_len:
-            full.append(start)
-        else:
-            tail = (start, length)
-    offsets = torch.arange(seq_len + 1)
-    for i in range(0, len(full), batch_size):
-        starts = torch.tensor(full[i:i + batch_size])
-        window = tokens[(starts[:, None] + offsets).to(tokens.device)].long()
-        yield window[:, :-1], window[:, 1:]
-    if tail is not None:
-        start, length = tail
-        window = tokens[start:start + length + 1].long()[None]
-        yield window[:, :-1], window[:, 1:]
+    """``(x, y)`` batches of the windows of :func:`sequential_windows`, consecutive windows of one
+    shape stacked ``batch_size`` at a time (a shorter last window comes alone, unpadded). Targets
+    that a window sees but does not score are set to :data:`IGNORE`."""
+    pending: list[int] = []
+    shape: tuple[int, int] | None = None
+    for start, length, scored in sequential_windows(tokens.numel(), seq_len, stride):
+        if pending and ((length, scored) != shape or len(pending) == batch_size):
+            yield _stack(tokens, pending, *shape)
+            pending = []
+        shape = (length, scored)
+        pending.append(start)
+    if pending:
+        yield _stack(tokens, pending, *shape)
+
+
+def _stack(tokens: torch.Tensor, starts: list[int], length: int, scored: int
+           ) -> tuple[torch.Tensor, torch.Tensor]:
+    index = torch.tensor(starts)[:, None] + torch.arange(length + 1)
+    window = tokens[index.to(tokens.device)].long()
+    x, y = window[:, :-1], window[:, 1:]
+    if scored < length:
+        y = y.clone()
+        y[:, : length - scored] = IGNORE
+    return x, y

@@ -44,7 +44,7 @@ from lm_eval.api.model import TemplateLM
 from lm_eval.utils import get_rolling_token_windows, make_disjoint_window
 from tqdm import tqdm
 
-from bench.evaluate import autocast_context
+from bench.evaluation.perplexity import autocast_context
 
 UNBOUNDED_MAX_LENGTH = 1024
 

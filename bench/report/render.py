@@ -44,7 +44,8 @@ def _integer(value: float) -> str:
 
 COLUMN_FORMATS: dict[str, Callable[[float], str]] = {
     "Layers": _integer, "Cells": _integer, "Finished": _integer, "Samples": _integer,
-    "Params": _integer, "Non-embedding": _integer, "Mean params": _integer, "Tokens/s": _integer, "Mean tokens/s": _integer,
+    "Params": _integer, "Non-embedding": _integer, "Mean params": _integer,
+    "Tokens/s": _integer, "Mean tokens/s": _integer,
     "Train time (s)": _fixed(1), "Mean train time (s)": _fixed(1), "Time/epoch (s)": _fixed(2),
     "Eval time (s)": _fixed(2), "Time/step (ms)": _fixed(2), "Worst step 10-19 (ms)": _fixed(1),
     "Floor PPL": _fixed(3), "Val / floor": lambda v: f"{v:.2f}x",

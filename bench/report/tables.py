@@ -8,7 +8,7 @@ from typing import Any, Callable
 import pandas as pd
 
 from bench.errors import BenchError
-from bench.report.frame import SORT_COLUMNS, summaries_frame, sort_frame  # noqa: F401 - public API
+from bench.report.frame import SORT_COLUMNS, sort_frame, summaries_frame  # noqa: F401 - public API
 from bench.report.render import BEST, FORMATS, MISSING, Section, render, render_document  # noqa: F401 - public API
 
 MIB = 2**20

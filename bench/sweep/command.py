@@ -12,7 +12,7 @@ from bench.errors import BenchError
 from bench.lock import MatrixLock
 from bench.matrix import Matrix
 from bench.registry import Registry
-from bench.runner import resolve_device
+from bench.selection import resolve_device
 from bench.signals import GracefulStop
 from bench.store import ResultStore
 from bench.sweep.driver import SweepRun
@@ -45,22 +45,22 @@ def describe(spec: SweepSpec, groups: list[Group]) -> str:
 
 
 def run_sweep_matrix(matrix: Matrix, path: str, *, registry: Registry, hooks: Any, device: str, outputs: str,
-                     dry_run: bool, filter_expr: str | None, force: bool) -> int:
+                     dry_run: bool, filter_expr: str | None, force: bool, executor: Any = None) -> int:
     if filter_expr or force:
         raise BenchError(f"{path}: --filter and --force do not apply to a sweep; narrow the sweep with "
                          f"sweep.per or [matrix], or move outputs/{matrix.name} away to start over")
     spec, groups, configs = prepare(matrix, registry, path)
     if dry_run:
         print(describe(spec, groups))
-        print(f"nothing trained (--dry-run)")
+        print("nothing trained (--dry-run)")
         return 0
     target = resolve_device(device)
     check_data_available(configs, registry)
     store = ResultStore(outputs, matrix.name)
-    with MatrixLock(store.path), GracefulStop() as stop:
+    with MatrixLock(store.path) as lock, GracefulStop() as stop:
         print(f"bench: sweep of {matrix.name!r} on {target}, results in {store.path}", file=sys.stderr)
         print(describe(spec, groups), file=sys.stderr)
-        sweep = SweepRun(matrix, spec, groups, registry, hooks, store, target, stop=stop,
+        sweep = SweepRun(matrix, spec, groups, registry, hooks, store, target, stop=stop, executor=executor, lock=lock,
                          say=lambda line: print(line, file=sys.stderr, flush=True))
         finished = sweep.run()
     if not finished:

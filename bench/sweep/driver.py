@@ -69,6 +69,8 @@ class SweepRun:
     store: ResultStore
     device: torch.device
     stop: Any = None
+    executor: Any = None  # bench.executors' choice; None trains in this process
+    lock: Any = None
     say: Callable[[str], None] = print
     interrupted: str | None = None
 
@@ -128,8 +130,9 @@ class SweepRun:
                 self.interrupted = self.stop.cause
                 return None
             prefix = f"sweep {group.label} trial {request.number}"
-            result = run_cells([cell], registry=self.registry, hooks=self.hooks, store=self.store,
-                               device=self.device, stop=self.stop, say=lambda line: self.say(f"{prefix} {line}"))
+            result = run_cells([cell], registry=self.registry, hooks=self.hooks, store=self.store, device=self.device,
+                               stop=self.stop, say=lambda line: self.say(f"{prefix} {line}"), executor=self.executor,
+                               lock=self.lock)
             if result.interrupted:
                 self.interrupted = result.interrupted
                 return None
@@ -168,7 +171,8 @@ class SweepRun:
             ctx.trials.study.set_user_attr("final_cells", [c.id for c in group_cells])
             cells += group_cells
         result = run_cells(cells, registry=self.registry, hooks=self.hooks, store=self.store, device=self.device,
-                           stop=self.stop, say=lambda line: self.say(f"final seeds {line}"))
+                           stop=self.stop, say=lambda line: self.say(f"final seeds {line}"), executor=self.executor,
+                           lock=self.lock)
         self.interrupted = result.interrupted
         return not result.interrupted
 

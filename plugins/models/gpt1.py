@@ -20,9 +20,7 @@ from torch import nn
 
 from bench.lm import LanguageModel
 
-from ._blocks import (
-    MLP, CausalSelfAttention, check_heads, check_hparams, init_gpt_weights, transformer_flops_per_token,
-)
+from ._blocks import MLP, CausalSelfAttention, check_heads, check_hparams, init_gpt_weights, transformer_flops_per_token
 
 DEFAULTS = dict(n_layer=4, n_embd=256, n_head=4, n_positions=512, dropout=0.0, tie_weights=True)
 

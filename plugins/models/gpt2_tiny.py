@@ -25,9 +25,7 @@ from torch import nn
 
 from bench.lm import LanguageModel
 
-from ._blocks import (
-    MLP, CausalSelfAttention, check_heads, check_hparams, init_gpt_weights, transformer_flops_per_token,
-)
+from ._blocks import MLP, CausalSelfAttention, check_heads, check_hparams, init_gpt_weights, transformer_flops_per_token
 
 DEFAULTS = dict(n_layer=6, n_embd=384, n_head=6, n_positions=1024, dropout=0.0, tie_weights=True, bias=True)
 

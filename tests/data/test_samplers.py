@@ -1,16 +1,42 @@
+import pytest
 import torch
 
-from bench.data.samplers import RandomBatchSampler, evaluation_batches, sequential_windows
+from bench.data.samplers import IGNORE, RandomBatchSampler, evaluation_batches, sequential_windows
 
 
-def test_sequential_windows_cover_every_target_once():
+@pytest.mark.parametrize("stride_fraction", [None, 1.0, 0.5, 0.25])
+def test_sequential_windows_score_every_target_once(stride_fraction):
     for n_tokens in (2, 17, 64, 65, 100, 1001):
         for seq_len in (1, 7, 16, 64):
+            stride = max(1, int(seq_len * stride_fraction)) if stride_fraction else None
             targets = []
-            for start, length in sequential_windows(n_tokens, seq_len):
-                assert 1 <= length <= seq_len
-                targets.extend(range(start + 1, start + 1 + length))
+            for index, (start, length, scored) in enumerate(sequential_windows(n_tokens, seq_len, stride)):
+                assert 1 <= scored <= length <= seq_len
+                first_scored = start + 1 + length - scored
+                targets.extend(range(first_scored, start + 1 + length))
+                if index and stride:  # every scored target sees at least seq_len - stride tokens before it
+                    assert first_scored - start >= min(seq_len - stride, n_tokens) or start == 0
             assert targets == list(range(1, n_tokens))
+
+
+def test_default_windows_do_not_overlap():
+    windows = list(sequential_windows(100, 16))
+    assert all(scored == length for _, length, scored in windows)
+    assert [start for start, _, _ in windows] == list(range(0, 99, 16))
+
+
+def test_strided_batches_mask_the_context_targets():
+    tokens = torch.arange(40, dtype=torch.int32)
+    scored = []
+    for x, y in evaluation_batches(tokens, seq_len=8, batch_size=2, stride=4):
+        assert torch.equal(x[:, 1:][y[:, :-1] != IGNORE], y[:, :-1][y[:, :-1] != IGNORE])
+        scored.extend(y[y != IGNORE].tolist())
+    assert sorted(scored) == list(range(1, 40))
+
+
+def test_stride_must_fit_the_window():
+    with pytest.raises(ValueError, match="eval_stride"):
+        list(sequential_windows(100, 8, 9))
 
 
 def test_evaluation_batches_keep_the_short_tail_unpadded():

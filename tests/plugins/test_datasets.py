@@ -14,6 +14,7 @@ import pytest
 from bench import hookspecs
 from bench.data.corpus import SPLITS
 from bench.errors import DataMissingError
+from bench.testing import parametrize_with_checks
 from bench_plugins import datasets
 from bench_plugins.datasets import (
     markov_chain,
@@ -47,13 +48,33 @@ def offline(monkeypatch):
     monkeypatch.setenv("BENCH_OFFLINE", "1")
 
 
+def _kit_specs() -> list:
+    """Every built-in dataset, small; the real corpora skip (DataMissingError) without BENCH_DATA_DIR."""
+    components = {c.name: c for c in datasets.bench_datasets()}
+    shakespeare = str(Path(os.environ.get("BENCH_DATA_DIR", "/nonexistent")) / "tinyshakespeare" / "input.txt")
+    return [
+        (components["synthetic"], {"train_tokens": 2000, "valid_tokens": 500, "test_tokens": 500}),
+        (components["random-tokens"], {}),
+        (components["text"], {"train_path": shakespeare, "valid_path": shakespeare, "test_path": shakespeare,
+                              "max_chars": 5000}),
+        (components["wikitext2"], {"max_chars": 5000}),
+        (components["tinyshakespeare"], {}),
+    ]
+
+
+@parametrize_with_checks(datasets=_kit_specs())
+def test_contract(check, offline):
+    check()
+
+
 def test_registration_names_tags_and_defaults():
     components = _registered()
     assert set(components) == {"synthetic", "random-tokens", "text", "wikitext2", "tinyshakespeare"}
     for name in ("synthetic", "random-tokens"):
         assert components[name].tags == {"tokens"}
-    for name in ("text", "wikitext2", "tinyshakespeare"):
+    for name in ("text", "tinyshakespeare"):
         assert components[name].tags == {"text"}
+    assert components["wikitext2"].tags == {"text", "words"}  # word-level: reports add per-word perplexity
     for component in components.values():
         # defaults are the complete keyword set, and agree with the factory's own defaults
         params = inspect.signature(component.factory).parameters
@@ -108,7 +129,8 @@ def test_markov_chain_is_irreducible_and_aperiodic():
 
 
 @pytest.mark.parametrize(
-    "kwargs", [{"vocab_size": 2}, {"branching": 1}, {"vocab_size": 8, "branching": 8}, {"alpha": 0}, {"train_tokens": 0}]
+    "kwargs",
+    [{"vocab_size": 2}, {"branching": 1}, {"vocab_size": 8, "branching": 8}, {"alpha": 0}, {"train_tokens": 0}]
 )
 def test_synthetic_rejects_impossible_settings(kwargs):
     with pytest.raises(ValueError):

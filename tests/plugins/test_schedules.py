@@ -2,7 +2,14 @@ import math
 
 import pytest
 
-from bench_plugins.schedules import constant, cosine, linear, wsd
+from bench.testing import parametrize_with_checks
+from bench_plugins.schedules import bench_schedules, constant, cosine, linear, wsd
+
+
+@parametrize_with_checks(schedules=[*bench_schedules(),
+                                    *[(f"{c.name}-warmup", c, {"warmup_steps": 5}) for c in bench_schedules()]])
+def test_contract(check):
+    check()
 
 
 def test_cosine_matches_its_formula_at_the_landmarks():

@@ -12,6 +12,7 @@ from bench import hookspecs
 from bench.data.token_cache import load_tokens, split_for_batch
 from bench.data.tokenizer import Tokenizer
 from bench.errors import DataMissingError
+from bench.testing import parametrize_with_checks
 from bench_plugins import tokenizers
 
 
@@ -31,6 +32,12 @@ def gpt2():
             return tokenizers.gpt2()
         except DataMissingError as exc:
             pytest.skip(f"gpt2 BPE files unavailable: {exc}")
+
+
+@parametrize_with_checks(tokenizers=tokenizers.bench_tokenizers())
+def test_contract(check, monkeypatch):
+    monkeypatch.setenv("BENCH_OFFLINE", "1")  # gpt2 reads TIKTOKEN_CACHE_DIR; without the files it skips
+    check()
 
 
 def test_registers_gpt2_and_byte():

@@ -1,0 +1,72 @@
+"""Held-out loss: the mean negative log-likelihood over every evaluation token exactly once.
+
+Which windows: by default (``eval_stride`` = ``seq_len``) the split is cut into consecutive,
+non-overlapping windows of ``seq_len`` tokens, each starting without context, so early tokens of
+each window are predicted from little context. A smaller ``eval_stride`` slides the window and
+scores each token once with at least ``seq_len - eval_stride`` tokens of context, which gives a
+lower (better) perplexity for the same model; see :func:`bench.data.samplers.sequential_windows`.
+"""
+
+from __future__ import annotations
+
+import math
+from contextlib import nullcontext
+
+import torch
+import torch.nn.functional as F
+
+from bench.data.samplers import IGNORE, evaluation_batches
+
+PPL_DISPLAY_LIMIT = 1e6  # above this a perplexity says only that the model predicts nothing
+
+
+def autocast_context(device: torch.device, dtype: str):
+    if dtype == "bfloat16":
+        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+    return nullcontext()
+
+
+def perplexity(loss: float) -> float:
+    """``exp(loss)``, infinite where it overflows (a diverged model) rather than a 300-digit number."""
+    return math.exp(loss) if loss < 700.0 else math.inf
+
+
+def format_ppl(ppl: float | None, digits: int = 2) -> str:
+    """A perplexity for people: ``inf`` when non-finite, ``>1e6`` when absurd, else fixed digits."""
+    if ppl is None:
+        return "-"
+    if not math.isfinite(ppl):
+        return "inf"
+    if ppl > PPL_DISPLAY_LIMIT:
+        return f">{PPL_DISPLAY_LIMIT:.0e}".replace("e+0", "e")
+    return f"{ppl:.{digits}f}"
+
+
+@torch.no_grad()
+def evaluate(model: torch.nn.Module, tokens: torch.Tensor, *, seq_len: int, batch_size: int,
+             dtype: str = "float32", stride: int | None = None, words: int | None = None) -> dict[str, float]:
+    """Returns ``loss`` (nats/token), ``ppl``, ``tokens`` (how many targets were scored) and, when
+    ``words`` (the split's word count) is given, ``word_ppl``: exp(total NLL / words)."""
+    was_training = model.training
+    model.eval()
+    total_nll = torch.zeros((), dtype=torch.float64, device=tokens.device)
+    scored = torch.zeros((), dtype=torch.int64, device=tokens.device)  # summed on the device: no sync per batch
+    try:
+        for x, y in evaluation_batches(tokens, seq_len, batch_size, stride):
+            with autocast_context(tokens.device, dtype):
+                logits = model(x)
+            nll = F.cross_entropy(logits.float().reshape(-1, logits.size(-1)), y.reshape(-1),
+                                  ignore_index=IGNORE, reduction="sum")
+            del logits  # the (B, T, V) tensor must not stay alive into the next batch's forward
+            total_nll += nll.double()
+            scored += (y != IGNORE).sum()
+    finally:
+        model.train(was_training)
+    count = int(scored.item())
+    if count == 0:
+        raise ValueError("evaluation split has fewer than 2 tokens")
+    loss = total_nll.item() / count
+    result: dict[str, float] = {"loss": loss, "ppl": perplexity(loss), "tokens": count}
+    if words:
+        result["word_ppl"] = perplexity(total_nll.item() / words)
+    return result

@@ -1,0 +1,186 @@
+"""The ``ray`` executor: each cell one Ray task, on a cluster (``address``) or a local one.
+
+Resources: each task asks for ``num_cpus`` CPUs (and trains with that many torch threads) and,
+on GPU, ``num_gpus`` GPUs (``-1``: one per cell when the run's device is CUDA, none otherwise;
+Ray sets ``CUDA_VISIBLE_DEVICES`` for the task). ``jobs`` caps the tasks in flight (0: as many as
+the cluster's resources allow).
+
+No shared filesystem is assumed. The driver ships the cell's folder (its checkpoints included)
+with the task; the task trains in a private scratch folder and returns the folder; the driver
+writes it into ``outputs/``. So a cell interrupted on one node resumes on any other. A worker
+or node lost under a task makes Ray run it again (``retries`` times) from the state the driver
+shipped; past that, the cell is recorded ``interrupted`` and the next run resumes it from the
+driver's copy. A stop request (Ctrl-C, SIGTERM) reaches running tasks through a small actor:
+each checkpoints, returns its folder, and the driver keeps it.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import threading
+from pathlib import Path
+from typing import Any
+
+from bench.cells import Cell
+from bench.errors import BenchError
+from bench.executors.transfer import pack_folder, unpack_into
+from bench.runner import CellContext, CellOutcome, RunSpec, Session, lost_cell, run_cell
+from bench.selection import resolve_device
+from bench.store import ResultStore
+
+POLL_S = 0.5
+
+
+def import_ray() -> Any:
+    try:
+        import ray
+    except ImportError as exc:
+        raise BenchError(f"--executor ray needs Ray ({exc}); install it with "
+                         f"pip install 'bench[ray]' (or pip install ray)") from None
+    return ray
+
+
+class StopFlag:
+    """A Ray actor (one per run) that running tasks poll for the driver's stop request."""
+
+    def __init__(self) -> None:
+        self.cause: str | None = None
+
+    def set(self, cause: str) -> None:
+        self.cause = cause
+
+    def get(self) -> str | None:
+        return self.cause
+
+
+class RemoteStop:
+    """In a task: ``requested`` turns true once the driver asks to stop (polled every second, so
+    the trainer's per-step check stays a plain attribute read)."""
+
+    def __init__(self, flag: Any, interval_s: float = 1.0):
+        self.flag, self.interval_s = flag, interval_s
+        self.cause: str = "nothing"
+        self.requested = False
+        self._done = threading.Event()
+        threading.Thread(target=self._poll, name="bench-stop-poll", daemon=True).start()
+
+    def _poll(self) -> None:
+        import ray
+        while not self._done.wait(self.interval_s):
+            try:
+                cause = ray.get(self.flag.get.remote())
+            except Exception:  # noqa: BLE001 - a vanished driver: the task's result has nowhere to go anyway
+                return
+            if cause:
+                self.cause, self.requested = cause, True
+                return
+
+    def close(self) -> None:
+        self._done.set()
+
+
+def train_remotely(cell: Cell, label: str, spec: RunSpec, files: dict[str, bytes], threads: int,
+                   flag: Any) -> tuple[CellOutcome, dict[str, bytes], list[str]]:
+    """The task body, on whichever node Ray picked: the cell trains in a private scratch folder."""
+    import torch
+
+    from bench.registry import build_registry, plugin_manager
+
+    torch.set_num_threads(max(1, threads))
+    manager = plugin_manager()
+    stop, lines = RemoteStop(flag), list[str]()
+    try:
+        with tempfile.TemporaryDirectory(prefix="bench-ray-") as scratch:
+            store = ResultStore(scratch, spec.matrix)
+            folder = store.cell(cell.id).path
+            unpack_into(folder, files)
+            context = CellContext(build_registry(manager), manager.hook, store, resolve_device(spec.device),
+                                  spec.force, stop, spec.evaluation)
+            outcome = run_cell(cell, context, label, lines.append)
+            return outcome, pack_folder(folder), lines
+    finally:
+        stop.close()
+
+
+class RayExecutor:
+    name = "ray"
+
+    def __init__(self, address: str = "", jobs: int = 0, num_cpus: float = 1.0, num_gpus: float = -1.0,
+                 retries: int = 1):
+        if jobs < 0 or num_cpus <= 0 or retries < 0 or (num_gpus < 0 and num_gpus != -1):
+            raise ValueError("needs jobs >= 0, num_cpus > 0, retries >= 0 and num_gpus >= 0 (or -1: automatic)")
+        self.address, self.jobs, self.num_cpus, self.num_gpus, self.retries = address, jobs, num_cpus, num_gpus, retries
+        self.ray = import_ray()
+
+    def connect(self, say: Any) -> None:
+        """Join the cluster at ``address``, or start a local one (kept for later batches of cells)."""
+        if self.ray.is_initialized():
+            return
+        try:
+            self.ray.init(address=self.address or None, include_dashboard=False, configure_logging=False)
+        except (ConnectionError, RuntimeError, ValueError) as exc:
+            raise BenchError(f"cannot reach the Ray cluster at {self.address!r}: {exc}; check --ray-address "
+                             "(host:port of `ray start --head`), or leave it out to start a local cluster") from None
+        where = f"Ray cluster at {self.address}" if self.address else "a local Ray cluster"
+        say(f"bench: running on {where} ({self.ray.cluster_resources().get('CPU', 0):g} CPUs, "
+            f"{self.ray.cluster_resources().get('GPU', 0):g} GPUs)")
+
+    def execute(self, cells: list[Cell], spec: RunSpec, session: Session) -> list[CellOutcome]:
+        if not cells:
+            return []
+        self.connect(session.say)
+        gpus = (1.0 if spec.device == "cuda" else 0.0) if self.num_gpus == -1 else self.num_gpus
+        # No outputs path goes to the task: it trains in its own scratch folder, whatever it shares.
+        task_spec = RunSpec("", spec.matrix, "cuda" if gpus > 0 else spec.device, spec.force, spec.evaluation)
+        task = self.ray.remote(train_remotely).options(num_cpus=self.num_cpus, num_gpus=gpus,
+                                                        max_retries=self.retries, retry_exceptions=False)
+        return _Dispatch(self, task, task_spec, session, spec.outputs).run(cells)
+
+
+class _Dispatch:
+    """Submits cells as tasks (at most ``jobs`` in flight) and writes each result as it returns."""
+
+    def __init__(self, executor: RayExecutor, task: Any, spec: RunSpec, session: Session, outputs: str):
+        self.ray, self.jobs, self.task, self.spec, self.session = executor.ray, executor.jobs, task, spec, session
+        self.store = ResultStore(outputs, spec.matrix)
+        self.flag = self.ray.remote(num_cpus=0)(StopFlag).remote()
+        self.threads = max(1, int(executor.num_cpus))
+
+    def run(self, cells: list[Cell]) -> list[CellOutcome]:
+        pending, outcomes = list(cells), list[CellOutcome]()
+        running: dict[Any, Cell] = {}
+        try:
+            while pending or running:
+                stop = self.session.stop
+                if stop is not None and stop.requested and pending:
+                    pending.clear()
+                    self.flag.set.remote(stop.cause)
+                while pending and (not self.jobs or len(running) < self.jobs):
+                    cell = pending.pop(0)
+                    running[self._submit(cell)] = cell
+                done, _ = self.ray.wait(list(running), num_returns=1, timeout=POLL_S)
+                for ref in done:
+                    outcomes.append(self._receive(ref, running.pop(ref)))
+        finally:
+            for ref in running:  # only after an error in the driver itself, or a second Ctrl-C
+                self.ray.cancel(ref, force=True)
+        return outcomes
+
+    def _submit(self, cell: Cell) -> Any:
+        files = pack_folder(self.store.cell(cell.id).path)
+        self.session.say(f"{self.session.label(cell)}: submitted to Ray")
+        return self.task.remote(cell, self.session.label(cell), self.spec, files, self.threads, self.flag)
+
+    def _receive(self, ref: Any, cell: Cell) -> CellOutcome:
+        record, label = self.store.cell(cell.id), self.session.label(cell)
+        try:
+            outcome, files, lines = self.ray.get(ref)
+        except self.ray.exceptions.RayError as exc:
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+            reason = f"Ray task lost ({type(exc).__name__}: {first}); rerun to resume from its last checkpoint"
+            self.session.say(f"{label}: {reason}")
+            return lost_cell(cell, record, reason, 0, 0, self.spec.device)
+        unpack_into(Path(record.path), files)
+        for line in lines:
+            self.session.say(line)
+        return outcome

@@ -1,0 +1,121 @@
+"""What the executors buy and cost: --jobs 1 vs --jobs 2 on CPU, and Ray's per-cell overhead.
+
+A 4-cell CPU matrix (gpt1, synthetic data; every cell single-threaded: torch.set_num_threads(1)
+in this process for --jobs 1, and 2 cores / 2 jobs = 1 thread per worker for --jobs 2) runs in
+alternating rounds through three executors, each from scratch (``force``):
+
+* ``local --jobs 1``: the cells one after another in this process;
+* ``local --jobs 2``: two spawned worker processes (their start-up is part of the time);
+* ``ray`` with one task in flight (``jobs = 1``, ``num_cpus = 1``) on a local Ray cluster started
+  once beforehand: (ray - jobs 1) / cells is the overhead Ray adds per cell (shipping the cell's
+  folder both ways, scheduling, task start), with the cluster's start-up reported apart.
+
+Reported: medians over rounds, the speed-up as the ratio of medians, the overhead per cell.
+
+    python benchmarks/executors.py --rounds 3 --write benchmarks/results/executors.md
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+import torch
+
+from bench.cells import resolve_cells
+from bench.executors.local import LocalExecutor, cpu_cores
+from bench.matrix import parse_matrix
+from bench.registry import build_registry, plugin_manager
+from bench.runner import run_cells
+from bench.store import ResultStore
+
+
+def matrix(steps: int) -> dict:
+    return {"name": "executors", "defaults": {
+        "dataset": "synthetic", "model": "gpt1", "n_layer": 2, "n_embd": 64, "n_head": 4, "n_positions": 64,
+        "seq_len": 64, "batch_size": 16, "max_steps": steps, "steps_per_epoch": steps, "log_every": 50,
+        "checkpoint": False, "memory_interval_ms": 0},
+        "matrix": {"optimizer": ["adamw", "adam", "sgd", "momentum"]}}
+
+
+def timed_run(cells, registry, manager, executor, outputs: Path) -> float:
+    started = time.perf_counter()
+    outcome = run_cells(cells, registry=registry, hooks=manager.hook, store=ResultStore(outputs, "executors"),
+                        device=torch.device("cpu"), force=True, executor=executor, say=lambda line: None)
+    elapsed = time.perf_counter() - started
+    assert len(outcome.finished) == len(cells), outcome
+    return elapsed
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--steps", type=int, default=300, help="optimizer steps per cell")
+    parser.add_argument("--no-ray", action="store_true")
+    parser.add_argument("--write", help="also write the markdown result to this file")
+    args = parser.parse_args()
+
+    torch.set_num_threads(1)
+    manager = plugin_manager()
+    manager.unregister(name="console")
+    registry = build_registry(manager)
+    cells = resolve_cells(parse_matrix(matrix(args.steps), default_name="executors", where="benchmark"), registry)
+    executors = {"jobs 1": LocalExecutor(1), "jobs 2": LocalExecutor(2)}
+    ray_start = None
+    if not args.no_ray:
+        import ray
+
+        from bench.executors.ray import RayExecutor
+        started = time.perf_counter()
+        ray.init(num_cpus=cpu_cores(), include_dashboard=False, configure_logging=False, log_to_driver=False)
+        ray_start = time.perf_counter() - started
+        executors["ray"] = RayExecutor(jobs=1, num_cpus=1)
+        timed_run(cells[:1], registry, manager, executors["ray"], Path(tempfile.mkdtemp()))  # warm a worker
+
+    times: dict[str, list[float]] = {name: [] for name in executors}
+    load = []
+    for round_ in range(args.rounds):
+        order = list(executors) if round_ % 2 == 0 else list(reversed(executors))
+        for name in order:
+            with tempfile.TemporaryDirectory() as outputs:
+                times[name].append(timed_run(cells, registry, manager, executors[name], Path(outputs)))
+            load.append(os.getloadavg()[0])
+            print(f"round {round_ + 1} {name}: {times[name][-1]:.2f} s", file=sys.stderr)
+    print(report(times, len(cells), args, ray_start, load))
+    if args.write:
+        Path(args.write).write_text(report(times, len(cells), args, ray_start, load))
+
+
+def report(times: dict[str, list[float]], cells: int, args: argparse.Namespace, ray_start: float | None,
+           load: list[float]) -> str:
+    median = {name: statistics.median(values) for name, values in times.items()}
+    lines = [
+        "# Executors: --jobs 2 speed-up and Ray's per-cell overhead", "",
+        f"`python benchmarks/executors.py --rounds {args.rounds} --steps {args.steps}`, "
+        f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC, {platform.machine()}, {cpu_cores()} CPU cores, "
+        f"torch {torch.__version__}, Python {platform.python_version()}; load average during the run "
+        f"{min(load):.1f}-{max(load):.1f} (a shared machine).", "",
+        f"{cells} cells (gpt1, 2 layers, n_embd 64, batch 16 x 64 tokens, {args.steps} AdamW/Adam/SGD/momentum "
+        "steps each, no checkpoints, one torch thread per cell), each run from scratch; rounds alternate the order.",
+        "", "| executor | wall time per run (each round) | median |", "|---|---|---|",
+    ]
+    for name, values in times.items():
+        lines.append(f"| {name} | {', '.join(f'{v:.1f} s' for v in values)} | {median[name]:.1f} s |")
+    lines += ["", f"- Speed-up of `--jobs 2` over `--jobs 1` (ratio of medians): "
+                  f"**{median['jobs 1'] / median['jobs 2']:.2f}x**."]
+    if "ray" in median:
+        lines.append(f"- Ray's overhead per cell, one task in flight ((median ray - median jobs 1) / {cells}): "
+                     f"**{(median['ray'] - median['jobs 1']) / cells:.2f} s per cell**; starting the local "
+                     f"cluster took {ray_start:.1f} s once.")
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,25 @@
+"""A bench plugin: registers the ``gru`` model and the ``lion`` optimizer."""
+
+from __future__ import annotations
+
+from bench import Component, hookimpl
+from bench_gru_lion.gru import GRULanguageModel
+from bench_gru_lion.lion import Lion, lion
+
+GRU = Component("gru", GRULanguageModel,
+                {"n_layer": 1, "n_embd": 256, "n_hidden": 256, "dropout": 0.0},
+                "GRU language model: embedding -> n_layer GRU -> dropout -> linear head")
+LION = Component("lion", lion, {"betas": [0.9, 0.99], "weight_decay": 0.0},
+                 "Lion (Chen et al. 2023): sign of interpolated momentum, decoupled weight decay")
+
+__all__ = ["GRU", "LION", "GRULanguageModel", "Lion", "bench_models", "bench_optimizers"]
+
+
+@hookimpl
+def bench_models() -> list[Component]:
+    return [GRU]
+
+
+@hookimpl
+def bench_optimizers() -> list[Component]:
+    return [LION]

@@ -1,0 +1,27 @@
+"""The training-memory estimate and the warning for a cell that cannot fit."""
+
+from __future__ import annotations
+
+from bench.schema import TRAINER_KEYS
+from bench.training.footprint import estimate_training_bytes, too_large_warning
+
+CONFIG = {name: key.default for name, key in TRAINER_KEYS.items()} | {
+    "optimizer": "adamw", "n_layer": 2, "n_embd": 128, "n_head": 4, "batch_size": 16, "seq_len": 128}
+
+
+def test_the_estimate_adds_weights_gradients_moments_and_activations():
+    estimate = estimate_training_bytes(CONFIG, params=1_000_000, vocab_size=50257)
+    assert estimate["weights"] == estimate["gradients"] == 4_000_000
+    assert estimate["optimizer_state"] == 8_000_000  # two AdamW moments
+    tokens = 16 * 128
+    assert estimate["activations"] == tokens * (2 * (16 * 128 + 4 * 128) * 4 + 3 * 50257 * 4)
+    assert estimate["total"] == sum(v for k, v in estimate.items() if k != "total")
+    assert estimate_training_bytes({**CONFIG, "optimizer": "sgd"}, 1_000_000, 256)["optimizer_state"] == 0
+
+
+def test_a_model_that_cannot_fit_gets_one_warning_line():
+    estimate = estimate_training_bytes(CONFIG, params=51_500_000_000, vocab_size=50257)
+    line = too_large_warning(estimate, free=24 << 30, name="gpt2-tiny-L48-adamw")
+    assert line.startswith("warning: gpt2-tiny-L48-adamw needs about 768.6 GiB to train (weights 191.9, ")
+    assert "24.0 GiB is free" in line and "\n" not in line
+    assert too_large_warning(estimate, free=None, name="x") is None
