@@ -19,8 +19,8 @@ from bench.errors import ConfigError
 from bench.matrix import Matrix
 from bench.registry import Registry
 from bench.runner import run_cells
-from bench.store import ResultStore
-from bench.sweep.groups import Group, finite, trial_cell
+from bench.store import CellRecord, ResultStore
+from bench.sweep.groups import Group, finite, flops_per_token, trial_cell
 from bench.sweep.spec import SweepSpec
 from bench.sweep.strategies import GroupContext, Prune, Run, Strategy, distributions, strategy_for
 from bench.sweep.trials import GroupTrials, Outcome, open_storage
@@ -35,8 +35,8 @@ class Budget:
     spec: SweepSpec
     spent: dict[str, dict[str, float]] = field(default_factory=dict)
 
-    def update(self, cell: Cell, summary: dict[str, Any]) -> None:
-        self.spent[cell.id] = spent_by(cell.config, summary, self.spec.cost_per_hour)
+    def update(self, cell_id: str, used: dict[str, float]) -> None:
+        self.spent[cell_id] = used
 
     def total(self) -> dict[str, float]:
         keys = ("flops", "time_s", "cost")
@@ -48,15 +48,17 @@ class Budget:
                    (("flops", spec.max_flops), ("time_s", spec.max_time), ("cost", spec.max_cost)))
 
 
-def spent_by(config: dict[str, Any], summary: dict[str, Any], cost_per_hour: float) -> dict[str, float]:
-    """Training FLOPs, seconds and dollars a cell has used so far (its summary's figures when present)."""
-    used = summary.get("budget_used") or {}
-    step = summary.get("step") or summary.get("steps") or 0
-    tokens = step * config["batch_size"] * config["grad_accum"] * config["seq_len"]
-    flops = used.get("flops") or summary.get("train_flops") or (summary.get("flops_per_token") or 0) * tokens
-    time_s = used.get("time_s") or summary.get("train_time_s") or 0.0
-    cost = used.get("cost") or time_s / 3600 * cost_per_hour
-    return {"flops": float(flops), "time_s": float(time_s), "cost": float(cost)}
+def spent_by(summary: dict[str, Any], record: CellRecord, flops_per_token: float, cost_per_hour: float) -> dict:
+    """Training steps, tokens, FLOPs, seconds and dollars a cell has used so far: a finished cell's
+    ``budget_used``; for a paused one, its step and the training time of its last validation row."""
+    if summary.get("budget_used"):
+        return {k: float(summary["budget_used"].get(k) or 0) for k in ("steps", "tokens", "flops", "time_s", "cost")}
+    config, step = summary.get("config") or {}, int(summary.get("step") or 0)
+    tokens = step * config.get("batch_size", 0) * config.get("grad_accum", 1) * config.get("seq_len", 0)
+    times = [r["train_time_s"] for r in record.read_metrics() if r.get("step") == step and "train_time_s" in r]
+    time_s = float(times[-1]) if times else 0.0
+    return {"steps": step, "tokens": tokens, "flops": float(tokens * flops_per_token), "time_s": time_s,
+            "cost": time_s / 3600 * cost_per_hour}
 
 
 @dataclass
@@ -137,8 +139,12 @@ class SweepRun:
                 self.interrupted = result.interrupted
                 return None
             summary = record.read_summary() or {}
-        budget.update(cell, summary)
+        budget.update(cell.id, self._spent(cell, summary))
         return self._outcome(cell, summary)
+
+    def _spent(self, cell: Cell, summary: dict[str, Any]) -> dict[str, float]:
+        fpt = 0.0 if summary.get("budget_used") else flops_per_token(cell.config, self.registry)
+        return spent_by(summary, self.store.cell(cell.id), fpt, self.spec.cost_per_hour)
 
     def _outcome(self, cell: Cell, summary: dict[str, Any]) -> Outcome:
         status = summary.get("status", "error")
@@ -151,7 +157,8 @@ class SweepRun:
         record = self.store.cell(cell.id)
         summary = record.read_summary() or {}
         if summary.get("status") not in FINAL:
-            summary = {**summary, "status": "pruned", "pruned_at_step": summary.get("step")}
+            summary = {**summary, "status": "pruned", "pruned_at_step": summary.get("step"),
+                       "budget_used": self._spent(cell, summary)}
             record.write_summary(summary)
             CheckpointStore(record.path / CHECKPOINT_DIR, cell.id).clear()  # a pruned trial never resumes
         return self._outcome(cell, summary)

@@ -10,11 +10,12 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from bench.cells import KIND_KEYS, Cell, cell_id, resolve_config
+from bench.cells import KIND_KEYS, Cell, cell_id, component_params, resolve_config
 from bench.errors import ConfigError
 from bench.matrix import Matrix, closest
 from bench.registry import Registry
 from bench.schema import TRAINER_KEYS
+from bench.shapes import shapes_only
 from bench.sweep.spec import PLANNED, SweepSpec
 
 
@@ -117,6 +118,19 @@ def trial_cell(matrix: Matrix, spec: SweepSpec, group: Group, params: dict[str, 
     if seed != matrix.seeds[0] or final:
         parts.append(f"seed{seed}")
     return Cell(cell_id(config), "-".join(p for p in parts if p), config)
+
+
+def flops_per_token(config: dict[str, Any], registry: Registry) -> float:
+    """The model's own training FLOPs per token, from its shapes (no weights are allocated)."""
+    model = registry.get("model", config["model"])
+    if config.get("tokenizer") is None:
+        vocab = int(config["vocab_size"])
+    else:
+        tokenizer = registry.get("tokenizer", config["tokenizer"])
+        vocab = tokenizer.factory(**component_params(config, tokenizer)).vocab_size
+    with shapes_only():
+        built = model.factory(vocab, **component_params(config, model))
+    return float(built.flops_per_token(config["seq_len"]))
 
 
 def finite(value: Any) -> bool:

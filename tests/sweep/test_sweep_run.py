@@ -126,3 +126,63 @@ lr = { loguniform = [1e-3, 1e-1] }
     study = studies(outputs, "killed")["all"]
     assert [t.params for t in study.trials] == reference_proposals(sweep, 3)
     assert all(t.state.name == "COMPLETE" for t in study.trials)
+
+
+def summaries(outputs: Path, name: str) -> dict[str, dict]:
+    return {p.parent.name: json.loads(p.read_text()) for p in (outputs / name).glob("*/summary.json")}
+
+
+def test_hyperband_prunes_and_promoted_trials_resume_from_their_checkpoint(write_matrix, tmp_path, capsys):
+    # R = 3 units of 2 steps, eta = 3: bracket s=1 runs 3 configurations to 2 steps and the best to 6;
+    # bracket s=0 runs 2 configurations to 6 steps.
+    path = write_matrix(TINY.replace("max_steps = 8\n", "") + """
+[sweep]
+strategy = "hyperband"
+max_resource = 3
+eta = 3
+resource_steps = 2
+[sweep.space]
+lr = { loguniform = [1e-3, 1e-1] }
+""", name="hb")
+    outputs = tmp_path / "out"
+    assert main(["run", str(path), "--outputs", str(outputs)]) == 0
+    study = studies(outputs, "hb")["all"]
+    first = [t for t in study.trials if t.user_attrs["bracket"] == 1]
+    assert len(first) == 3 and len(study.trials) == 5
+    cells = summaries(outputs, "hb")
+    by_trial = {t.number: cells[t.user_attrs["cell_id"]] for t in study.trials}
+    statuses = sorted(by_trial[t.number]["status"] for t in first)
+    assert statuses == ["ok", "pruned", "pruned"]
+    winner = next(by_trial[t.number] for t in first if by_trial[t.number]["status"] == "ok")
+    losers = [by_trial[t.number] for t in first if by_trial[t.number]["status"] == "pruned"]
+    assert winner["resumed_at_steps"] == [2] and winner["steps"] == 6  # continued, not restarted
+    assert all(s["step"] == 2 and s["val_loss"] >= min(
+        json.loads(line)["val_loss"] for line in (outputs / "hb" / winner["id"] / "metrics.jsonl").read_text().splitlines()
+        if '"kind": "step"' in line) for s in losers)
+    assert all(s["budget_used"]["steps"] == 2 and s["budget_used"]["flops"] > 0 for s in losers)
+    assert not any((outputs / "hb" / s["id"] / "checkpoints").exists() and
+                   any((outputs / "hb" / s["id"] / "checkpoints").iterdir()) for s in losers)
+    assert "sweep trials (hyperband" in capsys.readouterr().out
+
+
+def test_lr_range_doubles_until_a_real_cell_diverges(write_matrix, tmp_path):
+    path = write_matrix(TINY.replace('optimizer = "adam"', 'optimizer = "sgd"') + """
+[sweep]
+strategy = "lr-range"
+trials = 8
+lr_start = 1.0
+lr_factor = 4.0
+fractions = [0.5]
+""", name="lrr")
+    outputs = tmp_path / "out"
+    assert main(["run", str(path), "--outputs", str(outputs)]) == 0
+    study = studies(outputs, "lrr")["all"]
+    cells = summaries(outputs, "lrr")
+    tried = [(t.params["lr"], cells[t.user_attrs["cell_id"]]["status"]) for t in study.trials]
+    first = next(i for i, (_, status) in enumerate(tried) if status == "diverged")
+    divergent = tried[first][0]
+    # x4 from 1.0 while cells train fine, up to the first LR whose real cell diverges...
+    assert [lr for lr, _ in tried[:first + 1]] == [4.0**k for k in range(first + 1)]
+    assert all(status == "ok" for _, status in tried[:first]) and first >= 1
+    # ...then the fraction of the divergent LR: the boundary lies between the last ok LR and it.
+    assert [lr for lr, _ in tried[first + 1:]] == [divergent * 0.5]
