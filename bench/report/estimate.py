@@ -24,7 +24,7 @@ def estimate_table(estimates: list[CellEstimate], totals: dict[str, float]) -> s
                  f"${totals['cost']:.2f}", "", "", ""])
     return tabulate(rows, headers=["cell", "params", "FLOPs/token", "planned steps", "planned tokens",
                                    "worst step 10-19 ms [step]", "hours", "cost", "peak mem MB",
-                                   "checkpoint MB", "weights MB"], tablefmt="github")
+                                   "checkpoint MB", "weights MB"], tablefmt="github", disable_numparse=True)
 
 
 def read_estimate(folder: Path) -> dict[str, Any] | None:
