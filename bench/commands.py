@@ -95,16 +95,36 @@ def _train(cells: list[Cell], matrix: Matrix, manager: pluggy.PluginManager, reg
 
 
 def _dry_run_table(cells: list[Cell], registry: Registry) -> str:
-    rows = []
+    from bench.budget import planned_steps
+
+    rows, train_tokens = [], {}
     for cell in cells:
         config = cell.config
         component = registry.get("model", config["model"])
         with shapes_only():
             model = component.factory(_vocab_size(config, registry), **component_params(config, component))
         counts = model.parameter_counts()
-        rows.append([cell.id, cell.name, f"{counts['total']:,}", f"{counts['non_embedding']:,}",
-                     f"{model.flops_per_token(config['seq_len']):.3g}"])
-    return tabulate(rows, headers=["id", "name", "params", "non-embedding", "train FLOPs/token"])
+        per_token = model.flops_per_token(config["seq_len"])
+        _, steps = planned_steps(config, _train_tokens(config, registry, train_tokens), per_token)
+        tokens = steps * config["batch_size"] * config["grad_accum"] * config["seq_len"]
+        rows.append([cell.id, cell.name, f"{counts['total']:,}", f"{counts['non_embedding']:,}", f"{per_token:.3g}",
+                     f"{steps:,}", f"{tokens:,}", f"{per_token * tokens:.3g}"])
+    return tabulate(rows, headers=["id", "name", "params", "non-embedding", "train FLOPs/token", "steps", "tokens",
+                                   "train FLOPs"], disable_numparse=True)
+
+
+def _train_tokens(config: dict, registry: Registry, cache: dict) -> int:
+    """Tokens in the cell's train split, read only when the step count depends on it (no max_steps,
+    steps_per_epoch or token/FLOP budget); tokenized splits come from the token cache."""
+    if config["max_steps"] or config["steps_per_epoch"] or config["max_tokens"] or config["max_flops"]:
+        return 0
+    from bench.data.loading import load_cell_data
+
+    dataset = registry.get("dataset", config["dataset"])
+    key = (dataset.name, repr(sorted(component_params(config, dataset).items())), config["tokenizer"])
+    if key not in cache:
+        cache[key] = int(load_cell_data(config, registry, torch.device("cpu")).splits["train"].numel())
+    return cache[key]
 
 
 def _vocab_size(config: dict, registry: Registry) -> int:
