@@ -24,7 +24,8 @@ def prepare(matrix: Matrix, registry: Registry, where: str) -> tuple[SweepSpec, 
     """Parse and check the sweep completely; writes nothing."""
     spec = parse_sweep(matrix.sweep, where)
     groups = build_groups(matrix, spec, registry, where)
-    configs = check_space(groups, spec, matrix, registry, where)
+    configs = check_space(groups, spec, matrix, registry, where,
+                          warn=lambda line: print(f"bench: {line}", file=sys.stderr))
     return spec, groups, configs
 
 
@@ -40,7 +41,8 @@ def describe(spec: SweepSpec, groups: list[Group]) -> str:
         lines.append(f"  brackets (configurations x units of {spec.options['resource_steps']} steps):")
         lines.append(tabulate(rows, headers=["s"] + [f"rung {i}" for i in range(len(rows[0]) - 1)]))
     if spec.final_seeds:
-        lines.append(f"  then the best of each group over seeds {spec.final_seeds}")
+        extra = ", ".join(f"{k} = {v}" for k, v in spec.final_overrides.items())
+        lines.append(f"  then the best of each group over seeds {spec.final_seeds}" + (f" with {extra}" if extra else ""))
     return "\n".join(lines)
 
 

@@ -121,6 +121,7 @@ class SweepRun:
             cell = trial_cell(self.matrix, self.spec, group, request.params, self.registry, halt_at_step=halt)
         except ConfigError as exc:  # a combination of in-range values can still be impossible
             self.say(f"sweep {group.label} trial {request.number}: skipped, invalid: {exc}")
+            ctx.trials.tag(request.number, reason=str(exc)[-300:])
             return Outcome("", "invalid")
         ctx.trials.tag(request.number, cell_id=cell.id)
         record = self.store.cell(cell.id)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable
 
 from bench.cells import KIND_KEYS, Cell, cell_id, component_params, resolve_config
 from bench.errors import ConfigError
@@ -88,18 +88,29 @@ def probe_values(spec: SweepSpec) -> list[dict[str, Any]]:
     return probes
 
 
-def check_space(groups: list[Group], spec: SweepSpec, matrix: Matrix, registry: Registry, where: str) -> list[dict]:
-    """Resolve every group at every probe; return the configs (for data preflight)."""
+def check_space(groups: list[Group], spec: SweepSpec, matrix: Matrix, registry: Registry, where: str,
+                warn: Callable[[str], None]) -> list[dict]:
+    """Resolve every group at every probe; return the configs (for data preflight).
+
+    The all-lows probe must resolve: it catches unknown keys, wrong types and budgets that leave no
+    step. Other corners may legitimately be impossible (a model over max_checkpoint_mb, heads that
+    do not divide the width): the sweep then skips such proposals as ``invalid``, after a warning.
+    """
     configs = []
     for group in groups:
         if spec.final_seeds and spec.final_overrides:
             configs.append(resolve_config({**group.base, **probe_values(spec)[0], **fixed_keys(spec),
                                            "seed": matrix.seeds[0], **spec.final_overrides}, registry,
                                           f"{where}, sweep group {group.label}, final_overrides"))
-        for probe in probe_values(spec):
+        for index, probe in enumerate(probe_values(spec)):
             shown = ", ".join(f"{k}={_format(v)}" for k, v in probe.items())
-            configs.append(resolve_config({**group.base, **probe, **fixed_keys(spec), "seed": matrix.seeds[0]},
-                                          registry, f"{where}, sweep group {group.label} at {shown}"))
+            user = {**group.base, **probe, **fixed_keys(spec), "seed": matrix.seeds[0]}
+            try:
+                configs.append(resolve_config(user, registry, f"{where}, sweep group {group.label} at {shown}"))
+            except ConfigError as exc:
+                if index == 0:
+                    raise
+                warn(f"warning: part of the search space is impossible, those trials will be skipped: {exc}")
     return configs
 
 

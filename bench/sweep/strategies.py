@@ -76,12 +76,17 @@ def sampled(ctx: GroupContext) -> Strategy:
     if spec.strategy == "grid":
         limit = min(limit or grid_size(spec), grid_size(spec))
     make = _sampler_factory(ctx, spec.strategy)
-    count = 0
-    while (limit is None or count < limit) and not ctx.exhausted():
+    # Impossible proposals (over max_checkpoint_mb, heads not dividing the width) do not use up the
+    # budget; the cap on them ends a search whose space is mostly impossible.
+    count, invalid, invalid_cap = 0, 0, max(10, 3 * (limit or 0))
+    while (limit is None or count < limit) and not ctx.exhausted() and invalid < invalid_cap:
         number, params = ctx.trials.propose(make=make)
         outcome = yield Run(number, params)
         ctx.trials.finish(number, outcome)
-        count += 1
+        if outcome.status == "invalid":
+            invalid += 1
+        else:
+            count += 1
 
 
 def halving(ctx: GroupContext) -> Strategy:

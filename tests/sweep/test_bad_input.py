@@ -26,7 +26,7 @@ optimizer = "adam"
     ('strategy = "random"\ntrials = 2\nper = ["colour"]\n[sweep.space]\nlr = { loguniform = [1e-4, 1e-1] }',
      "sweep.per names 'colour', which no cell has"),
     ('strategy = "random"\ntrials = 2\n[sweep.space]\nn_head = { int = [3, 3] }', "is empty"),
-    ('strategy = "random"\ntrials = 2\n[sweep.space]\nn_head = { choice = [2, 3] }', "n_head"),
+    ('strategy = "random"\ntrials = 2\n[sweep.space]\nn_head = { choice = [3, 4] }', "n_head"),
     ('strategy = "random"\n[sweep.space]\nlr = { loguniform = [1e-4, 1e-1] }', "needs a budget"),
 ])
 def test_bad_sweep_is_one_line_exit_2_nothing_written(write_matrix, tmp_path, capsys, sweep, message):

@@ -138,3 +138,15 @@ def test_lr_range_finds_the_divergence_boundary(context):
 def test_lr_range_stops_at_the_trials_budget(context):
     ctx = context("s", {"strategy": "lr-range", "trials": 3, "lr_start": 1e-3})
     assert len(drive(ctx)) == 3
+
+
+def test_impossible_proposals_do_not_use_up_the_trials(context):
+    ctx = context("s", {"strategy": "random", "trials": 3, "space": SPACE})
+
+    def evaluate(request):  # deep models are over a (pretend) size cap
+        status = "invalid" if request.params["n_layer"] >= 3 else "ok"
+        return Outcome("", status) if status == "invalid" else ok(request)
+
+    requests = drive(ctx, evaluate)
+    assert sum(r.params["n_layer"] < 3 for r in requests) == 3
+    assert len(requests) > 3  # this seed proposes some deep ones too
