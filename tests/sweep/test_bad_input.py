@@ -46,3 +46,13 @@ def test_dry_run_describes_the_sweep(write_matrix, tmp_path, capsys):
     out = capsys.readouterr().out
     assert "9 x 1" in out and "3 x 3" in out and "1 x 9" in out and "nothing trained" in out
     assert not (tmp_path / "out").exists()
+
+
+def test_budget_that_leaves_zero_steps(write_matrix, tmp_path, capsys):
+    path = write_matrix(BASE.replace("max_steps = 4", "max_flops = 1000.0") +
+                        '[sweep]\nstrategy = "random"\ntrials = 2\n[sweep.space]\nlr = { loguniform = [1e-4, 1e-1] }',
+                        name="zero")
+    assert main(["run", str(path), "--outputs", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "max_flops" in err and "less than one step" in err
+    assert not (tmp_path / "out").exists()

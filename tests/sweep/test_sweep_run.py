@@ -67,6 +67,11 @@ lr = { loguniform = [1e-3, 1e-1] }
     shown = capsys.readouterr().out
     assert "best configuration per group" in shown and "optimizer=adam" in shown
 
+    plots = tmp_path / "plots"
+    assert main(["report", "--outputs", str(outputs), "--matrix", "fair", "--tables", "sweep", "--plots", str(plots)]) == 0
+    assert (plots / "fair" / "sweep_lr.png").stat().st_size > 1000
+    assert "best_val_loss vs lr" in capsys.readouterr().out
+
     best = tmp_path / "best.toml"
     assert main(["report", "--outputs", str(outputs), "--matrix", "fair", "--best-config", str(best)]) == 0
     text = best.read_text()
