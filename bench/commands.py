@@ -169,7 +169,8 @@ def report(*, outputs: str, matrix: str | None, sort: str, fmt: str, where: list
     for name, summaries in _matrix_summaries(outputs, matrix, where).items():
         frame = tables.sort_frame(tables.summaries_frame(summaries), sort)
         sections = tables.build_sections(frame, sort=sort, peak_tflops=peak_tflops,
-                                         which=tuple(w for w in which or tables.TABLE_KEYS if w not in ("hellaswag", "sweep", "estimate")))
+                                         which=tuple(w for w in which or tables.TABLE_KEYS
+                                                     if w not in ("hellaswag", "sweep", "estimate")))
         for section in sections:
             if section.key == "perplexity":
                 section.table = _with_hellaswag(section.table, frame)
@@ -230,10 +231,11 @@ def write_best_config(outputs: str, matrix: str | None, path: str) -> int:
     from bench.store import atomic_write_bytes
     from bench.sweep import report as sweep_report
 
-    names = [matrix] if matrix else [n for n in matrix_names(outputs) if sweep_report.has_sweep(ResultStore(outputs, n))]
+    names = [matrix] if matrix else [n for n in matrix_names(outputs)
+                                     if sweep_report.has_sweep(ResultStore(outputs, n))]
     if len(names) != 1 or not sweep_report.has_sweep(ResultStore(outputs, names[0])):
-        raise BenchError(f"--best-config needs exactly one sweep under {outputs!r} (found {', '.join(names) or 'none'}); "
-                         "name it with --matrix")
+        raise BenchError(f"--best-config needs exactly one sweep under {outputs!r} "
+                         f"(found {', '.join(names) or 'none'}); name it with --matrix")
     text = sweep_report.best_config_toml(ResultStore(outputs, names[0]))
     if not text:
         raise BenchError(f"sweep {names[0]!r} has no finished trial yet; run it first")

@@ -22,7 +22,8 @@ def registry():
 def build(registry, model):
     component = registry.get("model", model)
     sizes = {"n_embd": 32, "n_hidden": 32, "n_layer": 2, "n_head": 2, "n_positions": 32}
-    return component.factory(64, **{**component.defaults, **{k: v for k, v in sizes.items() if k in component.defaults}})
+    chosen = {k: v for k, v in sizes.items() if k in component.defaults}
+    return component.factory(64, **{**component.defaults, **chosen})
 
 
 @pytest.mark.parametrize("model", ["gpt1", "lstm"])

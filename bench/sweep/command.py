@@ -42,7 +42,8 @@ def describe(spec: SweepSpec, groups: list[Group]) -> str:
         lines.append(tabulate(rows, headers=["s"] + [f"rung {i}" for i in range(len(rows[0]) - 1)]))
     if spec.final_seeds:
         extra = ", ".join(f"{k} = {v}" for k, v in spec.final_overrides.items())
-        lines.append(f"  then the best of each group over seeds {spec.final_seeds}" + (f" with {extra}" if extra else ""))
+        lines.append(f"  then the best of each group over seeds {spec.final_seeds}"
+                     + (f" with {extra}" if extra else ""))
     return "\n".join(lines)
 
 
@@ -69,7 +70,7 @@ def run_sweep_matrix(matrix: Matrix, path: str, *, registry: Registry, hooks: An
         print(f"bench: stopped by {sweep.interrupted}; run the same command again to resume the sweep",
               file=sys.stderr)
         return stop.exit_code
-    from bench.sweep.report import sweep_sections
     from bench.report.render import render_document
+    from bench.sweep.report import sweep_sections
     print(render_document({matrix.name: sweep_sections(store)}, "github"))
     return 0

@@ -81,7 +81,7 @@ class SweepRun:
         storage = open_storage(self.store.path)
         contexts = {g.label: self._context(storage, g) for g in self.groups}
         active: dict[str, tuple[Strategy, Any]] = {}
-        for label, (ctx, budget) in contexts.items():
+        for label, (ctx, _) in contexts.items():
             strategy = strategy_for(ctx)
             request = next(strategy, None)
             if request is not None:
@@ -152,7 +152,8 @@ class SweepRun:
         value = summary.get("val_loss") if status == "paused" else summary.get(self.spec.metric)
         if status == "pruned":
             value = summary.get("val_loss", summary.get(self.spec.metric))
-        return Outcome(cell.id, status, float(value) if finite(value) else None, summary.get("step"))
+        return Outcome(cell.id, status, float(value) if value is not None and finite(value) else None,
+                       summary.get("step"))
 
     def _prune(self, cell: Cell, request: Prune) -> Outcome:
         record = self.store.cell(cell.id)

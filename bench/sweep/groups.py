@@ -59,9 +59,9 @@ def build_groups(matrix: Matrix, spec: SweepSpec, registry: Registry, where: str
     resolved = [resolve_config({**matrix.defaults, **combo, "seed": matrix.seeds[0], **probe_values(spec)[0],
                                 **fixed_keys(spec)}, registry, f"{where}, base cell {i + 1}")
                 for i, combo in enumerate(matrix.combinations)]
-    for key in spec.per:
-        if not any(key in config for config in resolved):
-            raise ConfigError(f"{where}: sweep.per names {key!r}, which no cell has; use keys the cells have, "
+    for name in spec.per:
+        if not any(name in config for config in resolved):
+            raise ConfigError(f"{where}: sweep.per names {name!r}, which no cell has; use keys the cells have, "
                               f"e.g. optimizer or model")
     groups: dict[str, Group] = {}
     for combo, config in zip(matrix.combinations, resolved):

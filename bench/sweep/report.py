@@ -77,8 +77,8 @@ def _value(row: TrialRow, metric: str) -> float | None:
 def best_row(group: GroupView) -> TrialRow | None:
     metric = _metric(group.settings)
     sign = -1 if group.settings.get("direction") == "maximize" else 1
-    done = [r for r in group.trials if r.status == "ok" and _value(r, metric) is not None]
-    return min(done, key=lambda r: (sign * _value(r, metric), r.number)) if done else None
+    scored = [(value, r) for r in group.trials if r.status == "ok" and (value := _value(r, metric)) is not None]
+    return min(scored, key=lambda pair: (sign * pair[0], pair[1].number))[1] if scored else None
 
 
 def trials_table(groups: list[GroupView]) -> pd.DataFrame:
@@ -91,7 +91,8 @@ def trials_table(groups: list[GroupView]) -> pd.DataFrame:
             if "bracket" in row.attrs:
                 entry.update({"Bracket": row.attrs["bracket"], "Rung": row.attrs.get("rung")})
             used = s.get("budget_used") or {}
-            entry.update({"Steps": s.get("step") or s.get("steps"), "Train FLOPs": used.get("flops", s.get("train_flops")),
+            entry.update({"Steps": s.get("step") or s.get("steps"),
+                          "Train FLOPs": used.get("flops", s.get("train_flops")),
                           "Train time (s)": used.get("time_s", s.get("train_time_s")),
                           metric: _value(row, metric), "Status": row.status})
             rows.append(entry)
@@ -107,7 +108,7 @@ def best_table(groups: list[GroupView], store: ResultStore) -> pd.DataFrame:
         if best is not None:
             entry.update(_shown(best.params))
             entry.update({"Best trial": best.number, metric: _value(best, metric)})
-        finals = [s.get(metric) for s in (store.cell(c).read_summary() for c in group.final_cells)
+        finals = [float(s[metric]) for s in (store.cell(c).read_summary() for c in group.final_cells)
                   if s and s.get("status") == "ok" and isinstance(s.get(metric), (int, float))]
         if finals:
             entry.update({f"{metric} over final seeds": statistics.fmean(finals),
@@ -192,16 +193,17 @@ OMIT = ("seed", "halt_at_step")
 def best_config_toml(store: ResultStore) -> str:
     """The best trial of each group as a plain matrix file (no [sweep]) that `bench run` accepts."""
     groups = load_groups(store)
-    configs = []
+    configs, trial_seeds = [], []
     for group in groups:
         best = best_row(group)
         if best is not None:
             config = json.loads((store.cell(best.attrs["cell_id"]).path / "config.json").read_text())["config"]
             configs.append({k: v for k, v in config.items() if k not in OMIT and v is not None})
+            trial_seeds.append(config.get("seed", 0))
     if not configs:
         return ""
     settings = groups[0].settings
-    seeds = settings.get("final_seeds") or [best_row(groups[0]).summary.get("config", {}).get("seed", 0)]
+    seeds = settings.get("final_seeds") or trial_seeds[:1]
     common = {k: v for k, v in configs[0].items() if all(c.get(k) == v for c in configs)}
     lines = [f"# Best configuration of each group of sweep {store.path.name!r} by {_metric(settings)}",
              f"name = {json.dumps(store.path.name + '-best')}", f"seeds = {_toml_value(seeds)}", "", "[defaults]"]

@@ -90,7 +90,8 @@ class SweepSpec:
     def to_dict(self) -> dict[str, Any]:
         out = {k: getattr(self, k) for k in KEYS if k not in ("space",) and hasattr(self, k)}
         out.update(self.options)
-        out["space"] = {name: {"kind": p.kind, "log": p.log, "describe": p.describe()} for name, p in self.space.items()}
+        out["space"] = {name: {"kind": p.kind, "log": p.log, "describe": p.describe()}
+                        for name, p in self.space.items()}
         return out
 
 

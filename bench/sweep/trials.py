@@ -18,6 +18,7 @@ from typing import Any, Mapping
 import optuna
 from optuna.distributions import BaseDistribution
 from optuna.samplers import BaseSampler, GridSampler, QMCSampler, RandomSampler, TPESampler
+from optuna.study import StudyDirection
 from optuna.trial import TrialState
 
 from bench.sweep.space import Param
@@ -82,7 +83,9 @@ class GroupTrials:
     def __init__(self, storage: optuna.storages.BaseStorage, name: str, direction: str,
                  distributions: dict[str, BaseDistribution]):
         self.storage = storage
-        self.study = optuna.create_study(storage=storage, study_name=name, direction=direction, load_if_exists=True)
+        self.study = optuna.create_study(storage=storage, study_name=name, load_if_exists=True,
+                                         direction=StudyDirection.MAXIMIZE if direction == "maximize"
+                                         else StudyDirection.MINIMIZE)
         self.study_id = storage.get_study_id_from_name(name)
         self.distributions = distributions
         self.cursor = 0
@@ -106,9 +109,9 @@ class GroupTrials:
         """
         stored = self.study.get_trials(deepcopy=False)
         if self.cursor < len(stored):
-            trial = stored[self.cursor]
+            replayed = stored[self.cursor]
             self.cursor += 1
-            return trial.number, dict(trial.params)
+            return replayed.number, dict(replayed.params)
         if fixed is not None:
             self.study.enqueue_trial(fixed, skip_if_exists=False)
         if make is not None:

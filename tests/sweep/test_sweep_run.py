@@ -14,7 +14,7 @@ import pytest
 from bench.cli import main
 from bench.sweep.spec import parse_sweep
 from bench.sweep.strategies import GroupContext, distributions, strategy_for
-from bench.sweep.trials import GroupTrials, Outcome, open_storage
+from bench.sweep.trials import GroupTrials, Outcome
 
 TINY = """
 [defaults]
@@ -68,7 +68,8 @@ lr = { loguniform = [1e-3, 1e-1] }
     assert "best configuration per group" in shown and "optimizer=adam" in shown
 
     plots = tmp_path / "plots"
-    assert main(["report", "--outputs", str(outputs), "--matrix", "fair", "--tables", "sweep", "--plots", str(plots)]) == 0
+    assert main(["report", "--outputs", str(outputs), "--matrix", "fair", "--tables", "sweep",
+                 "--plots", str(plots)]) == 0
     assert (plots / "fair" / "sweep_lr.png").stat().st_size > 1000
     assert "best_val_loss vs lr" in capsys.readouterr().out
 
@@ -161,9 +162,9 @@ lr = { loguniform = [1e-3, 1e-1] }
     winner = next(by_trial[t.number] for t in first if by_trial[t.number]["status"] == "ok")
     losers = [by_trial[t.number] for t in first if by_trial[t.number]["status"] == "pruned"]
     assert winner["resumed_at_steps"] == [2] and winner["steps"] == 6  # continued, not restarted
-    assert all(s["step"] == 2 and s["val_loss"] >= min(
-        json.loads(line)["val_loss"] for line in (outputs / "hb" / winner["id"] / "metrics.jsonl").read_text().splitlines()
-        if '"kind": "step"' in line) for s in losers)
+    winner_rows = (outputs / "hb" / winner["id"] / "metrics.jsonl").read_text().splitlines()
+    winner_at_2 = min(json.loads(line)["val_loss"] for line in winner_rows if '"kind": "step"' in line)
+    assert all(s["step"] == 2 and s["val_loss"] >= winner_at_2 for s in losers)
     assert all(s["budget_used"]["steps"] == 2 and s["budget_used"]["flops"] > 0 for s in losers)
     assert not any((outputs / "hb" / s["id"] / "checkpoints").exists() and
                    any((outputs / "hb" / s["id"] / "checkpoints").iterdir()) for s in losers)
