@@ -97,7 +97,8 @@ def _train(cells: list[Cell], matrix: Matrix, manager: pluggy.PluginManager, reg
 def _dry_run_table(cells: list[Cell], registry: Registry) -> str:
     from bench.budget import planned_steps
 
-    rows, train_tokens = [], {}
+    rows: list[list[str]] = []
+    train_tokens: dict[tuple, int] = {}
     for cell in cells:
         config = cell.config
         component = registry.get("model", config["model"])

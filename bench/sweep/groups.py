@@ -65,13 +65,13 @@ def build_groups(matrix: Matrix, spec: SweepSpec, registry: Registry, where: str
                               f"e.g. optimizer or model")
     groups: dict[str, Group] = {}
     for combo, config in zip(matrix.combinations, resolved):
-        key = {k: config.get(k) for k in spec.per}
-        label = ",".join(f"{k}={_format(v)}" for k, v in key.items()) or "all"
+        values = {k: config.get(k) for k in spec.per}
+        label = ",".join(f"{k}={_format(v)}" for k, v in values.items()) or "all"
         if label in groups:
             varying = sorted(k for k in matrix.axes if k not in spec.per)
             raise ConfigError(f"{where}: several matrix cells fall in sweep group {label!r}; each group searches "
                               f"one base cell: add {', '.join(varying) or 'the differing keys'} to sweep.per")
-        groups[label] = Group(label, key, {**matrix.defaults, **combo})
+        groups[label] = Group(label, values, {**matrix.defaults, **combo})
     return list(groups.values())
 
 
