@@ -213,8 +213,11 @@ def estimate(path: str, *, device: str, filter_expr: str | None, steps: int, cos
     estimates = []
     for position, cell in enumerate(cells, start=1):
         print(f"[{position}/{len(cells)}] {cell.name}: timing {steps} steps on {target}", file=sys.stderr, flush=True)
-        estimates.append(estimate_cell(cell, registry, target, steps=steps, cost_per_hour=cost_per_hour,
-                                       say=lambda line: print(line, file=sys.stderr, flush=True)))
+        done = estimate_cell(cell, registry, target, steps=steps, cost_per_hour=cost_per_hour,
+                             say=lambda line: print(line, file=sys.stderr, flush=True))
+        print(f"[{position}/{len(cells)}] {cell.name}: worst step {done.worst_step_ms:.1f} ms x {done.planned_steps:,} "
+              f"steps = {done.hours:.3f} h, ${done.cost:.2f}", file=sys.stderr, flush=True)
+        estimates.append(done)
     total = totals(estimates)
     print(estimate_table(estimates, total))
     store = ResultStore(outputs, matrix.name)
