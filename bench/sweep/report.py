@@ -91,7 +91,8 @@ def trials_table(groups: list[GroupView]) -> pd.DataFrame:
             if "bracket" in row.attrs:
                 entry.update({"Bracket": row.attrs["bracket"], "Rung": row.attrs.get("rung")})
             used = s.get("budget_used") or {}
-            entry.update({"Steps": s.get("step") or s.get("steps"),
+            steps = s.get("step") or s.get("steps")
+            entry.update({"Steps": f"{int(steps):,}" if steps is not None else None,
                           "Train FLOPs": used.get("flops", s.get("train_flops")),
                           "Train time (s)": used.get("time_s", s.get("train_time_s")),
                           metric: _value(row, metric), "Status": row.status})
@@ -110,9 +111,10 @@ def best_table(groups: list[GroupView], store: ResultStore) -> pd.DataFrame:
             entry.update({"Best trial": best.number, metric: _value(best, metric)})
         finals = [float(s[metric]) for s in (store.cell(c).read_summary() for c in group.final_cells)
                   if s and s.get("status") == "ok" and isinstance(s.get(metric), (int, float))]
-        if finals:
-            entry.update({f"{metric} over final seeds": statistics.fmean(finals),
-                          "std": statistics.stdev(finals) if len(finals) > 1 else 0.0, "Seeds": len(finals)})
+        if group.final_cells:
+            entry.update({f"{metric} over final seeds": statistics.fmean(finals) if finals else None,
+                          "std": statistics.stdev(finals) if len(finals) > 1 else None,
+                          "Seeds ok": f"{len(finals)}/{len(group.final_cells)}"})
         rows.append(entry)
     return pd.DataFrame(rows)
 

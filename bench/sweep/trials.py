@@ -134,5 +134,10 @@ class GroupTrials:
             self.study.tell(number, state=TrialState.PRUNED)
         elif outcome.status == "ok" and outcome.metric is not None and math.isfinite(outcome.metric):
             self.study.tell(number, outcome.metric)
+        elif outcome.status == "diverged":
+            # The worst possible value, not a failure: TPE must learn that this region diverges
+            # (a failed trial is invisible to it and it would propose the same region again).
+            worst = math.inf if self.study.direction == StudyDirection.MINIMIZE else -math.inf
+            self.study.tell(number, worst)
         else:
             self.study.tell(number, state=TrialState.FAIL)

@@ -131,6 +131,9 @@ def test_lr_range_finds_the_divergence_boundary(context):
     assert lrs[:6] == pytest.approx(doubling)
     # Then fractions of 0.32; 0.16 (= 0.5 x 0.32) was tried while doubling and is not repeated.
     assert lrs[6:] == pytest.approx([0.24, 0.032])
+    # A diverged trial is the worst value for Optuna (TPE steers away), not an invisible failure.
+    values = {t.params["lr"]: t.value for t in ctx.trials.study.trials}
+    assert values[0.32] == math.inf and all(v < math.inf for lr, v in values.items() if lr <= boundary)
     largest_ok = max(lr for lr in lrs if lr <= boundary)
     assert largest_ok == pytest.approx(0.24) and min(lr for lr in lrs if lr > boundary) == pytest.approx(0.32)
 
