@@ -141,7 +141,17 @@ class SweepRun:
                 return None
             summary = record.read_summary() or {}
         budget.update(cell.id, self._spent(cell, summary))
-        return self._outcome(cell, summary)
+        return self._rung_outcome(cell, halt) or self._outcome(cell, summary)
+
+    def _rung_outcome(self, cell: Cell, halt: int) -> Outcome | None:
+        """A rung's result as it was when the cell halted there, read from its metrics rows: a cell
+        promoted since then (finished, pruned later, diverged later) must rank the same on replay."""
+        if not halt:
+            return None
+        rows = [r for r in self.store.cell(cell.id).read_metrics() if r.get("step") == halt and "val_loss" in r]
+        if not rows or not finite(rows[-1]["val_loss"]):
+            return None
+        return Outcome(cell.id, "paused", float(rows[-1]["val_loss"]), halt)
 
     def _spent(self, cell: Cell, summary: dict[str, Any]) -> dict[str, float]:
         fpt = 0.0 if summary.get("budget_used") else flops_per_token(cell.config, self.registry)

@@ -170,6 +170,13 @@ lr = { loguniform = [1e-3, 1e-1] }
                    any((outputs / "hb" / s["id"] / "checkpoints").iterdir()) for s in losers)
     assert "sweep trials (hyperband" in capsys.readouterr().out
 
+    # The same command again replays the plan from storage and the cells' own rung rows: the
+    # promoted trial (now finished) ranks as it did at its rung, so nothing trains or changes.
+    stamps = {p: p.stat().st_mtime_ns for p in (outputs / "hb").glob("*/summary.json")}
+    assert main(["run", str(path), "--outputs", str(outputs)]) == 0
+    assert {p: p.stat().st_mtime_ns for p in (outputs / "hb").glob("*/summary.json")} == stamps
+    assert len(studies(outputs, "hb")["all"].trials) == 5
+
 
 def test_lr_range_doubles_until_a_real_cell_diverges(write_matrix, tmp_path):
     path = write_matrix(TINY.replace('optimizer = "adam"', 'optimizer = "sgd"') + """
