@@ -26,6 +26,7 @@ from bench.sweep.strategies import GroupContext, Prune, Run, Strategy, distribut
 from bench.sweep.trials import GroupTrials, Outcome, open_storage
 
 FINAL = ("ok", "diverged", "pruned")
+EXTENSIBLE = ("trials", "max_flops", "max_time", "max_cost", "cost_per_hour", "final_seeds", "final_overrides")
 
 
 @dataclass
@@ -101,16 +102,18 @@ class SweepRun:
 
     def _context(self, storage, group: Group) -> tuple[GroupContext, Budget]:
         trials = GroupTrials(storage, group.label, self.spec.direction, distributions(self.spec))
-        settings = {"sweep": self.spec.to_dict(), "group": group.key, "label": group.label,
-                    "base": {k: v for k, v in group.base.items()}}
-        stored = trials.study.user_attrs.get("settings")
-        if stored is None:
-            for key, value in settings.items():
-                trials.study.set_user_attr(key, value)
-            trials.study.set_user_attr("settings", json.dumps(settings, sort_keys=True, default=str))
-        elif stored != json.dumps(settings, sort_keys=True, default=str):
+        settings = {"sweep": self.spec.to_dict(), "group": group.key, "label": group.label, "base": dict(group.base)}
+        # What decides the proposals must not change under a started sweep; budgets and the final
+        # reruns may (raising `trials` extends a sweep: the stored trials replay, new ones follow).
+        fixed = {**settings, "sweep": {k: v for k, v in settings["sweep"].items() if k not in EXTENSIBLE}}
+        fingerprint = json.dumps(fixed, sort_keys=True, default=str)
+        stored = trials.study.user_attrs.get("fingerprint")
+        if stored is not None and stored != fingerprint:
             raise ConfigError(f"the [sweep] settings of {self.matrix.name!r} changed since {self.store.path}/sweep.db "
                               f"was written; restore them, or move that folder away to start a new sweep")
+        for key, value in settings.items():  # the latest budgets, for reports
+            trials.study.set_user_attr(key, value)
+        trials.study.set_user_attr("fingerprint", fingerprint)
         budget = Budget(self.spec)
         return GroupContext(self.spec, trials, budget.exhausted), budget
 

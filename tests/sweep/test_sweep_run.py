@@ -199,3 +199,18 @@ fractions = [0.5]
     assert all(status == "ok" for _, status in tried[:first]) and first >= 1
     # ...then the fraction of the divergent LR: the boundary lies between the last ok LR and it.
     assert [lr for lr, _ in tried[first + 1:]] == [divergent * 0.5]
+
+
+def test_raising_trials_extends_a_sweep_and_changing_the_space_is_refused(write_matrix, tmp_path, capsys):
+    body = TINY + '[sweep]\nstrategy = "random"\ntrials = {n}\n[sweep.space]\nlr = {{ loguniform = [1e-3, {high}] }}\n'
+    outputs = tmp_path / "out"
+    assert main(["run", str(write_matrix(body.format(n=1, high=0.1), name="ext")), "--outputs", str(outputs)]) == 0
+    first = studies(outputs, "ext")["all"].trials[0].params
+    assert main(["run", str(write_matrix(body.format(n=2, high=0.1), name="ext")), "--outputs", str(outputs)]) == 0
+    extended = studies(outputs, "ext")["all"].trials
+    assert len(extended) == 2 and extended[0].params == first
+    assert extended[1].params == reference_proposals(
+        {"strategy": "random", "trials": 2, "space": {"lr": {"loguniform": [1e-3, 0.1]}}}, 2)[1]
+    capsys.readouterr()
+    assert main(["run", str(write_matrix(body.format(n=2, high=0.2), name="ext")), "--outputs", str(outputs)]) == 2
+    assert "changed since" in capsys.readouterr().err
