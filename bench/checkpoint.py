@@ -17,23 +17,26 @@ damaged) or that torch cannot read is skipped with a warning. Falling back to ``
 no correctness: it is a full state (RNGs and sampler position included), so training replays
 the same steps to the same numbers. With neither readable the cell starts from scratch. A third
 ``previous`` file would double the disk spent on a case that atomic writes already make rare.
+
+The first save of a cell is read back with ``weights_only=True``. A state holding an object that
+loader refuses (a plugin optimizer keeping a numpy scalar, say) could never be resumed, so the
+store says so in one warning, deletes the file and turns checkpoints off for that cell: training
+goes on and the result is kept, it just cannot resume after a kill. Failing the cell instead
+would fail it again at the same point on every rerun, after the same wasted epoch.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
-import os
 import shutil
 import sys
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterable
 
 import torch
 
-from bench.store import atomic_write_json
+from bench.fileio import atomic_open, atomic_write_json, fsync_directory, sha256_file
 
 CHECKPOINT_DIR = "checkpoints"
 INDEX = "index.json"
@@ -57,31 +60,48 @@ class CheckpointStore:
         self.directory = Path(directory)
         self.cell_id = cell_id
         self.warn = warn
+        self.verified = False  # whether a save of this cell has been read back with weights_only
+        self.disabled = False  # the state cannot be loaded with weights_only: saves do nothing
 
     @property
     def index_path(self) -> Path:
         return self.directory / INDEX
 
-    def save(self, state: dict[str, Any], *, step: int, best: bool) -> Path:
-        """Write ``state`` as the latest checkpoint (and the best one when ``best``)."""
-        self.directory.mkdir(parents=True, exist_ok=True)
+    def save(self, state: dict[str, Any], *, step: int, best: bool) -> Path | None:
+        """Write ``state`` as the latest checkpoint (and the best one when ``best``); None when
+        checkpoints are off for this cell (see the module docstring)."""
+        if self.disabled:
+            return None
         payload = {"format": FORMAT, "cell_id": self.cell_id, "step": step, **state}
-        fd, tmp = tempfile.mkstemp(prefix=f".step-{step:08d}.", suffix=".tmp", dir=self.directory)
-        try:
-            with os.fdopen(fd, "wb") as handle:
-                torch.save(payload, handle)
-                handle.flush()
-                os.fsync(handle.fileno())
-            digest = _sha256(Path(tmp))  # of the bytes on disk, which is what a load will check
-            path = self.directory / f"step-{step:08d}-{digest[:16]}.pt"
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-        entry = {"file": path.name, "step": step, "sha256": digest}
+        with atomic_open(self.directory / f"step-{step:08d}") as out:
+            torch.save(payload, out.handle)
+            out.handle.flush()
+            digest = sha256_file(out.temp)  # of the bytes on disk, which is what a load will check
+            out.target = self.directory / f"step-{step:08d}-{digest[:16]}.pt"
+        if not self.verified and not self._loadable(out.target, payload):
+            return None
+        entry = {"file": out.target.name, "step": step, "sha256": digest}
         previous = self._read_index() or {}
         self._write_index({"latest": entry, "best": entry if best else previous.get("best")})
-        return path
+        return out.target
+
+    def _loadable(self, path: Path, payload: dict[str, Any]) -> bool:
+        """Read the first checkpoint back as :meth:`load` will; on refusal warn, clean up, turn off."""
+        try:
+            torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        except Exception as exc:  # noqa: BLE001 - the unpickler raises several types for this
+            found = _foreign_object(payload)
+            what = (f"a {found[1]} (at {found[0]})" if found
+                    else f"an object ({type(exc).__name__}: {(str(exc).splitlines() or [''])[0][:200]})")
+            self.warn(f"warning: checkpoints of this cell are turned off: its training state holds {what} that "
+                      "torch.load(weights_only=True) refuses, so no checkpoint could ever be resumed; training "
+                      "goes on without them (keep optimizer state in tensors or Python numbers)")
+            path.unlink(missing_ok=True)
+            self.clear()
+            self.disabled = True
+            return False
+        self.verified = True
+        return True
 
     def load(self) -> Restored | None:
         """The newest readable state, or None (with a warning when something was unreadable)."""
@@ -128,7 +148,7 @@ class CheckpointStore:
     def _read(self, entry: dict[str, Any]) -> dict[str, Any] | None:
         path = self.directory / entry["file"]
         try:
-            digest = _sha256(path)
+            digest = sha256_file(path)
         except OSError as exc:
             self.warn(f"warning: checkpoint {path} cannot be read ({exc.strerror or exc})")
             return None
@@ -155,29 +175,31 @@ class CheckpointStore:
 
     def _write_index(self, index: dict[str, Any]) -> None:
         atomic_write_json(self.index_path, index)
-        _fsync_directory(self.directory)  # make both renames durable before deleting anything
+        fsync_directory(self.directory)  # make both renames durable before deleting anything
         keep = {INDEX} | {entry["file"] for entry in index.values() if entry}
         for path in self.directory.iterdir():
             if path.name not in keep:
                 path.unlink(missing_ok=True)
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+# What torch.load(weights_only=True) accepts besides containers; used only to name what it refused.
+_SAFE_LEAVES = (torch.Tensor, int, float, bool, complex, str, bytes, type(None), torch.dtype, torch.device,
+                torch.Size, torch.memory_format, torch.layout)
 
 
-def _fsync_directory(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass  # some file systems cannot fsync a directory; the renames are still atomic
-    finally:
-        os.close(fd)
+def _foreign_object(obj: Any, where: str = "") -> tuple[str, str] | None:
+    """(path, type) of the first object in ``obj`` that is neither a container nor a safe leaf."""
+    items: Iterable[tuple[Any, Any]]
+    if isinstance(obj, dict):
+        items = obj.items()
+    elif isinstance(obj, (list, tuple)) and not isinstance(obj, torch.Size):
+        items = enumerate(obj)
+    elif type(obj) in _SAFE_LEAVES or isinstance(obj, torch.Tensor):
+        return None
+    else:
+        return where or "the top level", f"{type(obj).__module__}.{type(obj).__qualname__}"
+    for key, value in items:
+        found = _foreign_object(value, f"{where}.{key}" if where else str(key))
+        if found:
+            return found
+    return None

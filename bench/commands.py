@@ -59,7 +59,7 @@ def run_matrix(path: str, *, device: str, filter_expr: str | None, dry_run: bool
                                 dry_run=dry_run, filter_expr=filter_expr, force=force, executor=runner)
     cells = select_cells(resolve_cells(matrix, registry), filter_expr)
     if dry_run:
-        print(_dry_run_table(cells, registry))
+        print(_dry_run_table(cells, registry, resolve_device(device)))
         print(f"{len(cells)} cells in matrix {matrix.name!r}; nothing trained (--dry-run)")
         return 0
     return _train(cells, matrix, manager, registry, device=resolve_device(device), force=force, outputs=outputs,
@@ -69,6 +69,7 @@ def run_matrix(path: str, *, device: str, filter_expr: str | None, dry_run: bool
 def _train(cells: list[Cell], matrix: Matrix, manager: pluggy.PluginManager, registry: Registry, *,
            device: torch.device, force: bool, outputs: str, runner: Any) -> int:
     from bench.data.loading import check_data_available
+    from bench.data.token_cache import tokens_dir
     from bench.lock import MatrixLock
     from bench.report import tables
     from bench.runner import run_cells
@@ -79,6 +80,7 @@ def _train(cells: list[Cell], matrix: Matrix, manager: pluggy.PluginManager, reg
     # The lock refuses a second run on these outputs (exit 2); the stop turns SIGINT/SIGTERM into
     # "finish the step, checkpoint, exit".
     with MatrixLock(store.path) as lock, GracefulStop() as stop:
+        store.sweep_temp_files(tokens_dir())  # left by writes a kill interrupted
         print(f"bench: {len(cells)} cells of {matrix.name!r} on {device}, results in {store.path}",
               file=sys.stderr)
         outcome = run_cells(cells, registry=registry, hooks=manager.hook, store=store, device=device,
@@ -94,24 +96,34 @@ def _train(cells: list[Cell], matrix: Matrix, manager: pluggy.PluginManager, reg
     return 1 if outcome.failed else 0
 
 
-def _dry_run_table(cells: list[Cell], registry: Registry) -> str:
+def _dry_run_table(cells: list[Cell], registry: Registry, device: torch.device) -> str:
+    """One row per cell: sizes, FLOPs per token, planned steps, tokens and training FLOPs, and the
+    estimated training memory; then one warning line per cell whose estimate exceeds the device's
+    free memory."""
     from bench.budget import planned_steps
+    from bench.training.footprint import estimate_training_bytes, free_bytes, too_large_warning
 
     rows: list[list[str]] = []
+    warnings: list[str | None] = []
     train_tokens: dict[tuple, int] = {}
+    free = free_bytes(device)
     for cell in cells:
         config = cell.config
         component = registry.get("model", config["model"])
+        vocab = _vocab_size(config, registry)
         with shapes_only():
-            model = component.factory(_vocab_size(config, registry), **component_params(config, component))
+            model = component.factory(vocab, **component_params(config, component))
         counts = model.parameter_counts()
         per_token = model.flops_per_token(config["seq_len"])
         _, steps = planned_steps(config, _train_tokens(config, registry, train_tokens), per_token)
         tokens = steps * config["batch_size"] * config["grad_accum"] * config["seq_len"]
+        estimate = estimate_training_bytes(config, counts["total"], vocab)
+        warnings.append(too_large_warning(estimate, free, cell.name))
         rows.append([cell.id, cell.name, f"{counts['total']:,}", f"{counts['non_embedding']:,}", f"{per_token:.3g}",
-                     f"{steps:,}", f"{tokens:,}", f"{per_token * tokens:.3g}"])
-    return tabulate(rows, headers=["id", "name", "params", "non-embedding", "train FLOPs/token", "steps", "tokens",
-                                   "train FLOPs"], disable_numparse=True)
+                     f"{steps:,}", f"{tokens:,}", f"{per_token * tokens:.3g}", f"{estimate['total'] / (1 << 30):.2f}"])
+    table = tabulate(rows, headers=["id", "name", "params", "non-embedding", "train FLOPs/token", "steps", "tokens",
+                                    "train FLOPs", "est. GiB"], disable_numparse=True)
+    return "\n".join([table, *(line for line in warnings if line)])
 
 
 def _train_tokens(config: dict, registry: Registry, cache: dict) -> int:
@@ -200,7 +212,7 @@ def estimate(path: str, *, device: str, filter_expr: str | None, steps: int, cos
     from bench.data.loading import check_data_available
     from bench.estimate import ESTIMATE_FILE, check_steps, estimate_cell, totals
     from bench.report.estimate import estimate_table
-    from bench.store import atomic_write_json
+    from bench.fileio import atomic_write_json
 
     check_steps(steps, cost_per_hour)
     _, registry = _registry()
@@ -232,7 +244,7 @@ def estimate(path: str, *, device: str, filter_expr: str | None, steps: int, cos
 
 def write_best_config(outputs: str, matrix: str | None, path: str) -> int:
     """`bench report --best-config FILE`: the best trial of each sweep group as a plain matrix file."""
-    from bench.store import atomic_write_bytes
+    from bench.fileio import atomic_write_bytes
     from bench.sweep import report as sweep_report
 
     names = [matrix] if matrix else [n for n in matrix_names(outputs)

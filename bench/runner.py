@@ -22,7 +22,7 @@ from bench.evaluation.cell_hellaswag import score_in_run
 from bench.evaluation.perplexity import format_ppl
 from bench.registry import Registry
 from bench.selection import resolve_device
-from bench.store import CellRecord, ResultStore
+from bench.store import SETTLED_STATUSES, CellRecord, ResultStore
 from bench.training import Diverged, Halted, Interrupted, LoopState, is_out_of_memory, train_cell
 
 TRACEBACK_FILE = "traceback.txt"
@@ -36,10 +36,10 @@ class RunOutcome:
     interrupted: str | None = None  # the signal that stopped the run early, if one did
 
 
-# A rerun skips cells whose summary holds one of these: their outcome is a property of the
-# configuration (a sweep marks the trials it discards `pruned`). oom, error, interrupted and
-# paused cells run again, resuming from their checkpoint.
-FINAL_STATUSES = ("ok", "diverged", "pruned")
+# A rerun skips cells whose summary holds one of these (the store's settled statuses: ok,
+# diverged, pruned), as their outcome is a property of the configuration. oom, error,
+# interrupted and paused cells run again, resuming from their checkpoint.
+FINAL_STATUSES = SETTLED_STATUSES
 
 
 def _stderr(line: str) -> None:
@@ -109,7 +109,7 @@ def run_cells(cells: list[Cell], *, registry: Registry, hooks: Any, store: Resul
     todo = []
     for cell in cells:
         record = store.cell(cell.id)
-        previous = record.read_summary() or {}
+        previous = record.read_summary(verify_files=True) or {}
         if previous.get("status") in FINAL_STATUSES and not force:
             say(f"{session.label(cell)}: already {_done_word(previous)}, skipped (use --force to rerun)")
             outcome.skipped.append(cell.name)

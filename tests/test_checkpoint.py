@@ -125,7 +125,8 @@ def test_a_pickled_object_is_not_executed(store):
         def __reduce__(self):
             return (print, ("code ran during load",))
 
-    store.save({"model": {}, "evil": Payload()}, step=1, best=True)
+    store.save(_state(1), step=1, best=True)  # the first save is read back; later ones are not
+    store.save({"model": {}, "evil": Payload()}, step=2, best=True)
     assert store.load() is None
     assert any("cannot be loaded" in w for w in store.warnings)
 
@@ -142,3 +143,55 @@ def test_rng_states_round_trip():
     rng.restore(state)
     again = (random.random(), float(np.random.rand()), torch.rand(3))
     assert expected[:2] == again[:2] and torch.equal(expected[2], again[2])
+
+
+# -- fault 9: a state that weights_only cannot load is caught at the first save -------------------
+
+class NumpyStateSGD(torch.optim.SGD):
+    """An optimizer (as a plugin might write it) that keeps a numpy scalar in its state."""
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        super().step(closure)
+        for group in self.param_groups:
+            for p in group["params"]:
+                self.state[p]["scale"] = np.float64(0.5)
+
+
+def test_an_unloadable_state_turns_checkpoints_off_at_the_first_save(store):
+    model = torch.nn.Linear(2, 2)
+    optimizer = NumpyStateSGD(model.parameters(), lr=0.1)
+    model(torch.randn(1, 2)).sum().backward()
+    optimizer.step()
+    state = {"model": model.state_dict(), "optimizer": optimizer.state_dict()}
+    assert store.save(state, step=1, best=True) is None
+    assert store.warnings == [
+        "warning: checkpoints of this cell are turned off: its training state holds a numpy.float64 "
+        "(at optimizer.state.0.scale) that torch.load(weights_only=True) refuses, so no checkpoint could "
+        "ever be resumed; training goes on without them (keep optimizer state in tensors or Python numbers)"]
+    assert not store.directory.exists()
+    assert store.save(state, step=2, best=True) is None and len(store.warnings) == 1
+    assert store.load() is None
+
+
+def test_a_cell_with_such_an_optimizer_finishes_without_checkpoints(tmp_path, write_matrix, monkeypatch, capsys):
+    from bench import cli, commands
+    from bench.components import Component
+    from bench.hookspecs import hookimpl
+    from bench.registry import plugin_manager
+    from bench.store import ResultStore
+    from tests.conftest import TINY_DEFAULTS
+
+    class Plugin:
+        @hookimpl
+        def bench_optimizers(self):
+            return [Component("numpy-sgd", lambda params, *, lr, device_type: NumpyStateSGD(params, lr=lr), {})]
+
+    monkeypatch.setattr(commands, "plugin_manager", lambda: plugin_manager(extra_plugins=[Plugin()]))
+    matrix = write_matrix(TINY_DEFAULTS + 'model = "lstm"\noptimizer = "numpy-sgd"\nn_layer = 1\n'
+                          'checkpoint_every = 3\n')
+    assert cli.main(["run", str(matrix), "--device", "cpu", "--outputs", str(tmp_path / "out")]) == 0
+    err = capsys.readouterr().err
+    assert err.count("checkpoints of this cell are turned off") == 1
+    (record,) = ResultStore(tmp_path / "out", "tiny").records()
+    assert record.read_summary()["status"] == "ok" and not (record.path / "checkpoints").exists()

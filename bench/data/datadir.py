@@ -12,7 +12,8 @@ Downloads always go to the *user's* default data directory, never into ``BENCH_D
 that folder is the user's own (possibly shared, possibly read-only), and a later run finds
 the downloaded copy there anyway because :func:`locate` looks in both places. Every download
 is checked against a pinned sha256 before it is moved into place, and written to a temporary
-file first, so an interrupted or corrupted transfer never leaves a file bench would trust.
+file first (:func:`bench.fileio.atomic_open`), so an interrupted or corrupted transfer never leaves a
+file bench would trust.
 Set ``BENCH_OFFLINE=1`` to forbid network access; a missing file is then an immediate error.
 """
 
@@ -22,12 +23,12 @@ import hashlib
 import os
 import posixpath
 import sys
-import tempfile
 import urllib.request
 from pathlib import Path, PurePosixPath
 from typing import Mapping
 
 from bench.errors import DataMissingError
+from bench.fileio import DOWNLOAD_SUFFIX, atomic_open
 
 DATA_DIR_ENV = "BENCH_DATA_DIR"
 CACHE_DIR_ENV = "BENCH_CACHE_DIR"
@@ -110,39 +111,16 @@ def locate(
     return fallback
 
 
-def sha256_file(path: Path) -> str:
-    """Hex sha256 of a file, read in chunks so large files do not sit in memory twice."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while block := fh.read(_CHUNK):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def atomic_write_bytes(path: Path, data: bytes | memoryview) -> None:
-    """Write ``data`` to ``path`` so readers see either the old file or the complete new one."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def _download(url: str, dest: Path, sha256: str, *, dataset: str, relative: str) -> None:
     """Stream ``url`` to a temporary file next to ``dest``, verify it, then rename it into place."""
     print(f"bench: downloading {relative} for dataset {dataset!r} from {url}", file=sys.stderr)
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".part")
     digest = hashlib.sha256()
-    try:
-        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=DOWNLOAD_TIMEOUT_S) as resp:
-            while block := resp.read(_CHUNK):
-                digest.update(block)
-                out.write(block)
+    # A failed checksum raises inside the block, so the temp file is removed and nothing is renamed.
+    with atomic_open(dest, suffix=DOWNLOAD_SUFFIX) as out, \
+            urllib.request.urlopen(url, timeout=DOWNLOAD_TIMEOUT_S) as resp:
+        while block := resp.read(_CHUNK):
+            digest.update(block)
+            out.handle.write(block)
         actual = digest.hexdigest()
         if actual != sha256.lower():
             raise ChecksumError(
@@ -150,10 +128,6 @@ def _download(url: str, dest: Path, sha256: str, *, dataset: str, relative: str)
                 f"expected sha256 {sha256.lower()}, got {actual} (nothing was saved; retry, or put "
                 f"a verified copy under {default_data_dir()})"
             )
-        os.replace(tmp, dest)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _missing_message(

@@ -32,7 +32,8 @@ def load_cell_data(config: dict[str, Any], registry: Registry, device: torch.dev
     if corpus.is_text:
         tokenizer_component = registry.get("tokenizer", config["tokenizer"])
         tokenizer = tokenizer_component.factory(**component_params(config, tokenizer_component))
-        arrays = {split: load_tokens(corpus.splits[split], tokenizer) for split in SPLITS}
+        arrays = {split: load_tokens(corpus.splits[split], tokenizer, label=f"{dataset.name} {split}")
+                  for split in SPLITS}
         vocab_size = tokenizer.vocab_size
     else:
         arrays = {split: np.asarray(corpus.splits[split]) for split in SPLITS}

@@ -18,7 +18,8 @@ from typing import Any
 from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter, MaxNLocator
 
-from bench.store import ResultStore, atomic_write_bytes
+from bench.fileio import atomic_write_bytes
+from bench.store import ResultStore
 
 LOG_SPREAD = 5.0
 DPI = 110
@@ -169,7 +170,10 @@ def _save(fig: Figure, path: Path) -> Path:
 
 
 def write_plots(store: ResultStore, out_dir: str | Path, summaries: list[dict[str, Any]]) -> list[Path]:
-    """PNG files for the given cells of one matrix under ``out_dir/<matrix>/``; returns their paths."""
+    """PNG files for the given cells of one matrix under ``out_dir/<matrix>/``; returns their paths.
+
+    A cell whose metrics.jsonl is unreadable or differs from what its summary recorded is left
+    out with a warning (see :meth:`bench.store.CellRecord.read_metrics`)."""
     target = Path(out_dir) / store.path.name
     cells = []
     for summary in summaries:

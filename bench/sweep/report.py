@@ -15,7 +15,8 @@ import optuna
 import pandas as pd
 
 from bench.report.render import Section
-from bench.store import ResultStore, atomic_write_bytes
+from bench.fileio import atomic_write_bytes
+from bench.store import ResultStore
 from bench.sweep.trials import STORAGE_FILE, storage_url
 
 MISSING_STATUS = "running"  # proposed, never finished (a killed sweep not yet resumed)

@@ -11,7 +11,8 @@ import torch
 from bench import memory, timing
 from bench.budget import budget_record
 from bench.evaluation.perplexity import perplexity
-from bench.store import BEST_WEIGHTS, atomic_write_bytes
+from bench.fileio import atomic_write_bytes
+from bench.store import BEST_WEIGHTS
 from bench.training.outcomes import Diverged
 from bench.training.run import Run
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from bench.data import datadir
-from bench.data.datadir import ChecksumError, atomic_write_bytes, cache_dir, data_dir, locate
+from bench.data.datadir import ChecksumError, cache_dir, data_dir, locate
 from bench.errors import DataMissingError
 
 FILES = ["wikitext-2/train.txt", "wikitext-2/valid.txt", "wikitext-2/test.txt"]
@@ -133,11 +133,3 @@ def test_offline_flag_values(monkeypatch):
     for value, expected in [("1", True), ("yes", True), ("0", False), ("", False), ("false", False)]:
         monkeypatch.setenv("BENCH_OFFLINE", value)
         assert datadir.offline() is expected
-
-
-def test_atomic_write_replaces_whole_file(tmp_path):
-    target = tmp_path / "sub" / "f.bin"
-    atomic_write_bytes(target, b"first")
-    atomic_write_bytes(target, b"second")
-    assert target.read_bytes() == b"second"
-    assert [p.name for p in target.parent.iterdir()] == ["f.bin"]

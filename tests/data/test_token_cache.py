@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from bench.data import token_cache
-from bench.data.token_cache import cache_path, load_tokens, split_for_batch, token_dtype
+from bench.data.token_cache import load_tokens, split_for_batch, token_dtype
+from bench.fileio import sweep_temp_files
 
 
 class CountingTokenizer:
@@ -52,8 +53,9 @@ def test_second_load_reads_the_cache_without_encoding(cache):
     assert not second.flags.writeable
     np.testing.assert_array_equal(first, second)
     assert second.tolist() == list(b"hello world\n")
-    path = cache_path("hello world\n", tok)
-    assert path.parent == cache / "tokens" and path.name.endswith("-counting.uint16.bin")
+    (path,) = (cache / "tokens").iterdir()
+    # <text key>-<tokenizer>.<dtype>.n<token count>.<first 16 hex of the file's SHA-256>.bin
+    assert path.name.endswith(f"-counting.uint16.n12.{token_cache.sha256_file(path)[:16]}.bin")
     assert path.stat().st_size == 2 * len(b"hello world\n")
 
 
@@ -96,7 +98,8 @@ def test_large_text_goes_through_encode_batch(monkeypatch):
     text = "".join(f"line {i} with ünïcode\n" for i in range(200))
     tok = CountingTokenizer("batched", batch=True)
     ids = load_tokens(text, tok)
-    assert (tok.batch_calls, tok.encode_calls) == (1, 0) and tok.batch_items > 10
+    assert tok.encode_calls == 0 and tok.batch_items > 10
+    assert tok.batch_calls == -(-tok.batch_items // token_cache.CHUNKS_PER_BATCH)
     assert ids.tolist() == list(text.encode("utf-8"))
 
 
@@ -115,3 +118,63 @@ def test_split_for_batch_tiles_text_at_safe_line_starts():
 def test_split_for_batch_without_safe_cut_keeps_one_piece():
     assert split_for_batch("x" * 1000, chunk_chars=10) == ["x" * 1000]
     assert split_for_batch("", chunk_chars=10) == []
+
+
+# -- fault 3: the cache file carries its token count and checksum; a damaged one is rebuilt ------
+
+def _the_cache_file(cache):
+    (path,) = (cache / "tokens").glob("*.bin")
+    return path
+
+
+@pytest.mark.parametrize("damage", ["truncated-to-even-length", "same-length-other-bytes"])
+def test_a_damaged_cache_is_rebuilt_with_a_warning(cache, capsys, damage):
+    text = "".join(f"line {i}\n" for i in range(300))
+    tok = CountingTokenizer()
+    expected = load_tokens(text, tok).tolist()
+    path = _the_cache_file(cache)
+    data = path.read_bytes()
+    path.write_bytes(data[:1000] if damage.startswith("truncated") else data[:-2] + b"\x01\x00")
+    capsys.readouterr()
+    again = load_tokens(text, tok)
+    assert again.tolist() == expected and tok.encode_calls == 2
+    err = capsys.readouterr().err
+    problem = (f"1000 bytes where its name records {len(expected)} tokens of 2 bytes"
+               if damage.startswith("truncated") else
+               "its SHA-256 does not start with the 16 hex digits its name records")
+    assert f"warning: token cache {path} is damaged ({problem}); rebuilding it" in err
+    assert _the_cache_file(cache).read_bytes() == data  # rebuilt under the same name
+    tok.encode_calls = 0
+    load_tokens(text, tok)
+    assert tok.encode_calls == 0 and "warning" not in capsys.readouterr().err
+
+
+def test_orphan_temp_files_of_the_cache_are_swept(cache):
+    import os
+    import time
+
+    load_tokens("abc", CountingTokenizer())
+    orphan = cache / "tokens" / ".0123456789abcdef-counting.uint16.bin.a1b2c3d4.tmp"
+    orphan.write_bytes(b"\x00" * 4900)
+    os.utime(orphan, (time.time() - 3600,) * 2)
+    assert sweep_temp_files(token_cache.tokens_dir()) == [orphan]
+    assert len(list((cache / "tokens").iterdir())) == 1
+
+
+# -- fault 10: tokenizing says what it does, with progress ---------------------------------------
+
+def test_tokenizing_says_what_and_shows_chunk_progress(monkeypatch, capsys):
+    monkeypatch.setattr(token_cache, "CHUNK_CHARS", 100)
+    monkeypatch.setattr(token_cache, "PROGRESS_EVERY_S", 0.0)
+    text = "".join(f"line {i} with text\n" for i in range(200))
+    pieces = len(split_for_batch(text, 100))
+    tok = CountingTokenizer("batched", batch=True)
+    load_tokens(text, tok, label="wikitext2 train")
+    lines = capsys.readouterr().err.splitlines()
+    assert lines[0].startswith("bench: tokenizing wikitext2 train with batched (once; cached in ")
+    groups = -(-pieces // token_cache.CHUNKS_PER_BATCH)
+    assert [line.split(" chunks")[0] for line in lines[1:1 + groups]] == [
+        f"bench:   {min(pieces, (g + 1) * token_cache.CHUNKS_PER_BATCH)}/{pieces}" for g in range(groups)]
+    assert lines[-1].startswith(f"bench: tokenized wikitext2 train: {len(text.encode()):,} tokens in ")
+    load_tokens(text, tok, label="wikitext2 train")
+    assert capsys.readouterr().err == ""  # cached: nothing to say

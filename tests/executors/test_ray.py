@@ -124,7 +124,8 @@ def test_a_killed_ray_worker_loses_its_cell_only_and_the_rerun_resumes_it(matrix
 
     assert cli.main(["run", str(matrix_file), "--device", "cpu", "--executor", "ray", "--outputs", str(outputs)]) == 0
     assert "2 already complete" in capsys.readouterr().err
-    assert {k: v for k, v in _finished_files(outputs).items() if k in finished} == finished  # nothing finished was touched
+    # nothing finished was touched
+    assert {k: v for k, v in _finished_files(outputs).items() if k in finished} == finished
     assert results(outputs) == reference
 
 

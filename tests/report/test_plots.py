@@ -59,3 +59,21 @@ def test_perplexity_axis_turns_logarithmic_only_for_a_wide_spread():
 
 def test_minor_log_ticks_label_only_2_3_and_5():
     assert [plots._minor_label(v, None) for v in (2.0, 3.0, 4.0, 50.0, 70.0)] == ["2", "3", "", "50", ""]
+
+
+def test_plot_skips_cells_with_truncated_metrics_and_draws_the_rest(tmp_path, summaries, capsys):
+    from bench import cli
+
+    store = _store_with_curves(tmp_path, summaries[:3])
+    torn, cut, intact = (store.cell(s["id"]) for s in summaries[:3])
+    torn_path, cut_path = torn.path / "metrics.jsonl", cut.path / "metrics.jsonl"
+    torn_path.write_bytes(torn_path.read_bytes()[:-20])  # the last line cut mid-way
+    # A summary written at the end of training records metrics.jsonl; a cut at a line end is caught too.
+    cut.write_summary({k: v for k, v in cut.read_summary().items() if k != "files"})
+    cut_path.write_bytes(b"".join(cut_path.read_bytes().splitlines(keepends=True)[:-1]))
+    assert cli.main(["plot", "--outputs", str(store.root), "--out", str(tmp_path / "plots")]) == 0
+    out, err = capsys.readouterr()
+    assert sorted(line.rsplit("/", 1)[1] for line in out.splitlines()) == [
+        "all_cells_val_ppl.png", f"{summaries[2]['name']}.png"]
+    assert f"warning: {torn_path} line 5 is not valid JSON" in err
+    assert f"warning: {cut_path} does not match summary.json (" in err and "Traceback" not in err

@@ -25,3 +25,22 @@ def test_a_model_that_cannot_fit_gets_one_warning_line():
     assert line.startswith("warning: gpt2-tiny-L48-adamw needs about 768.6 GiB to train (weights 191.9, ")
     assert "24.0 GiB is free" in line and "\n" not in line
     assert too_large_warning(estimate, free=None, name="x") is None
+
+
+def test_dry_run_shows_the_estimate_and_warns_about_a_model_that_cannot_fit(write_matrix, capsys):
+    from bench import cli
+
+    path = write_matrix("""
+        [defaults]
+        dataset = "synthetic"
+        vocab_size = 16
+        optimizer = "adamw"
+        [matrix]
+        include = [{ model = "gpt1", n_layer = 16, n_embd = 16384, n_head = 16 }, { model = "lstm" }]
+        """, name="huge")
+    assert cli.main(["run", str(path), "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert "est. GiB" in out and "51,5" in out  # 51.5 G parameters
+    warnings = [line for line in out.splitlines() if line.startswith("warning:")]
+    assert len(warnings) == 1
+    assert warnings[0].startswith("warning: gpt1-L16-adamw-n_embd=16384-n_head=16 needs about 784.2 GiB")
