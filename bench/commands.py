@@ -211,8 +211,8 @@ def estimate(path: str, *, device: str, filter_expr: str | None, steps: int, cos
     """`bench estimate`: time a few real steps of every cell, project hours and dollars, write estimate.json."""
     from bench.data.loading import check_data_available
     from bench.estimate import ESTIMATE_FILE, check_steps, estimate_cell, totals
-    from bench.report.estimate import estimate_table
     from bench.fileio import atomic_write_json
+    from bench.report.estimate import estimate_table
 
     check_steps(steps, cost_per_hour)
     _, registry = _registry()

@@ -14,8 +14,8 @@ from typing import Any
 import optuna
 import pandas as pd
 
-from bench.report.render import Section
 from bench.fileio import atomic_write_bytes
+from bench.report.render import Section
 from bench.store import ResultStore
 from bench.sweep.trials import STORAGE_FILE, storage_url
 
