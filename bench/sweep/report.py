@@ -159,15 +159,17 @@ def write_sweep_plots(store: ResultStore, out_dir: str | Path) -> list[Path]:
     for param in searched(groups):
         fig = Figure(figsize=(7, 4.5), layout="constrained")
         axis = fig.subplots()
+        failed = []
         for group in groups:
             metric = _metric(group.settings)
             points = sorted((r.params[param], _value(r, metric)) for r in group.trials
                             if r.params.get(param) is not None and r.status == "ok" and _value(r, metric) is not None)
-            if points:
-                axis.plot(*zip(*points), marker="o", label=group.label)
-            failed = [r.params[param] for r in group.trials if r.status in ("diverged", "error", "oom")]
-            if failed:
-                axis.plot(failed, [axis.get_ylim()[1]] * len(failed), "x", color="red")
+            line = axis.plot(*zip(*points), marker="o", label=group.label) if points else None
+            color = line[0].get_color() if line else "red"
+            failed += [(r.params[param], color) for r in group.trials if r.status in ("diverged", "error", "oom")]
+        top = axis.get_ylim()[1]  # failed trials have no metric: marked along the top edge
+        for value, color in failed:
+            axis.plot([value], [top], "x", color=color, markersize=9, clip_on=False)
         kind = groups[0].settings.get("space", {}).get(param, {})
         if kind.get("log") or param == "lr":
             axis.set_xscale("log")
