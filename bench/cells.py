@@ -7,12 +7,11 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-import torch
-
 from bench.budget import zero_step_problem
 from bench.components import Component
 from bench.errors import ConfigError
 from bench.matrix import Matrix, closest
+from bench.param_roles import probe_parameters
 from bench.registry import Registry
 from bench.schema import TRAINER_KEYS, check_trainer_values, type_error
 from bench.shapes import shapes_only
@@ -40,9 +39,10 @@ def component_params(config: dict[str, Any], component: Component) -> dict[str, 
 # Keys that change how a cell is run or observed, never what it computes: changing them must not
 # turn a finished (or half-finished) cell into a new one.
 # halt_at_step only says how far this invocation trains: a sweep continues the same cell later.
+# target_loss/target_ppl only say how the report reads the results.
 # max_checkpoint_mb is a limit on what is accepted, not on what is computed.
 OPERATIONAL_KEYS = frozenset({"checkpoint", "checkpoint_every", "memory_interval_ms", "peak_tflops", "halt_at_step",
-                              "max_checkpoint_mb"})
+                              "target_loss", "target_ppl", "max_checkpoint_mb"})
 
 
 def cell_id(config: dict[str, Any]) -> str:
@@ -138,8 +138,7 @@ def _check_buildable(config: dict[str, Any], components: dict[str, Component], w
         no_steps = zero_step_problem(config, model.flops_per_token(config["seq_len"]))
         if no_steps:
             raise ValueError(no_steps)
-        probe = torch.nn.Parameter(torch.zeros(1))
-        components["optimizer"].factory([probe], lr=config["lr"], device_type="cpu",
+        components["optimizer"].factory(probe_parameters(), lr=config["lr"], device_type="cpu",
                                         **component_params(config, components["optimizer"]))
         total = config["max_steps"] or 10**9
         components["schedule"].factory(lr=config["lr"], total_steps=total,

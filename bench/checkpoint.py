@@ -113,7 +113,7 @@ class CheckpointStore:
             return None
         latest, best = index.get("latest"), index.get("best")
         state = self._read(latest) if latest else None
-        if state is not None:
+        if state is not None and latest is not None:
             if best is None or best["file"] == latest["file"]:
                 return Restored(state, state if best else None, "latest", self.directory / latest["file"])
             best_state = self._read(best)

@@ -1,4 +1,4 @@
-"""The `bench` command line: list, run, report, plot, eval."""
+"""The `bench` command line: list, run, report, plot, fit, eval."""
 
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ def _outputs_root(args: argparse.Namespace) -> str:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="bench", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
-    for add in (_add_list, _add_run, _add_estimate, _add_report, _add_plot, _add_eval):
+    for add in (_add_list, _add_run, _add_estimate, _add_report, _add_plot, _add_fit, _add_eval):
         add(sub)
     return parser
 
@@ -28,8 +28,8 @@ def build_parser() -> argparse.ArgumentParser:
 # handler, which maps them onto bench.commands (imported there, so `bench --help` needs no torch).
 
 def _add_list(sub: argparse._SubParsersAction) -> None:
-    sub.add_parser("list", help="show every registered model, optimizer, dataset, tokenizer and schedule") \
-        .set_defaults(handler=_list)
+    listing = sub.add_parser("list", help="show every registered model, optimizer, dataset, tokenizer and schedule")
+    listing.set_defaults(handler=_list)
 
 
 def _list(args: argparse.Namespace) -> int:
@@ -87,12 +87,26 @@ def _add_report(sub: argparse._SubParsersAction) -> None:
                         help="keep cells where key=value (also !=, <, <=, >, >=; comma-separated or repeated), "
                              "e.g. model=lstm,n_layer=1 or best_val_ppl<20")
     report.add_argument("--tables", help="comma-separated subset of perplexity, time, memory, aggregate, params, "
-                                         "hellaswag (default: all)")
+                                         "hellaswag, seeds, time_to_target (default: all)")
     report.add_argument("--peak-tflops", type=float, metavar="TFLOPS",
                         help="device peak TFLOP/s for the MFU column, overriding what each cell stored")
     report.add_argument("--plots", metavar="DIR", help="also write loss/perplexity PNGs under DIR/<matrix>/")
     report.add_argument("--best-config", metavar="FILE",
                         help="write the best configuration of a sweep (one per group) as a matrix file and exit")
+    report.add_argument("--target", metavar="LOSS",
+                        help="time-to-target table against this val loss (or ppl=X for a perplexity); "
+                             "overrides the matrix's target_loss/target_ppl")
+    report.add_argument("--profiles", action="store_true",
+                        help="AlgoPerf performance profiles: a score table and <plots or outputs/plots>/<matrix>/"
+                             "performance_profile.png")
+    report.add_argument("--algorithm", default="optimizer", metavar="KEY",
+                        help="the axis whose values --profiles compares (default optimizer); the other axes "
+                             "define the workloads")
+    report.add_argument("--measure", default="time", choices=["time", "step", "tokens", "flops"],
+                        help="cost to target that --profiles compares (default time: training seconds)")
+    report.add_argument("--tolerance", type=float, default=1.02,
+                        help="without a given target, --profiles sets each workload's target to this factor "
+                             "x the best val loss reached on it (default 1.02)")
     report.set_defaults(handler=_report)
 
 
@@ -101,7 +115,8 @@ def _report(args: argparse.Namespace) -> int:
     which = [t.strip() for t in args.tables.split(",") if t.strip()] if args.tables else None
     return report(outputs=_outputs_root(args), matrix=args.matrix, sort=args.sort, fmt=args.format,
                   where=args.where, plots=args.plots, peak_tflops=args.peak_tflops, which=which,
-                  best_config=args.best_config)
+                  target=args.target, profiles=args.profiles, algorithm=args.algorithm, measure=args.measure,
+                  tolerance=args.tolerance, best_config=args.best_config)
 
 
 def _add_plot(sub: argparse._SubParsersAction) -> None:
@@ -118,6 +133,53 @@ def _plot(args: argparse.Namespace) -> int:
     from bench.commands import plot
     return plot(outputs=_outputs_root(args), matrix=args.matrix, where=args.where,
                 out=args.out or os.path.join(_outputs_root(args), "plots"))
+
+
+def _floats(text: str) -> list[float]:
+    try:
+        values = [float(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list of numbers, e.g. 1e19,1e23") from None
+    if not values or any(v <= 0 for v in values):
+        raise argparse.ArgumentTypeError(f"{text!r}: give positive numbers, e.g. 1e19,1e23")
+    return values
+
+
+def _add_fit(sub: argparse._SubParsersAction) -> None:
+    fit = sub.add_parser("fit", help="scaling-law and hyperparameter-transfer fits over finished cells")
+    kind = fit.add_subparsers(dest="fit_kind", required=True)
+    isoflop = kind.add_parser("isoflop", help="CS336 IsoFLOP fit (N_opt, D_opt power laws) and Chinchilla's "
+                                              "parametric L(N, D)")
+    hparam = kind.add_parser("hparam", help="best hyperparameter per scale, its power law and extrapolation")
+    for parser in (isoflop, hparam):
+        parser.add_argument("matrix", help="a matrix file (its results are read) or a matrix name under the outputs")
+        parser.add_argument("--outputs", help=f"results folder (default: $BENCH_OUTPUTS or ./{DEFAULT_OUTPUTS})")
+        parser.add_argument("--where", action="append", metavar="COND", help="same filters as `bench report --where`")
+        parser.add_argument("--out", metavar="DIR", help="where the PNG goes (default: <outputs>/plots/<matrix>/)")
+    isoflop.add_argument("--budgets", default="1e19,1e23,1e24", type=_floats,
+                         help="comma-separated compute budgets (FLOPs) to extrapolate to (default 1e19,1e23,1e24)")
+    isoflop.add_argument("--n", dest="size", default="params", choices=["params", "non_embedding_params"],
+                         help="which parameter count is N (default params: all parameters)")
+    isoflop.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for the intervals")
+    isoflop.add_argument("--seed", type=int, default=0, help="seed of the bootstrap")
+    isoflop.set_defaults(handler=_fit_isoflop)
+    hparam.add_argument("--x", required=True, choices=["params", "non_embedding_params", "tokens", "flops"],
+                        help="the scale each group of cells shares")
+    hparam.add_argument("--y", required=True, help="the hyperparameter (a config key), e.g. lr or batch_size")
+    hparam.add_argument("--at", type=float, help="extrapolate the fitted value to this scale")
+    hparam.set_defaults(handler=_fit_hparam)
+
+
+def _fit_isoflop(args: argparse.Namespace) -> int:
+    from bench.commands import fit_isoflop
+    return fit_isoflop(matrix=args.matrix, outputs=_outputs_root(args), where=args.where, budgets=args.budgets,
+                       size=args.size, bootstrap=args.bootstrap, seed=args.seed, out=args.out)
+
+
+def _fit_hparam(args: argparse.Namespace) -> int:
+    from bench.commands import fit_hparam
+    return fit_hparam(matrix=args.matrix, outputs=_outputs_root(args), where=args.where, x=args.x, y=args.y,
+                      at=args.at, out=args.out)
 
 
 def _add_eval(sub: argparse._SubParsersAction) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -43,7 +44,7 @@ def list_components() -> int:
     return 0
 
 
-def _format_defaults(defaults: dict) -> str:
+def _format_defaults(defaults: Mapping[str, Any]) -> str:
     return ", ".join(f"{k}={v}" for k, v in defaults.items()) or "-"
 
 
@@ -71,7 +72,6 @@ def _train(cells: list[Cell], matrix: Matrix, manager: pluggy.PluginManager, reg
     from bench.data.loading import check_data_available
     from bench.data.token_cache import tokens_dir
     from bench.lock import MatrixLock
-    from bench.report import tables
     from bench.runner import run_cells
     from bench.signals import GracefulStop
 
@@ -88,12 +88,19 @@ def _train(cells: list[Cell], matrix: Matrix, manager: pluggy.PluginManager, reg
     if outcome.interrupted:
         print(f"bench: stopped by {outcome.interrupted}; run the same command again to resume", file=sys.stderr)
         return stop.exit_code
-    summaries = [s for s in store.summaries() if s["id"] in {c.id for c in cells}]
-    frame = tables.sort_frame(tables.summaries_frame(summaries), "name")
-    print(tables.render(_with_hellaswag(tables.perplexity_table(frame), frame), "github"))
+    _print_perplexities(store, cells)
     print(f"{len(outcome.finished)} trained, {len(outcome.skipped)} already complete, "
           f"{len(outcome.failed)} failed", file=sys.stderr)
     return 1 if outcome.failed else 0
+
+
+def _print_perplexities(store: ResultStore, cells: list[Cell]) -> None:
+    # pandas is imported here, after training, so it never adds to a training run's peak memory.
+    from bench.report import tables
+
+    summaries = [s for s in store.summaries() if s["id"] in {c.id for c in cells}]
+    frame = tables.sort_frame(tables.summaries_frame(summaries), "name")
+    print(tables.render(_with_hellaswag(tables.perplexity_table(frame), frame), "github"))
 
 
 def _dry_run_table(cells: list[Cell], registry: Registry, device: torch.device) -> str:
@@ -166,9 +173,11 @@ def _matrix_summaries(outputs: str, matrix: str | None, where: list[str] | None)
 
 def report(*, outputs: str, matrix: str | None, sort: str, fmt: str, where: list[str] | None = None,
            plots: str | None = None, peak_tflops: float | None = None, which: list[str] | None = None,
-           best_config: str | None = None) -> int:
+           target: str | None = None, profiles: bool = False, algorithm: str = "optimizer", measure: str = "time",
+           tolerance: float = 1.02, best_config: str | None = None) -> int:
     if best_config:
         return write_best_config(outputs, matrix, best_config)
+    from bench.report import analysis as analysis_report
     from bench.report import hellaswag as hellaswag_report
     from bench.report import tables
     from bench.report.estimate import estimate_vs_actual
@@ -183,10 +192,12 @@ def report(*, outputs: str, matrix: str | None, sort: str, fmt: str, where: list
         frame = tables.sort_frame(tables.summaries_frame(summaries), sort)
         sections = tables.build_sections(frame, sort=sort, peak_tflops=peak_tflops,
                                          which=tuple(w for w in which or tables.TABLE_KEYS
-                                                     if w not in ("hellaswag", "sweep", "estimate")))
+                                                     if w not in ("hellaswag", "sweep", "estimate",
+                                                                  *analysis_report.TABLE_KEYS)))
         for section in sections:
             if section.key == "perplexity":
                 section.table = _with_hellaswag(section.table, frame)
+                section.notes += [n for n in [analysis_report.one_seed_note(summaries)] if n]
         if hellaswag_report.has_hellaswag(frame) and (not which or "hellaswag" in which):
             sections.append(tables.Section("hellaswag", "HellaSwag", hellaswag_report.hellaswag_table(frame)))
         store = ResultStore(outputs, name)
@@ -195,6 +206,10 @@ def report(*, outputs: str, matrix: str | None, sort: str, fmt: str, where: list
             sections.append(estimated)
         if sweep_report.has_sweep(store) and (not which or "sweep" in which):
             sections += sweep_report.sweep_sections(store)
+        sections += analysis_report.analysis_sections(
+            summaries, lambda cell_id, store=store: store.cell(cell_id).read_metrics(), which=which, target=target,
+            want_profiles=profiles, algorithm=algorithm, measure=measure, tolerance=tolerance,
+            profile_png=Path(plots or Path(outputs) / "plots") / name / "performance_profile.png", title=name)
         document[name] = sections
         if plots:
             from bench.report.plots import write_plots
@@ -299,4 +314,38 @@ def eval_hellaswag(*, run: str, limit: int, batch_size: int, device: str) -> int
         print(f"bench: hellaswag skipped: {exc}", file=sys.stderr)
         return 0
     print(describe(fields))
+    return 0
+
+
+def _fit_summaries(matrix: str, outputs: str, where: list[str] | None) -> tuple[str, list[dict]]:
+    """MATRIX is a matrix file (its name picks the results) or a results folder name."""
+    name = load_matrix(matrix).name if matrix.endswith(".toml") or Path(matrix).is_file() else matrix
+    return name, _matrix_summaries(outputs, name, where)[name]
+
+
+def fit_isoflop(*, matrix: str, outputs: str, where: list[str] | None, budgets: list[float], size: str,
+                bootstrap: int, seed: int, out: str | None) -> int:
+    """CS336's IsoFLOP fit and Chinchilla's parametric fit over a matrix's finished cells."""
+    from bench.report import fit_plots, fits
+    name, summaries = _fit_summaries(matrix, outputs, where)
+    result = fits.isoflop_report(summaries, matrix=name, size=size, extrapolate=budgets, n_boot=bootstrap, seed=seed)
+    path = Path(out or Path(outputs) / "plots") / name / "isoflop.png"
+    fit_plots.save(fit_plots.isoflop_figure(result.cells, result.fit, result.parametric, budgets,
+                                            f"{name}: IsoFLOP fits"), path)
+    print(result.text)
+    print(f"\nfigure: {path}")
+    return 0
+
+
+def fit_hparam(*, matrix: str, outputs: str, where: list[str] | None, x: str, y: str, at: float | None,
+               out: str | None) -> int:
+    """The best value of a hyperparameter at each scale, its power law and its extrapolation."""
+    from bench.report import fit_plots, fits
+    name, summaries = _fit_summaries(matrix, outputs, where)
+    result = fits.hparam_report(summaries, matrix=name, x=x, y=y, at=at)
+    path = Path(out or Path(outputs) / "plots") / name / f"hparam_{y}_vs_{x}.png"
+    fit_plots.save(fit_plots.hparam_figure(result.cells, result.best, result.law, x, y, at,
+                                           f"{name}: {y} transfer across {x}"), path)
+    print(result.text)
+    print(f"\nfigure: {path}")
     return 0

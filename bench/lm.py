@@ -18,7 +18,7 @@ class LanguageModel(nn.Module):
     vocab_size: int
     context_length: int | None = None
 
-    def embedding_parameters(self) -> list[nn.Parameter]:
+    def embedding_parameters(self) -> list[torch.Tensor]:
         """Parameters that are looked up, not multiplied (token and position tables)."""
         return [m.weight for m in self.modules() if isinstance(m, nn.Embedding)]
 

@@ -64,7 +64,7 @@ class MatrixLock:
             if held is False or (held is None and owner and _alive_here(owner)):
                 os.close(fd)
                 raise LockedError(f"{self.folder} is in use by another `bench run` ({describe(owner)}); wait for "
-                                  f"it to finish or stop it with `kill -TERM {owner.get('pid', 'PID')}` "
+                                  f"it to finish or stop it with `kill -TERM {(owner or {}).get('pid', 'PID')}` "
                                   f"(lock file: {self.path})")
             if _same_file(fd, self.path):
                 break

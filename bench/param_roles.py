@@ -91,3 +91,12 @@ def split_by_role(params: Iterable[torch.Tensor], roles: Iterable[str],
                              "(bench's trainer does)")
         (chosen if role in wanted else rest).append(param)
     return chosen, rest
+
+
+def probe_parameters() -> list[torch.Tensor]:
+    """A tagged weight matrix and bias: what resolve time builds an optimizer on to check its
+    hyperparameters (an optimizer that splits by role needs roles, and Muon a 2-D matrix)."""
+    weight, bias = nn.Parameter(torch.zeros(2, 2)), nn.Parameter(torch.zeros(2))
+    setattr(weight, ROLE_ATTR, "matrix")
+    setattr(bias, ROLE_ATTR, "bias")
+    return [weight, bias]

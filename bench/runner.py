@@ -34,6 +34,7 @@ class RunOutcome:
     skipped: list[str] = field(default_factory=list)
     failed: dict[str, str] = field(default_factory=dict)  # cell name -> status
     interrupted: str | None = None  # the signal that stopped the run early, if one did
+    results: list[CellOutcome] = field(default_factory=list)  # what the executor returned, one per cell it ran
 
 
 # A rerun skips cells whose summary holds one of these (the store's settled statuses: ok,
@@ -42,7 +43,7 @@ class RunOutcome:
 FINAL_STATUSES = SETTLED_STATUSES
 
 
-def _stderr(line: str) -> None:
+def stderr_line(line: str) -> None:
     print(line, file=sys.stderr, flush=True)
 
 
@@ -64,7 +65,7 @@ class Session:
     registry: Registry
     hooks: Any
     stop: Any = None  # a bench.signals.GracefulStop, or anything with .requested and .cause
-    say: Callable[[str], None] = _stderr
+    say: Callable[[str], None] = stderr_line
     lock: Any = None  # the bench.lock.MatrixLock held for the run; worker processes share it
     labels: dict[str, str] = field(default_factory=dict)  # cell id -> "[3/12] gpt1-L1-adam"
 
@@ -98,7 +99,7 @@ class CellContext:
 
 def run_cells(cells: list[Cell], *, registry: Registry, hooks: Any, store: ResultStore,
               device: torch.device, force: bool = False, stop: Any = None,
-              evaluation: dict[str, Any] | None = None, say: Callable[[str], None] = _stderr,
+              evaluation: dict[str, Any] | None = None, say: Callable[[str], None] = stderr_line,
               executor: Any = None, lock: Any = None) -> RunOutcome:
     """Skip finished cells, hand the rest to ``executor`` (default: one after another in this
     process). ``stop`` (a :class:`bench.signals.GracefulStop`) ends the run after the current
@@ -119,12 +120,13 @@ def run_cells(cells: list[Cell], *, registry: Registry, hooks: Any, store: Resul
             todo.append(cell)
     spec = RunSpec(str(store.root), store.path.name, device.type, force, evaluation)
     results = executor.execute(todo, spec, session) if executor is not None else run_sequentially(todo, spec, session)
+    outcome.results = results
     for result in results:
         if result.stopped:
             outcome.interrupted = stop.cause if stop is not None and stop.requested else "a stop request"
         elif result.status == "ok":
             outcome.finished.append(result.name)
-        else:
+        elif result.status != "paused":  # paused (halt_at_step) is neither finished nor failed
             outcome.failed[result.name] = result.status
     if stop is not None and stop.requested and outcome.interrupted is None and len(results) < len(todo):
         outcome.interrupted = stop.cause
@@ -145,7 +147,7 @@ def run_sequentially(cells: list[Cell], spec: RunSpec, session: Session) -> list
     return outcomes
 
 
-def run_cell(cell: Cell, context: CellContext, label: str, out: Callable[[str], None] = _stderr) -> CellOutcome:
+def run_cell(cell: Cell, context: CellContext, label: str, out: Callable[[str], None] = stderr_line) -> CellOutcome:
     """Train one cell and record its outcome; never raises for the cell's own failure. This is
     the body every executor runs, in the driver or in a worker process. ``out`` gets whole
     lines, each starting with ``label``."""

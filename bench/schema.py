@@ -49,6 +49,10 @@ TRAINER_KEYS: dict[str, Key] = {
                        "without context); less slides the window so every token gets >= seq_len - stride "
                        "tokens of context", _non_negative, ">= 0"),
     "eval_batch_size": Key(0, "sequences per evaluation batch; 0 means batch_size", _non_negative, ">= 0"),
+    "target_loss": Key(0.0, "val loss (nats) that the report's time-to-target table measures against; 0 means none",
+                       _non_negative, ">= 0"),
+    "target_ppl": Key(0.0, "the same target as a validation perplexity (used when target_loss is 0); 0 means none",
+                      lambda v: v == 0 or v > 1, "0 (off) or > 1"),
     "log_every": Key(25, "read the train loss (a device sync) every N steps", _positive, ">= 1"),
     "dtype": Key("float32", "compute dtype: float32 or bfloat16 (autocast)",
                  lambda v: v in ("float32", "bfloat16"), "'float32' or 'bfloat16'"),

@@ -115,6 +115,8 @@ def throughput(*, train_flops: float | None, train_time_s: float, steps: int, ep
     neither, MFU is left empty rather than guessed.
     """
     achieved = train_flops / train_time_s if train_flops and train_time_s > 0 else None
+    peak: float | None
+    source: str | None
     if peak_tflops_setting > 0:
         peak, source = peak_tflops_setting * 1e12, "peak_tflops setting"
     else:

@@ -7,10 +7,16 @@ alternating rounds through three executors, each from scratch (``force``):
 * ``local --jobs 1``: the cells one after another in this process;
 * ``local --jobs 2``: two spawned worker processes (their start-up is part of the time);
 * ``ray`` with one task in flight (``jobs = 1``, ``num_cpus = 1``) on a local Ray cluster started
-  once beforehand: (ray - jobs 1) / cells is the overhead Ray adds per cell (shipping the cell's
-  folder both ways, scheduling, task start), with the cluster's start-up reported apart.
+  once beforehand. Ray's overhead per cell is measured two ways: (ray - jobs 1) / cells from the
+  wall times, and directly, per cell, as the driver's round trip (pack, ship, schedule, run, ship
+  back, write) minus the seconds ``run_cell`` took inside the task; the second does not depend on
+  how busy the machine was between rounds. The cluster's start-up is reported apart.
 
-Reported: medians over rounds, the speed-up as the ratio of medians, the overhead per cell.
+Control: before each round, how many cores the machine actually gives (two processes spinning a
+fixed pure-Python loop at once vs one alone: 2.0 on an idle 2-core machine). On a shared machine
+that figure, not the core count, bounds what ``--jobs 2`` can gain.
+
+Reported: medians over rounds, the speed-up as the ratio of medians, the overheads per cell.
 
     python benchmarks/executors.py --rounds 3 --write benchmarks/results/executors.md
 """
@@ -21,6 +27,7 @@ import argparse
 import os
 import platform
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -43,6 +50,17 @@ def matrix(steps: int) -> dict:
         "seq_len": 64, "batch_size": 16, "max_steps": steps, "steps_per_epoch": steps, "log_every": 50,
         "checkpoint": False, "memory_interval_ms": 0},
         "matrix": {"optimizer": ["adamw", "adam", "sgd", "momentum"]}}
+
+
+SPIN = "import time; t = time.perf_counter(); sum(i * i for i in range(6_000_000)); print(time.perf_counter() - t)"
+
+
+def cores_available() -> float:
+    """2 x (one spinner alone) / (the slower of two at once): the cores this machine gives right now."""
+    alone = float(subprocess.run([sys.executable, "-c", SPIN], capture_output=True, text=True, check=True).stdout)
+    pair = [subprocess.Popen([sys.executable, "-c", SPIN], stdout=subprocess.PIPE, text=True) for _ in range(2)]
+    together = max(float(p.communicate()[0]) for p in pair)
+    return 2 * alone / together
 
 
 def timed_run(cells, registry, manager, executor, outputs: Path) -> float:
@@ -80,21 +98,26 @@ def main() -> None:
         timed_run(cells[:1], registry, manager, executors["ray"], Path(tempfile.mkdtemp()))  # warm a worker
 
     times: dict[str, list[float]] = {name: [] for name in executors}
-    load = []
+    load, capacity = [], []
+    if "ray" in executors:
+        executors["ray"].overheads.clear()  # the warm-up cell's includes the worker's start
     for round_ in range(args.rounds):
+        capacity.append(cores_available())
         order = list(executors) if round_ % 2 == 0 else list(reversed(executors))
         for name in order:
             with tempfile.TemporaryDirectory() as outputs:
                 times[name].append(timed_run(cells, registry, manager, executors[name], Path(outputs)))
             load.append(os.getloadavg()[0])
             print(f"round {round_ + 1} {name}: {times[name][-1]:.2f} s", file=sys.stderr)
-    print(report(times, len(cells), args, ray_start, load))
+    overheads = executors["ray"].overheads if "ray" in executors else []
+    text = report(times, len(cells), args, ray_start, load, capacity, overheads)
+    print(text)
     if args.write:
-        Path(args.write).write_text(report(times, len(cells), args, ray_start, load))
+        Path(args.write).write_text(text)
 
 
 def report(times: dict[str, list[float]], cells: int, args: argparse.Namespace, ray_start: float | None,
-           load: list[float]) -> str:
+           load: list[float], capacity: list[float], overheads: list[float]) -> str:
     median = {name: statistics.median(values) for name, values in times.items()}
     lines = [
         "# Executors: --jobs 2 speed-up and Ray's per-cell overhead", "",
@@ -108,12 +131,16 @@ def report(times: dict[str, list[float]], cells: int, args: argparse.Namespace, 
     ]
     for name, values in times.items():
         lines.append(f"| {name} | {', '.join(f'{v:.1f} s' for v in values)} | {median[name]:.1f} s |")
-    lines += ["", f"- Speed-up of `--jobs 2` over `--jobs 1` (ratio of medians): "
-                  f"**{median['jobs 1'] / median['jobs 2']:.2f}x**."]
+    lines += ["", f"- Cores the machine gave, measured before each round (2.0 = both cores free): "
+                  f"{', '.join(f'{c:.2f}' for c in capacity)}.",
+              f"- Speed-up of `--jobs 2` over `--jobs 1` (ratio of medians): "
+              f"**{median['jobs 1'] / median['jobs 2']:.2f}x**."]
     if "ray" in median:
-        lines.append(f"- Ray's overhead per cell, one task in flight ((median ray - median jobs 1) / {cells}): "
-                     f"**{(median['ray'] - median['jobs 1']) / cells:.2f} s per cell**; starting the local "
-                     f"cluster took {ray_start:.1f} s once.")
+        lines.append(f"- Ray's overhead per cell, one task in flight: from wall times ((median ray - median jobs 1) "
+                     f"/ {cells}) {(median['ray'] - median['jobs 1']) / cells:.2f} s; measured per cell (round trip "
+                     f"minus the task's own run, {len(overheads)} cells): median **{statistics.median(overheads):.2f} "
+                     f"s per cell** (range {min(overheads):.2f}-{max(overheads):.2f} s). Starting the local cluster "
+                     f"took {ray_start:.1f} s once.")
     return "\n".join(lines) + "\n"
 
 

@@ -20,6 +20,9 @@ VOCAB, BATCH, SEQ = 64, 4, 32
 SMALL = {"n_layer": 2, "n_embd": 32, "n_hidden": 32, "n_head": 2, "n_positions": SEQ, "dropout": 0.0}
 
 REGISTRY = build_registry(plugin_manager())
+# One thread: at these sizes threading buys little, and a shared machine's other load then
+# disturbs one core's worth of timing instead of both.
+torch.set_num_threads(1)
 PAIRS = [(m, o) for m in REGISTRY.names("model") for o in REGISTRY.names("optimizer")]
 
 

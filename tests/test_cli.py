@@ -207,13 +207,14 @@ def test_lock_file_that_is_a_directory(bench, write_matrix, outputs):
     assert _files(outputs) == before
 
 
-def _with_closed_stdout(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess:
+def _with_closed_stdout(*args: str, env: dict[str, str],
+                        flags: tuple[str, ...] = ()) -> subprocess.CompletedProcess:
     """Run bench with a stdout pipe whose reader is already gone, as `bench ... | head` ends up."""
     read_end, write_end = os.pipe()
     os.close(read_end)
     try:
-        return subprocess.run([sys.executable, "-m", "bench.cli", *args], stdout=write_end, stderr=subprocess.PIPE,
-                              text=True, env={**os.environ, **env}, timeout=300)
+        return subprocess.run([sys.executable, *flags, "-m", "bench.cli", *args], stdout=write_end,
+                              stderr=subprocess.PIPE, text=True, env={**os.environ, **env}, timeout=300)
     finally:
         os.close(write_end)
 
@@ -225,5 +226,11 @@ def test_a_real_process_exits_two_on_bad_input_and_quietly_on_a_closed_pipe(writ
                          env={**os.environ, "BENCH_OUTPUTS": str(tmp_path / "outputs")})
     assert bad.returncode == 2
     assert bad.stderr.strip().splitlines() == [bad.stderr.strip()] and "did you mean 'lstm'" in bad.stderr
-    listing = _with_closed_stdout("list", env={})
-    assert listing.stderr == "" and listing.returncode == 141
+    # -X importtime lists every module imported (on stderr): `bench list` needs neither the report
+    # libraries nor torch._dynamo (issue 11: they cost ~0.5 s and ~90 MiB).
+    listing = _with_closed_stdout("list", env={}, flags=("-X", "importtime"))
+    assert listing.returncode == 141
+    stderr = listing.stderr.splitlines()
+    assert all(line.startswith("import time:") for line in stderr), listing.stderr  # no traceback
+    imported = {line.rsplit("|", 1)[1].strip() for line in stderr[1:]}
+    assert "torch" in imported and not imported & {"pandas", "matplotlib", "torch._dynamo"}

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -32,16 +32,16 @@ def load_cell_data(config: dict[str, Any], registry: Registry, device: torch.dev
     if corpus.is_text:
         tokenizer_component = registry.get("tokenizer", config["tokenizer"])
         tokenizer = tokenizer_component.factory(**component_params(config, tokenizer_component))
-        arrays = {split: load_tokens(corpus.splits[split], tokenizer, label=f"{dataset.name} {split}")
+        arrays = {split: load_tokens(cast(str, corpus.splits[split]), tokenizer, label=f"{dataset.name} {split}")
                   for split in SPLITS}
         vocab_size = tokenizer.vocab_size
     else:
         arrays = {split: np.asarray(corpus.splits[split]) for split in SPLITS}
-        vocab_size = int(corpus.vocab_size)
+        vocab_size = int(cast(int, corpus.vocab_size))  # Corpus requires it of token corpora
     # int32 halves the footprint of int64 and is enough for any vocabulary; batches are
     # widened to int64 only when gathered.
     splits = {split: torch.from_numpy(np.asarray(a, dtype=np.int32)).to(device) for split, a in arrays.items()}
-    words = {split: word_count(corpus.splits[split]) for split in SPLITS} \
+    words = {split: word_count(cast(str, corpus.splits[split])) for split in SPLITS} \
         if corpus.is_text and "words" in dataset.tags else None
     return CellData(splits, vocab_size, corpus.entropy_rate, corpus.is_text, tokenizer, words)
 

@@ -70,7 +70,7 @@ def evaluation_batches(tokens: torch.Tensor, seq_len: int, batch_size: int, stri
     shape stacked ``batch_size`` at a time (a shorter last window comes alone, unpadded). Targets
     that a window sees but does not score are set to :data:`IGNORE`."""
     pending: list[int] = []
-    shape: tuple[int, int] | None = None
+    shape = (0, 0)  # no window has this shape; pending is empty until the first one
     for start, length, scored in sequential_windows(tokens.numel(), seq_len, stride):
         if pending and ((length, scored) != shape or len(pending) == batch_size):
             yield _stack(tokens, pending, *shape)

@@ -95,7 +95,7 @@ def wanted(summary: dict[str, Any] | None, evaluation: dict[str, Any] | None) ->
 def score_in_run(record: CellRecord, evaluation: dict[str, Any] | None, *, registry: Registry,
                  device: torch.device, say: Callable[[str], None], prefix: str) -> None:
     """The runner's hook after a cell: score it if asked; never raises (a Ctrl-C still stops)."""
-    if not wanted(record.read_summary(), evaluation):
+    if evaluation is None or not wanted(record.read_summary(), evaluation):
         return
     try:
         fields = score_cell(record.path, registry, device, limit=evaluation.get("limit", 0),

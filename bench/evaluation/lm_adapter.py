@@ -177,7 +177,9 @@ class BenchLM(TemplateLM):
     def _score_batch(self, batch: list[Window]) -> list[tuple[float, bool]]:
         width = max(len(inputs) for inputs, _ in batch)
         padded = torch.full((len(batch), width), self._prefix_token, dtype=torch.long)
-        rows, positions, targets = [], [], []
+        rows: list[int] = []
+        positions: list[int] = []
+        targets: list[int] = []
         for row, (inputs, predicted) in enumerate(batch):
             padded[row, :len(inputs)] = torch.tensor(inputs, dtype=torch.long)
             # The logits at input position p predict token p + 1: the window's n targets are

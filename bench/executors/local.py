@@ -16,15 +16,16 @@ from __future__ import annotations
 import multiprocessing
 import os
 import signal
+import sys
 from collections import deque
 from dataclasses import dataclass, field
 from multiprocessing.connection import wait
 from typing import Any
 
 from bench.cells import Cell
-from bench.executors.progress import ProgressBoard
+from bench.executors.progress import ProgressBoard, terminal_is_live
 from bench.executors.worker import SharedFd, Slot, worker_main
-from bench.runner import CellOutcome, RunSpec, Session, lost_cell, run_sequentially
+from bench.runner import CellOutcome, RunSpec, Session, lost_cell, run_sequentially, stderr_line
 from bench.store import ResultStore
 
 POLL_S = 0.25
@@ -90,7 +91,9 @@ class Pool:
 
     def __init__(self, slots: list[Slot], spec: RunSpec, session: Session):
         self.slots, self.spec, self.session = slots, spec, session
-        self.board = ProgressBoard()
+        # Redrawn in place only when the run prints to a terminal itself; a caller's own ``say`` gets plain lines.
+        live = session.say is stderr_line and terminal_is_live(sys.stderr)
+        self.board = ProgressBoard(live=live, plain=session.say)
         self.context = multiprocessing.get_context("spawn")
         self.store = ResultStore(spec.outputs, spec.matrix)
         lock_fd = getattr(session.lock, "fd", None)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import sys
 import time
-from typing import TextIO
+from typing import Callable, TextIO
 
 CLEAR_BELOW = "\x1b[J"
 
@@ -19,12 +19,20 @@ def _up(lines: int) -> str:
     return f"\x1b[{lines}F" if lines else "\r"
 
 
+def terminal_is_live(stream: TextIO) -> bool:
+    return stream.isatty() and not os.environ.get("CI")
+
+
 class ProgressBoard:
+    """``plain`` receives whole lines when the board is not live (the run's ``say``)."""
+
     plain_interval_s = 10.0
 
-    def __init__(self, stream: TextIO | None = None, live: bool | None = None):
+    def __init__(self, stream: TextIO | None = None, live: bool | None = None,
+                 plain: Callable[[str], None] | None = None):
         self._stream = stream
-        self.live = live if live is not None else (self.stream.isatty() and not os.environ.get("CI"))
+        self.live = live if live is not None else terminal_is_live(self.stream)
+        self.plain = plain
         self.rows: dict[str, str] = {}  # cell label -> its progress text, in start order
         self._drawn = 0
         self._last_plain: dict[str, float] = {}
@@ -44,7 +52,7 @@ class ProgressBoard:
             self._redraw()
         elif time.monotonic() - self._last_plain.get(label, 0.0) >= self.plain_interval_s:
             self._last_plain[label] = time.monotonic()
-            self._write(f"{label}: {text}\n")
+            self._line(f"{label}: {text}")
 
     def finish(self, label: str) -> None:
         self.rows.pop(label, None)
@@ -65,6 +73,12 @@ class ProgressBoard:
             self._write(_up(self._drawn) + CLEAR_BELOW + line + "\n")
             self._drawn = 0
             self._redraw()
+        else:
+            self._line(line)
+
+    def _line(self, line: str) -> None:
+        if self.plain is not None:
+            self.plain(line)
         else:
             self._write(line + "\n")
 

@@ -16,8 +16,10 @@ each checkpoints, returns its folder, and the driver keeps it.
 
 from __future__ import annotations
 
+import signal
 import tempfile
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +28,7 @@ from bench.errors import BenchError
 from bench.executors.transfer import pack_folder, unpack_into
 from bench.runner import CellContext, CellOutcome, RunSpec, Session, lost_cell, run_cell
 from bench.selection import resolve_device
+from bench.signals import STOP_SIGNALS
 from bench.store import ResultStore
 
 POLL_S = 0.5
@@ -61,6 +64,7 @@ class RemoteStop:
         self.flag, self.interval_s = flag, interval_s
         self.cause: str = "nothing"
         self.requested = False
+        self.forced = False  # no second signal reaches a task: a KeyboardInterrupt there is the cell's own
         self._done = threading.Event()
         threading.Thread(target=self._poll, name="bench-stop-poll", daemon=True).start()
 
@@ -80,8 +84,9 @@ class RemoteStop:
 
 
 def train_remotely(cell: Cell, label: str, spec: RunSpec, files: dict[str, bytes], threads: int,
-                   flag: Any) -> tuple[CellOutcome, dict[str, bytes], list[str]]:
-    """The task body, on whichever node Ray picked: the cell trains in a private scratch folder."""
+                   flag: Any) -> tuple[CellOutcome, dict[str, bytes], list[str], float]:
+    """The task body, on whichever node Ray picked: the cell trains in a private scratch folder.
+    Returns the outcome, the folder's files, the cell's output lines and the seconds ``run_cell`` took."""
     import torch
 
     from bench.registry import build_registry, plugin_manager
@@ -96,8 +101,9 @@ def train_remotely(cell: Cell, label: str, spec: RunSpec, files: dict[str, bytes
             unpack_into(folder, files)
             context = CellContext(build_registry(manager), manager.hook, store, resolve_device(spec.device),
                                   spec.force, stop, spec.evaluation)
+            started = time.perf_counter()
             outcome = run_cell(cell, context, label, lines.append)
-            return outcome, pack_folder(folder), lines
+            return outcome, pack_folder(folder), lines, time.perf_counter() - started
     finally:
         stop.close()
 
@@ -111,16 +117,24 @@ class RayExecutor:
             raise ValueError("needs jobs >= 0, num_cpus > 0, retries >= 0 and num_gpus >= 0 (or -1: automatic)")
         self.address, self.jobs, self.num_cpus, self.num_gpus, self.retries = address, jobs, num_cpus, num_gpus, retries
         self.ray = import_ray()
+        self.overheads: list[float] = []  # per finished cell: seconds Ray added around run_cell
 
     def connect(self, say: Any) -> None:
         """Join the cluster at ``address``, or start a local one (kept for later batches of cells)."""
         if self.ray.is_initialized():
             return
+        # ray.init installs its own SIGTERM handler (abort); the run's graceful stop must keep its own.
+        handlers = {signum: signal.getsignal(signum) for signum in STOP_SIGNALS}
         try:
             self.ray.init(address=self.address or None, include_dashboard=False, configure_logging=False)
         except (ConnectionError, RuntimeError, ValueError) as exc:
             raise BenchError(f"cannot reach the Ray cluster at {self.address!r}: {exc}; check --ray-address "
                              "(host:port of `ray start --head`), or leave it out to start a local cluster") from None
+        finally:
+            if threading.current_thread() is threading.main_thread():
+                for signum, handler in handlers.items():
+                    if handler is not None:
+                        signal.signal(signum, handler)
         where = f"Ray cluster at {self.address}" if self.address else "a local Ray cluster"
         say(f"bench: running on {where} ({self.ray.cluster_resources().get('CPU', 0):g} CPUs, "
             f"{self.ray.cluster_resources().get('GPU', 0):g} GPUs)")
@@ -145,16 +159,19 @@ class _Dispatch:
         self.store = ResultStore(outputs, spec.matrix)
         self.flag = self.ray.remote(num_cpus=0)(StopFlag).remote()
         self.threads = max(1, int(executor.num_cpus))
+        self.submitted: dict[Any, float] = {}
+        self.overheads = executor.overheads
 
     def run(self, cells: list[Cell]) -> list[CellOutcome]:
         pending, outcomes = list(cells), list[CellOutcome]()
         running: dict[Any, Cell] = {}
+        stop, stopping = self.session.stop, False
         try:
             while pending or running:
-                stop = self.session.stop
-                if stop is not None and stop.requested and pending:
+                if stop is not None and stop.requested and not stopping:  # running tasks checkpoint and return
                     pending.clear()
                     self.flag.set.remote(stop.cause)
+                    stopping = True
                 while pending and (not self.jobs or len(running) < self.jobs):
                     cell = pending.pop(0)
                     running[self._submit(cell)] = cell
@@ -167,20 +184,25 @@ class _Dispatch:
         return outcomes
 
     def _submit(self, cell: Cell) -> Any:
+        started = time.perf_counter()
         files = pack_folder(self.store.cell(cell.id).path)
         self.session.say(f"{self.session.label(cell)}: submitted to Ray")
-        return self.task.remote(cell, self.session.label(cell), self.spec, files, self.threads, self.flag)
+        ref = self.task.remote(cell, self.session.label(cell), self.spec, files, self.threads, self.flag)
+        self.submitted[ref] = started
+        return ref
 
     def _receive(self, ref: Any, cell: Cell) -> CellOutcome:
         record, label = self.store.cell(cell.id), self.session.label(cell)
         try:
-            outcome, files, lines = self.ray.get(ref)
+            outcome, files, lines, task_s = self.ray.get(ref)
         except self.ray.exceptions.RayError as exc:
             first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
             reason = f"Ray task lost ({type(exc).__name__}: {first}); rerun to resume from its last checkpoint"
             self.session.say(f"{label}: {reason}")
             return lost_cell(cell, record, reason, 0, 0, self.spec.device)
         unpack_into(Path(record.path), files)
+        # Round trip (pack, ship, schedule, start, ship back, write) beyond the cell's own run.
+        self.overheads.append(time.perf_counter() - self.submitted.pop(ref) - task_s)
         for line in lines:
             self.session.say(line)
         return outcome

@@ -11,7 +11,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from bench.checkpoint import INDEX
-from bench.store import SUMMARY, atomic_write_bytes
+from bench.fileio import atomic_write_bytes, is_temp_name
+from bench.store import SUMMARY
 
 # Written last, in this order: a driver killed while unpacking leaves either the old summary with
 # checkpoints that all exist, or the new summary (which decides what happens next).
@@ -28,7 +29,7 @@ def pack_folder(folder: Path) -> dict[str, bytes]:
     if not folder.is_dir():
         return {}
     return {path.relative_to(folder).as_posix(): path.read_bytes() for path in sorted(folder.rglob("*"))
-            if path.is_file() and not (path.name.startswith(".") and path.name.endswith(".tmp"))}
+            if path.is_file() and not is_temp_name(path.name)}
 
 
 def unpack_into(folder: Path, files: dict[str, bytes]) -> None:

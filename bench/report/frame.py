@@ -7,6 +7,7 @@ are pure arithmetic on stored ones (time per epoch, achieved FLOP/s) are derived
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pandas as pd
@@ -27,6 +28,14 @@ MEMORY_KEYS = (
 )
 
 
+CONFIG_PREFIX = "config."
+
+
+def _flat(value: Any) -> Any:
+    """Lists and tables (betas, decay_exclude) as compact JSON text: comparable and printable."""
+    return json.dumps(value, separators=(",", ":")) if isinstance(value, (dict, list)) else value
+
+
 def summaries_frame(summaries: list[dict[str, Any]]) -> pd.DataFrame:
     """One row per cell, with the config's axes flattened next to the measured figures."""
     rows = []
@@ -39,6 +48,8 @@ def summaries_frame(summaries: list[dict[str, Any]]) -> pd.DataFrame:
             "dataset": config.get("dataset"), "seed": config.get("seed"),
             **{k: v for k, v in s.items() if not isinstance(v, (dict, list))
                and k not in ("name", "id", "status")},
+            # Every config key, so a table can show whichever of them differ between cells.
+            **{f"{CONFIG_PREFIX}{k}": _flat(v) for k, v in config.items()},
         }
         for key in MEMORY_KEYS:
             row[f"memory_{key}"] = memory.get(key)

@@ -126,7 +126,7 @@ def matrix_figure(name: str, cells: list[CellCurves]) -> Figure:
     fig = Figure(figsize=(13, 6), dpi=DPI, layout="constrained")
     by_epoch, by_time = fig.subplots(1, 2)
     colors = _palette(len(cells))
-    styles = {}
+    styles: dict[str | None, str] = {}
     everything: list[float] = []
     for color, curves in zip(colors, cells):
         model = (curves.summary.get("config") or {}).get("model")
@@ -137,7 +137,7 @@ def matrix_figure(name: str, cells: list[CellCurves]) -> Figure:
         by_epoch.plot([p[0] for p in val], ppl, linestyle=style, marker="o", markersize=3, color=color,
                       label=curves.label)
         by_time.plot([p[1] for p in val], ppl, linestyle=style, marker="o", markersize=3, color=color)
-    floors = {c.summary.get("entropy_floor_ppl") for c in cells} - {None}
+    floors = {c.summary["entropy_floor_ppl"] for c in cells if c.summary.get("entropy_floor_ppl") is not None}
     for axis, xlabel in ((by_epoch, "epoch"), (by_time, "training wall-clock (s, evaluation excluded)")):
         if len(floors) == 1:
             _floor(axis, cells[0].summary)

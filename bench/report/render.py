@@ -24,6 +24,9 @@ FORMATS = {"github": "github", "markdown": "pipe", "latex": "latex_raw", "html":
            "json": None}
 MISSING = "-"
 BEST = "best"
+# Columns for machines: csv and json carry them, the formats for people leave them out.
+CELL_NAME, CELL_ID = "Cell", "Cell id"
+MACHINE_ONLY = (CELL_NAME, CELL_ID)
 
 
 def _si(value: float) -> str:
@@ -42,6 +45,11 @@ def _integer(value: float) -> str:
     return f"{int(round(value)):,}"
 
 
+def general(value: float) -> str:
+    """A configured value as written: 0.0003 -> '0.0003', 3e-05 -> '3e-05', 2.0 -> '2'."""
+    return f"{value:g}" if not float(value).is_integer() or abs(value) >= 1e16 else f"{int(value)}"
+
+
 COLUMN_FORMATS: dict[str, Callable[[float], str]] = {
     "Layers": _integer, "Cells": _integer, "Finished": _integer, "Samples": _integer,
     "Params": _integer, "Non-embedding": _integer, "Mean params": _integer,
@@ -54,6 +62,12 @@ COLUMN_FORMATS: dict[str, Callable[[float], str]] = {
     # HellaSwag: chance is 0.25 and small models differ in the third decimal.
     "HellaSwag acc": _fixed(4), "HellaSwag acc_norm": _fixed(4), "acc": _fixed(4), "acc stderr": _fixed(4),
     "acc_norm": _fixed(4), "acc_norm stderr": _fixed(4), "Items": _integer, "Items/s": _fixed(1),
+    # Seeds, significance, time-to-target and performance profiles (report/analysis.py).
+    "Seeds": _integer, "Seed": _integer, "Mean val loss": _fixed(4), "CI low": _fixed(4), "CI high": _fixed(4),
+    "Mean diff (A-B)": _fixed(4), "Diff CI low": _fixed(4), "Diff CI high": _fixed(4), "p": lambda v: f"{v:.3g}",
+    "Target loss": _fixed(4), "Best val loss": _fixed(4), "Step": _integer, "Tokens": _si, "FLOPs": _si,
+    "Seconds": _fixed(1), "Rank to target (time)": _integer, "Rank at end (val loss)": _integer,
+    "Score": _fixed(3), "Workloads reached": _integer, "Workloads": _integer,
 }
 DEFAULT_FLOAT = _fixed(2)  # perplexities and MiB
 
@@ -66,6 +80,7 @@ class Section:
     title: str
     table: pd.DataFrame
     notes: list[str] = field(default_factory=list)
+    formats: dict[str, Callable[[float], str]] = field(default_factory=dict)  # beyond COLUMN_FORMATS
 
 
 def _missing(value: Any) -> bool:
@@ -80,7 +95,7 @@ def _display(value: Any, formatter: Callable[[float], str] | None) -> str:
     if isinstance(value, numbers.Real):
         if formatter is not None:
             return formatter(float(value))
-        return _integer(value) if isinstance(value, numbers.Integral) else DEFAULT_FLOAT(float(value))
+        return _integer(float(value)) if isinstance(value, numbers.Integral) else DEFAULT_FLOAT(float(value))
     return str(value)
 
 
@@ -108,8 +123,9 @@ def _numeric(column: pd.Series) -> bool:
                                 for v in values)
 
 
-def render(table: pd.DataFrame, fmt: str) -> str:
-    """One table as text, each column formatted by ``COLUMN_FORMATS`` (people's formats only)."""
+def render(table: pd.DataFrame, fmt: str, formats: dict[str, Callable[[float], str]] | None = None) -> str:
+    """One table as text, each column formatted by ``formats`` or ``COLUMN_FORMATS`` (people's
+    formats only; those also leave out the cell name and id columns)."""
     if fmt not in FORMATS:
         raise BenchError(f"unknown format {fmt!r}; use one of {', '.join(FORMATS)}")
     if fmt == "json":
@@ -118,10 +134,11 @@ def render(table: pd.DataFrame, fmt: str) -> str:
         cleaned = table.astype(object).map(lambda v: None if _missing(v) else v)
         return cleaned.to_csv(index=False, na_rep=MISSING).rstrip("\n")
     best = table[BEST].fillna(False).astype(bool).tolist() if BEST in table else [False] * len(table)
-    shown = table.drop(columns=[BEST]) if BEST in table else table
+    shown = table.drop(columns=[c for c in (BEST, *MACHINE_ONLY) if c in table])
+    column_formats = {**COLUMN_FORMATS, **(formats or {})}
     rows = []
     for position, (_, row) in enumerate(shown.iterrows()):
-        cells = [_escape(_display(row[c], COLUMN_FORMATS.get(c)), fmt) for c in shown.columns]
+        cells = [_escape(_display(row[c], column_formats.get(c)), fmt) for c in shown.columns]
         rows.append([_bold(c, fmt) for c in cells] if best[position] else cells)
     align = ["right" if _numeric(shown[c]) else "left" for c in shown.columns]
     headers = [_escape(str(c), fmt) for c in shown.columns]
@@ -157,7 +174,7 @@ def render_document(matrices: dict[str, list[Section]], fmt: str) -> str:
     for name, sections in matrices.items():
         for section in sections:
             heading = f"{name}: {section.title}"
-            body = render(section.table, fmt)
+            body = render(section.table, fmt, section.formats)
             if fmt == "csv":
                 block = body if total == 1 else f"# {heading}\n{body}"
                 notes = [f"# {n}" for n in section.notes]

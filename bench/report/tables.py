@@ -8,8 +8,9 @@ from typing import Any, Callable
 import pandas as pd
 
 from bench.errors import BenchError
-from bench.report.frame import SORT_COLUMNS, sort_frame, summaries_frame  # noqa: F401 - public API
-from bench.report.render import BEST, FORMATS, MISSING, Section, render, render_document  # noqa: F401 - public API
+from bench.report.frame import CONFIG_PREFIX, SORT_COLUMNS, sort_frame, summaries_frame  # noqa: F401 - public API
+from bench.report.render import BEST, CELL_ID, CELL_NAME, FORMATS, MISSING, Section, general, render, render_document  # noqa: F401 - public API
+from bench.schema import TRAINER_KEYS
 
 MIB = 2**20
 
@@ -26,9 +27,45 @@ def _text(frame: pd.DataFrame, column: str) -> pd.Series:
     return frame[column].astype(object).where(frame[column].notna(), None)
 
 
+# Shown as their own columns already, or bookkeeping that never distinguishes results.
+_NOT_AXES = frozenset({"model", "optimizer", "n_layer", "checkpoint", "checkpoint_every", "memory_interval_ms",
+                       "peak_tflops", "halt_at_step", "log_every", "eval_every"})
+
+
+def varying_axes(frame: pd.DataFrame) -> list[str]:
+    """Config keys whose value differs between cells, so rows that would look alike do not.
+
+    A harness key (lr, schedule, dataset, seed, ...) counts when it takes two values anywhere. A
+    component's own key counts when it takes two values among cells of the same architecture and
+    optimizer: gpt1's and gpt2-tiny's different default widths are explained by the Architecture
+    column, a swept ``n_embd`` or a plugin's key is not. Cells that lack a key are ignored for it.
+    """
+    groups = _text(frame, "model").fillna("").astype(str) + "/" + _text(frame, "optimizer").fillna("").astype(str)
+    axes = []
+    for column in frame.columns:
+        key = str(column)[len(CONFIG_PREFIX):]
+        if not str(column).startswith(CONFIG_PREFIX) or key in _NOT_AXES:
+            continue
+        values = frame[column].astype(object)
+        present = values.notna()
+        if key in TRAINER_KEYS:
+            varies = values[present].nunique() > 1
+        else:
+            varies = bool((values[present].groupby(groups[present]).nunique() > 1).any())
+        if varies:
+            axes.append(key)
+    return axes
+
+
 def _cell_columns(frame: pd.DataFrame) -> dict[str, pd.Series]:
-    return {"Architecture": _text(frame, "model"), "Layers": _num(frame, "layers"),
-            "Optimizer": _text(frame, "optimizer")}
+    """Who each row is: name and id (csv/json only), architecture, layers, optimizer, then every
+    other config key that varies between the cells (see :func:`varying_axes`)."""
+    columns = {CELL_NAME: _text(frame, "name"), CELL_ID: _text(frame, "id"),
+               "Architecture": _text(frame, "model"), "Layers": _num(frame, "layers"),
+               "Optimizer": _text(frame, "optimizer")}
+    for key in varying_axes(frame):
+        columns[key] = _text(frame, f"{CONFIG_PREFIX}{key}")
+    return columns
 
 
 def best_per_architecture(frame: pd.DataFrame) -> pd.Series:
@@ -190,22 +227,24 @@ def build_sections(frame: pd.DataFrame, *, sort: str = "ppl", peak_tflops: float
     if unknown:
         raise BenchError(f"unknown table {unknown[0]!r}; use any of {', '.join(TABLE_KEYS)}")
     sections = []
+    # Varying config keys are printed as given (lr 0.0003, not the two decimals of a perplexity).
+    axis_formats: dict[str, Callable[[float], str]] = {key: general for key in varying_axes(frame)}
     if "perplexity" in which:
         notes = []
         if _num(frame, "entropy_floor_ppl").notna().any():
             notes.append("Floor PPL is exp(entropy rate) of the synthetic source: no model can beat it.")
         sections.append(Section("perplexity", "perplexity (best cell per architecture in bold)",
-                                perplexity_table(frame), notes))
+                                perplexity_table(frame), notes, axis_formats))
     if "time" in which:
         sections.append(Section("time", "time", time_table(frame), [
             "Train time excludes evaluation; the worst step is the slowest of optimizer steps 10-19 (0-based), "
-            "each timed between device synchronisations."]))
+            "each timed between device synchronisations."], axis_formats))
     if "memory" in which:
-        sections.append(Section("memory", "memory", memory_table(frame), memory_notes(frame)))
+        sections.append(Section("memory", "memory", memory_table(frame), memory_notes(frame), axis_formats))
     if "aggregate" in which:
         sections.append(Section("by_optimizer", "mean per optimizer", aggregate_table(frame, "optimizer", sort)))
         sections.append(Section("by_architecture", "mean per architecture", aggregate_table(frame, "model", sort)))
     if "params" in which:
         sections.append(Section("params", "parameters and FLOPs", params_table(frame, peak_tflops),
-                                params_notes(frame, peak_tflops)))
+                                params_notes(frame, peak_tflops), axis_formats))
     return sections

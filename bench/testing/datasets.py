@@ -55,23 +55,26 @@ def check_token_ids(case: DatasetCase) -> None:
     corpus = case.build()
     if corpus.is_text:
         return
-    require(corpus.vocab_size is not None and corpus.vocab_size > 0,
-            f"vocab_size must be positive, got {corpus.vocab_size}")
+    vocab = corpus.vocab_size or 0
+    require(vocab > 0, f"vocab_size must be positive, got {corpus.vocab_size}")
     for split in SPLITS:
-        ids = corpus.splits[split]
-        require(isinstance(ids, np.ndarray) and ids.ndim == 1 and np.issubdtype(ids.dtype, np.integer),
-                f"split {split!r} must be a 1-D integer numpy array, got {type(ids).__name__}")
+        split_ids = corpus.splits[split]
+        is_ids = (isinstance(split_ids, np.ndarray) and split_ids.ndim == 1
+                  and np.issubdtype(split_ids.dtype, np.integer))
+        require(is_ids,
+                f"split {split!r} must be a 1-D integer numpy array, got {type(split_ids).__name__}")
+        ids = np.asarray(split_ids)
         if len(ids):
             low, high = int(ids.min()), int(ids.max())
-            require(0 <= low and high < corpus.vocab_size,  # type: ignore[operator]
-                    f"split {split!r} has ids in [{low}, {high}], outside [0, vocab_size={corpus.vocab_size})")
+            require(0 <= low and high < vocab,
+                    f"split {split!r} has ids in [{low}, {high}], outside [0, vocab_size={vocab})")
 
 
 def check_deterministic(case: DatasetCase) -> None:
     a, b = case.build(), case.build()
     for split in SPLITS:
         x, y = a.splits[split], b.splits[split]
-        same = x == y if isinstance(x, str) else np.array_equal(x, y)  # type: ignore[arg-type]
+        same = x == y if isinstance(x, str) else np.array_equal(np.asarray(x), np.asarray(y))
         require(same, f"two builds with the same hyperparameters gave different {split!r} splits; seed any randomness")
 
 

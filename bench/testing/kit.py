@@ -98,9 +98,9 @@ def _unpack(spec: ComponentSpec) -> tuple[str, Component, Mapping[str, Any]]:
     if isinstance(spec, Component):
         return spec.name, spec, {}
     if len(spec) == 2:
-        component, overrides = spec  # type: ignore[misc]
+        component, overrides = spec
         return component.name, component, overrides
-    label, component, overrides = spec  # type: ignore[misc]
+    label, component, overrides = spec
     return label, component, overrides
 
 

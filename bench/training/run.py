@@ -136,7 +136,7 @@ def resume(run: Run, checkpoints: CheckpointStore) -> None:
     run.model.load_state_dict(state["model"])
     run.optimizer.load_state_dict(state["optimizer"])
     if state["schedule"] is not None:  # a plugin's stateful schedule (see checkpoint_state)
-        run.schedule.load_state_dict(state["schedule"])
+        run.schedule.load_state_dict(state["schedule"])  # type: ignore[attr-defined]
     run.sampler.load_state_dict(state["sampler"])
     run.loop.load_dict(state["loop"])
     rng.restore(state["rng"])

@@ -27,8 +27,10 @@ include = [
 ]
 """
 
-# Figures that measure time or memory (or where a cell resumed) differ between any two runs.
-_TIMING = re.compile(r"(_s$|_s_|per_s$|^memory$|^mfu$|^worst_step|^step_times|^resumed_at_steps$|^budget_used$)")
+# Figures that measure time or memory (or where a cell resumed) differ between any two runs, and
+# so does the fingerprint of metrics.jsonl, whose rows hold times (best.pt's is compared).
+_TIMING = re.compile(r"(_s$|_s_|per_s$|^memory$|^mfu$|^worst_step|^step_times|^resumed_at_steps$|^budget_used$"
+                     r"|^metrics\.jsonl$)")
 
 
 def comparable(value: Any) -> Any:

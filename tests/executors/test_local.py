@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 
 from bench import cli
 from bench.executors.local import plan_slots
@@ -184,3 +185,17 @@ def test_a_missing_ray_is_one_line(matrix_file, tmp_path, capsys, monkeypatch):
     assert cli.main(["run", str(matrix_file), "--outputs", str(tmp_path), "--executor", "ray"]) == 2
     err = capsys.readouterr().err
     assert "--executor ray needs Ray" in err and "pip install 'bench[ray]'" in err and len(err.splitlines()) == 1
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available() or torch.cuda.device_count() < 2, reason="needs 2 CUDA devices")
+def test_each_worker_owns_one_gpu_and_nvml_finds_its_process_there(matrix_file, tmp_path, capsys):
+    outputs = tmp_path / "outputs"
+    assert cli.main(["run", str(matrix_file), "--device", "cuda", "--jobs", "2", "--outputs", str(outputs)]) == 0
+    err = capsys.readouterr().err
+    assert "started on GPU 0" in err and "started on GPU 1" in err
+    for summary in ResultStore(outputs, "pool").summaries():
+        # The worker's PID is found in the compute-process list of the device it trained on: the
+        # figure is its own process on its own GPU, not another worker's or the whole device's.
+        assert "matched by UUID" in summary["memory"]["sources"]["nvml"]
+        assert summary["memory"]["nvml_process_peak_bytes"] > 0

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pluggy
 import pytest
 import torch
@@ -108,3 +110,21 @@ def test_impossible_hparams_raise_value_error_naming_the_key(name, hparams, key)
 def test_decay_exclude_needs_roles():
     with pytest.raises(ValueError, match="decay_exclude needs to know"):
         build("adamw", torch.nn.Linear(4, 4).parameters(), decay_exclude=["bias"])
+
+
+def test_muon_and_decay_exclude_train_in_a_matrix(write_matrix, tmp_path):
+    from bench import cli
+    from tests.conftest import TINY_DEFAULTS
+
+    matrix = write_matrix(TINY_DEFAULTS + """
+    [matrix]
+    model = ["gpt1", "lstm"]
+    optimizer = ["muon"]
+    lr = [3e-3]
+    include = [{ model = "gpt1", optimizer = "adamw", decay_exclude = ["bias", "norm", "embedding"] }]
+    """, name="modern")
+    assert cli.main(["run", str(matrix), "--device", "cpu", "--outputs", str(tmp_path / "out")]) == 0
+    summaries = [json.loads(p.read_text()) for p in (tmp_path / "out" / "modern").glob("*/summary.json")]
+    runs = sorted((s["config"]["model"], s["config"]["optimizer"], s["config"]["decay_exclude"]) for s in summaries)
+    assert runs == [("gpt1", "adamw", ["bias", "norm", "embedding"]), ("gpt1", "muon", []), ("lstm", "muon", [])]
+    assert all(s["status"] == "ok" and s["best_val_ppl"] < 16 for s in summaries), summaries  # beat uniform

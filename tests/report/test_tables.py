@@ -86,3 +86,42 @@ def test_only_the_asked_tables_and_unknown_names_fail(frame):
     assert [s.key for s in tables.build_sections(frame, which=("memory",))] == ["memory"]
     with pytest.raises(BenchError, match="unknown table"):
         tables.build_sections(frame, which=("speed",))
+
+
+def _variants(summaries):
+    """Cells that differ only in schedule, lr or a plugin's own key, next to a model change."""
+    base = summaries[1]  # lstm-L1-adamw
+    cells = []
+    for i, (schedule, lr, plugin_key) in enumerate([("cosine", 3e-4, 0.5), ("wsd", 3e-4, 0.5), ("cosine", 1e-3, 0.5),
+                                                    ("cosine", 3e-4, 0.9)]):
+        cell = json.loads(json.dumps(base))
+        cell.update(id=f"id{i:010d}", name=f"lstm-L1-adamw-{i}")
+        cell["config"].update(schedule=schedule, lr=lr, my_plugin_gate=plugin_key, n_hidden=64,
+                              betas=[0.9, 0.95], checkpoint=i % 2 == 0)
+        cells.append(cell)
+    other = json.loads(json.dumps(summaries[2]))  # gpt1: its own default width, no plugin key
+    other["config"].update(schedule="cosine", lr=3e-4, n_embd=256, betas=[0.9, 0.95])
+    return [*cells, other]
+
+
+def test_every_varying_axis_is_a_column_and_nothing_else(summaries):
+    frame = summaries_frame(_variants(summaries))
+    assert tables.varying_axes(frame) == ["lr", "schedule", "my_plugin_gate"]
+    table = tables.perplexity_table(frame)
+    assert list(table.columns[:8]) == ["Cell", "Cell id", "Architecture", "Layers", "Optimizer", "lr", "schedule",
+                                       "my_plugin_gate"]
+    rows = table[["schedule", "lr", "my_plugin_gate"]].values.tolist()
+    assert len({tuple(r) for r in rows[:4]}) == 4  # the four lstm cells no longer look identical
+
+
+def test_people_see_axes_as_written_machines_also_get_name_and_id(summaries):
+    sections = tables.build_sections(summaries_frame(_variants(summaries)), which=("perplexity",))
+    github = render_document({"m": sections}, "github")
+    header = github.splitlines()[2]
+    assert " lr |" in header and "schedule" in header and "my_plugin_gate" in header and "Cell id" not in header
+    assert "0.0003" in github and "0.001" in github  # not the two decimals of a perplexity
+    csv_header = render_document({"m": sections}, "csv").splitlines()[0]
+    assert csv_header.startswith("Cell,Cell id,Architecture,Layers,Optimizer,lr,schedule,my_plugin_gate,")
+    rows = json.loads(render_document({"m": sections}, "json"))["matrices"]["m"]["perplexity"]["rows"]
+    assert rows[0]["Cell"] == "lstm-L1-adamw-0" and rows[0]["Cell id"] == "id0000000000"
+    assert rows[2]["lr"] == 0.001 and rows[1]["schedule"] == "wsd"
