@@ -147,21 +147,21 @@ def _check_buildable(config: dict[str, Any], components: dict[str, Component], w
         raise ConfigError(f"{where}: {exc}") from None
 
 
-def weights_bytes(model: torch.nn.Module) -> int:
+def weights_bytes(model: Any) -> int:
     """Bytes of the model's weights as best.pt stores them: each parameter once (tied ones share
-    storage) plus buffers, at their own dtype. Works on the meta device."""
+    storage) plus buffers, at their own dtype. Works on shapes-only (meta) models."""
     tensors = list(model.parameters()) + list(model.buffers())
     return sum(t.numel() * t.element_size() for t in tensors)
 
 
-def _check_weights_size(config: dict[str, Any], components: dict[str, Component], model: torch.nn.Module) -> None:
+def _check_weights_size(config: dict[str, Any], components: dict[str, Component], model: Any) -> None:
     limit = config.get("max_checkpoint_mb") or 0
     if not limit:
         return
     if "tokenizer" in components:  # the probe vocabulary would understate a text model's embeddings
         tokenizer = components["tokenizer"]
         vocab = tokenizer.factory(**component_params(config, tokenizer)).vocab_size
-        with torch.device("meta"):
+        with shapes_only():
             model = components["model"].factory(vocab, **component_params(config, components["model"]))
     size = weights_bytes(model)
     if size > limit * 1e6:
