@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import torch
 
 from bench.budget import zero_step_problem
 from bench.components import Component
 from bench.errors import ConfigError
+from bench.lm import LanguageModel
 from bench.matrix import Matrix, closest
 from bench.param_roles import probe_parameters
-from bench.registry import Registry
+from bench.provenance import cell_provenance
+from bench.registry import DuplicateComponentError, Registered, Registry
 from bench.schema import TRAINER_KEYS, check_trainer_values, type_error
 from bench.shapes import shapes_only
 
@@ -23,17 +28,20 @@ KIND_KEYS = {"model": "model", "optimizer": "optimizer", "dataset": "dataset",
 
 @dataclass(frozen=True)
 class Cell:
+    """A resolved cell. ``provenance`` (which distribution and version provided each component, and
+    bench's and torch's versions) is recorded with its results but is not part of its id: an upgraded
+    plugin makes an old result stale (see :mod:`bench.provenance`), not unreachable. ``problem`` is
+    set when a plugin cannot build this cell; `bench run` records it as failed and trains the others."""
+
     id: str
     name: str
     config: dict[str, Any]
+    provenance: dict[str, Any] = field(default_factory=dict, compare=False)
+    problem: str | None = field(default=None, compare=False)
 
     def as_dict(self) -> dict[str, Any]:
-        return {"id": self.id, "name": self.name, "config": self.config}
-
-
-def component_params(config: dict[str, Any], component: Component) -> dict[str, Any]:
-    """The subset of a resolved config that a component's factory takes."""
-    return {key: config[key] for key in component.defaults}
+        cell = {"id": self.id, "name": self.name, "config": self.config}
+        return {**cell, "provenance": self.provenance} if self.provenance else cell
 
 
 # Keys that change how a cell is run or observed, never what it computes: changing them must not
@@ -65,16 +73,27 @@ def readable_name(config: dict[str, Any], axes: list[str], multiple_seeds: bool)
 
 
 def resolve_cells(matrix: Matrix, registry: Registry) -> list[Cell]:
+    """Every cell of the matrix. A mistake in the matrix raises ConfigError (the whole command stops);
+    a plugin that cannot build a cell sets that cell's ``problem`` instead."""
     cells, seen = [], set()
     for index, combo in enumerate(matrix.combinations):
         for seed in matrix.seeds:
             where = f"matrix {matrix.name!r}, cell {index + 1} ({_describe(combo)})"
-            config = resolve_config({**matrix.defaults, **combo, "seed": seed}, registry, where)
-            cell = Cell(cell_id(config), readable_name(config, matrix.axes, len(matrix.seeds) > 1), config)
+            cell = resolve_cell({**matrix.defaults, **combo, "seed": seed}, registry, where,
+                                lambda config: readable_name(config, matrix.axes, len(matrix.seeds) > 1))
             if cell.id not in seen:
                 seen.add(cell.id)
                 cells.append(cell)
     return cells
+
+
+def resolve_cell(user: dict[str, Any], registry: Registry, where: str,
+                 naming: Callable[[dict[str, Any]], str]) -> Cell:
+    config, used, problems = _resolve(user, registry, where)
+    if not problems:
+        problems = _check_buildable(config, used, where)
+    problem = f"{where}: {'; '.join(problems)}" if problems else None
+    return Cell(cell_id(config), naming(config), config, cell_provenance(used), problem)
 
 
 def _describe(combo: dict[str, Any]) -> str:
@@ -82,32 +101,31 @@ def _describe(combo: dict[str, Any]) -> str:
 
 
 def resolve_config(user: dict[str, Any], registry: Registry, where: str) -> dict[str, Any]:
+    """The fully resolved config of one cell; any problem, the plugin's included, raises ConfigError."""
+    cell = resolve_cell(user, registry, where, lambda config: "")
+    if cell.problem:
+        raise ConfigError(cell.problem)
+    return cell.config
+
+
+def _resolve(user: dict[str, Any], registry: Registry,
+             where: str) -> tuple[dict[str, Any], dict[str, Registered], list[str]]:
     config = {name: key.default for name, key in TRAINER_KEYS.items()}
     config.update({k: v for k, v in user.items() if k in TRAINER_KEYS})
     _check_known_keys(user, registry, where)  # first: a misspelt `model` must not read as "no model given"
     for kind in ("model", "optimizer"):
         if config[kind] is None:
             raise ConfigError(f"{where}: no {kind} given; add `{kind} = \"...\"` to [defaults] or [matrix]")
-    components = {kind: registry.get(kind, config[key]) for kind, key in KIND_KEYS.items()
-                  if kind != "tokenizer"}
-    if "tokens" in components["dataset"].tags:
+    problems: list[str] = []
+    kinds = [kind for kind in KIND_KEYS if kind != "tokenizer"]
+    used = {kind: _lookup(registry, kind, config[KIND_KEYS[kind]], problems) for kind in kinds}
+    if "tokens" in used["dataset"].component.tags:
         config["tokenizer"] = None  # the corpus is already token ids
     else:
-        components["tokenizer"] = registry.get("tokenizer", config["tokenizer"])
-
-    for component in components.values():
-        for key, default in component.defaults.items():
-            if key in TRAINER_KEYS:
-                continue
-            value = user.get(key, default)
-            problem = type_error(key, value, default)
-            if problem:
-                raise ConfigError(f"{where}: {problem}")
-            config[key] = value
-
+        used["tokenizer"] = _lookup(registry, "tokenizer", config["tokenizer"], problems)
+    config.update(_component_values(user, used, where))
     check_trainer_values(config, where)
-    _check_buildable(config, components, where)
-    return config
+    return config, used, problems
 
 
 def _check_known_keys(user: dict[str, Any], registry: Registry, where: str) -> None:
@@ -123,28 +141,63 @@ def _check_known_keys(user: dict[str, Any], registry: Registry, where: str) -> N
             raise ConfigError(f"{where}: unknown key {key!r}{closest(key, known_anywhere)}")
 
 
-def _check_buildable(config: dict[str, Any], components: dict[str, Component], where: str) -> None:
-    """Build the model's shapes (no memory, no time, no initialisers) and the optimizer and schedule on a
-    dummy parameter, so impossible hyperparameters fail here and not hours into a matrix."""
+def _lookup(registry: Registry, kind: str, name: str, problems: list[str]) -> Registered:
+    """The registration of ``name``; a name two plugins register is this cell's problem, and the
+    first registration stands in so the cell still resolves (and keeps the id it will have)."""
     try:
-        with shapes_only():
-            model = components["model"].factory(_probe_vocab(config, components),
-                                                **component_params(config, components["model"]))
-        _check_weights_size(config, components, model)
+        return registry.entry(kind, name)
+    except DuplicateComponentError as exc:
+        problems.append(str(exc))
+        return registry.registrations(kind, name)[0]
+
+
+def _component_values(user: dict[str, Any], used: dict[str, Registered], where: str) -> dict[str, Any]:
+    """One value per declared key: the matrix's if it sets the key, else the declaring components'
+    default, which must agree when several declare it. A component's default for a harness key
+    (an optimizer's ``lr``) replaces the harness default."""
+    values: dict[str, Any] = {}
+    declared_by: dict[str, str] = {}
+    for kind, entry in used.items():
+        component = entry.component
+        for key, default in component.defaults.items():
+            if key in user:
+                value = user[key]
+            elif key in values and values[key] != default:
+                raise ConfigError(f"{where}: {declared_by[key]} and {kind} {component.name!r} both declare "
+                                  f"{key!r}, with defaults {values[key]!r} and {default!r}; set {key} in the matrix")
+            else:
+                value = default
+            problem = type_error(key, value, default) if key not in TRAINER_KEYS else None
+            if problem:
+                raise ConfigError(f"{where}: {problem}")
+            values[key] = value
+            declared_by.setdefault(key, f"{kind} {component.name!r}")
+    return values
+
+
+def _check_buildable(config: dict[str, Any], used: dict[str, Registered], where: str) -> list[str]:
+    """Build the model's shapes (no memory, no time, no initialisers) and the optimizer and schedule on a
+    dummy parameter, so impossible hyperparameters fail here and not hours into a matrix.
+
+    A ValueError is the factory saying the matrix asks for something impossible: ConfigError, the
+    command stops. Any other exception, or an object of the wrong type, is the plugin's fault:
+    returned as this cell's problems, naming the plugin."""
+    problems: list[str] = []
+    model = _build(used["model"], lambda c: c.build(config, _probe_vocab(config)), problems, where, meta=True)
+    if model is not None:
         limit = getattr(model, "context_length", None)
         if limit is not None and config["seq_len"] > limit:
-            raise ValueError(f"seq_len {config['seq_len']} exceeds the model's context length {limit}; "
-                             f"lower seq_len or raise n_positions")
-        no_steps = zero_step_problem(config, model.flops_per_token(config["seq_len"]))
+            raise ConfigError(f"{where}: seq_len {config['seq_len']} exceeds the model's context length {limit}; "
+                              f"lower seq_len or raise n_positions")
+        no_steps = zero_step_problem(config, _flops_per_token(model, used["model"], config, problems))
         if no_steps:
-            raise ValueError(no_steps)
-        components["optimizer"].factory(probe_parameters(), lr=config["lr"], device_type="cpu",
-                                        **component_params(config, components["optimizer"]))
-        total = config["max_steps"] or 10**9
-        components["schedule"].factory(lr=config["lr"], total_steps=total,
-                                       **component_params(config, components["schedule"]))
-    except (ValueError, TypeError) as exc:
-        raise ConfigError(f"{where}: {exc}") from None
+            raise ConfigError(f"{where}: {no_steps}")
+        _check_weights_size(config, used, model, where)
+    _build(used["optimizer"], lambda c: c.build(config, probe_parameters(), lr=config["lr"], device_type="cpu"),
+           problems, where)
+    _build(used["schedule"], lambda c: c.build(config, lr=config["lr"], total_steps=config["max_steps"] or 10**9),
+           problems, where)
+    return problems
 
 
 def weights_bytes(model: Any) -> int:
@@ -154,22 +207,61 @@ def weights_bytes(model: Any) -> int:
     return sum(t.numel() * t.element_size() for t in tensors)
 
 
-def _check_weights_size(config: dict[str, Any], components: dict[str, Component], model: Any) -> None:
+def _check_weights_size(config: dict[str, Any], used: dict[str, Registered], model: Any, where: str) -> None:
+    """max_checkpoint_mb: a configuration whose weights exceed it is rejected before anything runs."""
     limit = config.get("max_checkpoint_mb") or 0
     if not limit:
         return
-    if "tokenizer" in components:  # the probe vocabulary would understate a text model's embeddings
-        tokenizer = components["tokenizer"]
-        vocab = tokenizer.factory(**component_params(config, tokenizer)).vocab_size
+    if "tokenizer" in used:  # the probe vocabulary would understate a text model's embeddings
+        vocab = used["tokenizer"].component.build(config).vocab_size
         with shapes_only():
-            model = components["model"].factory(vocab, **component_params(config, components["model"]))
+            model = used["model"].component.build(config, vocab)
     size = weights_bytes(model)
     if size > limit * 1e6:
-        raise ValueError(f"the model's weights take {size / 1e6:.1f} MB, over max_checkpoint_mb = {limit:g}; "
-                         f"shrink the model (n_embd, n_layer, vocabulary) or raise max_checkpoint_mb")
+        raise ConfigError(f"{where}: the model's weights take {size / 1e6:.1f} MB, over max_checkpoint_mb = "
+                          f"{limit:g}; shrink the model (n_embd, n_layer, vocabulary) or raise max_checkpoint_mb")
 
 
-def _probe_vocab(config: dict[str, Any], components: dict[str, Component]) -> int:
+def _flops_per_token(model: Any, entry: Registered, config: dict[str, Any], problems: list[str]) -> int:
+    """The model's FLOPs per token, asked only when a FLOP budget needs it."""
+    if not config.get("max_flops"):
+        return 0
+    try:
+        return int(model.flops_per_token(config["seq_len"]))
+    except Exception as exc:  # noqa: BLE001 - the plugin's fault, this cell's problem
+        problems.append(f"model {entry.component.name!r} from {entry.distribution}: flops_per_token failed: "
+                        f"{type(exc).__name__}: {exc}".splitlines()[0][:400])
+        return 0
+
+
+# What each kind's factory must return, checked at resolve time.
+_EXPECTED: dict[str, tuple[type | None, str]] = {
+    "model": (LanguageModel, "a bench.LanguageModel"),
+    "optimizer": (torch.optim.Optimizer, "a torch.optim.Optimizer"),
+    "schedule": (None, "a callable step -> learning rate"),
+}
+
+
+def _build(entry: Registered, build: Callable[[Component], Any], problems: list[str], where: str,
+           meta: bool = False) -> Any:
+    name = f"{entry.kind} {entry.component.name!r} from {entry.distribution}"
+    try:
+        with shapes_only() if meta else contextlib.nullcontext():
+            built = build(entry.component)
+    except ValueError as exc:
+        raise ConfigError(f"{where}: {exc}") from None
+    except Exception as exc:  # noqa: BLE001 - a plugin bug becomes this cell's problem, not a traceback
+        problems.append(f"{name} failed to build: {type(exc).__name__}: {exc}".splitlines()[0][:400])
+        return None
+    expected, description = _EXPECTED[entry.kind]
+    if not (isinstance(built, expected) if expected is not None else callable(built)):
+        problems.append(f"{name} returned {type(built).__module__}.{type(built).__qualname__}, "
+                        f"not {description}; fix the plugin's factory")
+        return None
+    return built
+
+
+def _probe_vocab(config: dict[str, Any]) -> int:
     # The real vocabulary is known once data is loaded; any positive size shows whether the
     # architecture's own hyperparameters are consistent.
     return int(config.get("vocab_size") or 256)

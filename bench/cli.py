@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from typing import Sequence
+from typing import Any, Sequence
 
 from bench.errors import BenchError
 
@@ -18,6 +18,7 @@ def _outputs_root(args: argparse.Namespace) -> str:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="bench", description=__doc__)
+    _add_plugin_options(parser, "global_")
     sub = parser.add_subparsers(dest="command", required=True)
     for add in (_add_list, _add_run, _add_estimate, _add_report, _add_plot, _add_fit, _add_eval):
         add(sub)
@@ -29,16 +30,20 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _add_list(sub: argparse._SubParsersAction) -> None:
     listing = sub.add_parser("list", help="show every registered model, optimizer, dataset, tokenizer and schedule")
+    listing.add_argument("--verbose", "-v", action="store_true",
+                         help="also show every plugin: its module, distribution and whether it loaded")
+    _add_plugin_options(listing, "")
     listing.set_defaults(handler=_list)
 
 
 def _list(args: argparse.Namespace) -> int:
     from bench.commands import list_components
-    return list_components()
+    return list_components(verbose=args.verbose, plugins=_plugin_selection(args))
 
 
 def _add_run(sub: argparse._SubParsersAction) -> None:
     run = sub.add_parser("run", help="train every cell of a matrix file")
+    _add_plugin_options(run, "")
     run.add_argument("matrix", help="path to a matrix TOML file")
     run.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     run.add_argument("--filter", help="key=value[,key=value] or a substring of cell names")
@@ -56,7 +61,8 @@ def _run(args: argparse.Namespace) -> int:
     executor = {"name": args.executor or ("ray" if args.ray_address else None), "jobs": args.jobs,
                 "address": args.ray_address}
     return run_matrix(args.matrix, device=args.device, filter_expr=args.filter, dry_run=args.dry_run,
-                      force=args.force, outputs=_outputs_root(args), executor=executor)
+                      force=args.force, outputs=_outputs_root(args), executor=executor,
+                      plugins=_plugin_selection(args))
 
 
 def _add_estimate(sub: argparse._SubParsersAction) -> None:
@@ -87,7 +93,7 @@ def _add_report(sub: argparse._SubParsersAction) -> None:
                         help="keep cells where key=value (also !=, <, <=, >, >=; comma-separated or repeated), "
                              "e.g. model=lstm,n_layer=1 or best_val_ppl<20")
     report.add_argument("--tables", help="comma-separated subset of perplexity, time, memory, aggregate, params, "
-                                         "hellaswag, seeds, time_to_target (default: all)")
+                                         "versions, hellaswag, seeds, time_to_target (default: all)")
     report.add_argument("--peak-tflops", type=float, metavar="TFLOPS",
                         help="device peak TFLOP/s for the MFU column, overriding what each cell stored")
     report.add_argument("--plots", metavar="DIR", help="also write loss/perplexity PNGs under DIR/<matrix>/")
@@ -190,12 +196,33 @@ def _add_eval(sub: argparse._SubParsersAction) -> None:
     hellaswag.add_argument("--limit", type=int, default=0, help="score the first N items only (default 0: all)")
     hellaswag.add_argument("--batch-size", type=int, default=16, help="requests per forward pass (default 16)")
     hellaswag.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    hellaswag.add_argument("--log-samples", action="store_true",
+                           help="also keep per-item results in CELL_DIR/hellaswag_samples.jsonl")
+    _add_plugin_options(hellaswag, "")
     hellaswag.set_defaults(handler=_eval_hellaswag)
 
 
 def _eval_hellaswag(args: argparse.Namespace) -> int:
     from bench.commands import eval_hellaswag
-    return eval_hellaswag(run=args.run, limit=args.limit, batch_size=args.batch_size, device=args.device)
+    return eval_hellaswag(run=args.run, limit=args.limit, batch_size=args.batch_size, device=args.device,
+                          plugins=_plugin_selection(args), log_samples=args.log_samples)
+
+
+def _add_plugin_options(parser: argparse.ArgumentParser, prefix: str) -> None:
+    """Accepted before the subcommand and after it (argparse keeps the two places in separate lists)."""
+    group = parser.add_argument_group("plugins")
+    group.add_argument("--disable-plugin", action="append", metavar="NAME", dest=f"{prefix}disable_plugin", default=[],
+                       help="do not load this plugin (an entry-point or distribution name; repeatable; "
+                            "also $BENCH_DISABLE_PLUGINS=name,...)")
+    group.add_argument("--plugin", action="append", metavar="MODULE", dest=f"{prefix}plugin", default=[],
+                       help="load this module or entry point as a plugin (repeatable); with "
+                            "$BENCH_DISABLE_PLUGIN_AUTOLOAD=1 only these (and the built-ins) load")
+
+
+def _plugin_selection(args: argparse.Namespace) -> Any:
+    from bench.registry import PluginSelection
+    return PluginSelection.from_options(args.global_disable_plugin + getattr(args, "disable_plugin", []),
+                                        args.global_plugin + getattr(args, "plugin", []))
 
 
 # What a process killed by SIGPIPE reports to its shell (128 + 13), as `yes | head` does.

@@ -7,17 +7,16 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import pluggy
 import torch
 from tabulate import tabulate
 
-from bench.cells import Cell, component_params, resolve_cells
+from bench.cells import Cell, resolve_cells
 from bench.components import KINDS
 from bench.errors import BenchError
 from bench.evaluation.cell_hellaswag import check_eval_settings
 from bench.executors import build_executor, executor_settings
 from bench.matrix import Matrix, load_matrix
-from bench.registry import Registry, build_registry, plugin_manager
+from bench.registry import Plugins, PluginSelection, Registry, load_plugins
 from bench.report.select import filter_summaries
 from bench.selection import resolve_device, select_cells
 from bench.shapes import shapes_only
@@ -28,19 +27,21 @@ from bench.store import CellRecord, ResultStore, matrix_names
 # command, `bench list` and `--dry-run` included (benchmarks/startup.py measures it).
 
 
-def _registry() -> tuple[pluggy.PluginManager, Registry]:
-    manager = plugin_manager()
-    return manager, build_registry(manager)
-
-
-def list_components() -> int:
-    _, registry = _registry()
+def list_components(*, verbose: bool = False, plugins: PluginSelection | None = None) -> int:
+    loaded = load_plugins(plugins)
+    registry = loaded.registry
     for kind in KINDS:
         entries = registry.entries(kind)
         print(f"\n{kind}s ({len(entries)})")
         rows = [[e.component.name, e.distribution, _format_defaults(e.component.defaults),
                  e.component.description] for e in entries]
         print(tabulate(rows, headers=["name", "provided by", "defaults", "description"], tablefmt="simple"))
+    for clash in registry.clashes():
+        print(f"bench: warning: {clash}; cells that use it fail, the others run", file=sys.stderr)
+    if verbose:
+        print("\nplugins")
+        rows = [[r.name, r.provider.module, r.provider.label, r.status, r.error] for r in loaded.records]
+        print(tabulate(rows, headers=["plugin", "module", "distribution", "status", "error"], tablefmt="simple"))
     return 0
 
 
@@ -49,33 +50,33 @@ def _format_defaults(defaults: Mapping[str, Any]) -> str:
 
 
 def run_matrix(path: str, *, device: str, filter_expr: str | None, dry_run: bool, force: bool,
-               outputs: str, executor: dict | None = None) -> int:
-    manager, registry = _registry()
+               outputs: str, executor: dict | None = None, plugins: PluginSelection | None = None) -> int:
+    loaded = load_plugins(plugins)
+    registry = loaded.registry
     matrix = load_matrix(path)
     check_eval_settings(matrix.evaluation, path)
     runner = build_executor(registry, executor_settings(matrix.executor, executor or {}), path)
     if matrix.sweep:  # a search: the sweep proposes the cells (bench/sweep/)
         from bench.sweep.command import run_sweep_matrix
-        return run_sweep_matrix(matrix, path, registry=registry, hooks=manager.hook, device=device, outputs=outputs,
+        return run_sweep_matrix(matrix, path, registry=registry, hooks=loaded.hooks, device=device, outputs=outputs,
                                 dry_run=dry_run, filter_expr=filter_expr, force=force, executor=runner)
     cells = select_cells(resolve_cells(matrix, registry), filter_expr)
     if dry_run:
-        print(_dry_run_table(cells, registry, resolve_device(device)))
-        print(f"{len(cells)} cells in matrix {matrix.name!r}; nothing trained (--dry-run)")
-        return 0
-    return _train(cells, matrix, manager, registry, device=resolve_device(device), force=force, outputs=outputs,
+        return _dry_run(cells, registry, matrix.name, resolve_device(device))
+    return _train(cells, matrix, loaded, device=resolve_device(device), force=force, outputs=outputs,
                   runner=runner)
 
 
-def _train(cells: list[Cell], matrix: Matrix, manager: pluggy.PluginManager, registry: Registry, *,
-           device: torch.device, force: bool, outputs: str, runner: Any) -> int:
+def _train(cells: list[Cell], matrix: Matrix, loaded: Plugins, *, device: torch.device, force: bool, outputs: str,
+           runner: Any) -> int:
     from bench.data.loading import check_data_available
     from bench.data.token_cache import tokens_dir
     from bench.lock import MatrixLock
     from bench.runner import run_cells
     from bench.signals import GracefulStop
 
-    check_data_available([c.config for c in cells], registry)
+    registry = loaded.registry
+    check_data_available([c.config for c in cells if not c.problem], registry)
     store = ResultStore(outputs, matrix.name)
     # The lock refuses a second run on these outputs (exit 2); the stop turns SIGINT/SIGTERM into
     # "finish the step, checkpoint, exit".
@@ -83,8 +84,9 @@ def _train(cells: list[Cell], matrix: Matrix, manager: pluggy.PluginManager, reg
         store.sweep_temp_files(tokens_dir())  # left by writes a kill interrupted
         print(f"bench: {len(cells)} cells of {matrix.name!r} on {device}, results in {store.path}",
               file=sys.stderr)
-        outcome = run_cells(cells, registry=registry, hooks=manager.hook, store=store, device=device,
-                            force=force, stop=stop, evaluation=matrix.evaluation, executor=runner, lock=lock)
+        outcome = run_cells(cells, registry=registry, hooks=loaded.hooks, store=store, device=device,
+                            force=force, stop=stop, evaluation=matrix.evaluation, executor=runner, lock=lock,
+                            plugins=loaded.selection)
     if outcome.interrupted:
         print(f"bench: stopped by {outcome.interrupted}; run the same command again to resume", file=sys.stderr)
         return stop.exit_code
@@ -103,6 +105,19 @@ def _print_perplexities(store: ResultStore, cells: list[Cell]) -> None:
     print(tables.render(_with_hellaswag(tables.perplexity_table(frame), frame), "github"))
 
 
+def _dry_run(cells: list[Cell], registry: Registry, matrix_name: str, device: torch.device) -> int:
+    """The buildable cells as a table, then one line per cell a plugin cannot build (exit 2 if any)."""
+    buildable = [cell for cell in cells if not cell.problem]
+    if buildable:
+        print(_dry_run_table(buildable, registry, device))
+    for cell in cells:
+        if cell.problem:
+            print(f"bench: error: {cell.problem}", file=sys.stderr)
+    unbuildable = f", {len(cells) - len(buildable)} of them unbuildable" if len(buildable) < len(cells) else ""
+    print(f"{len(cells)} cells in matrix {matrix_name!r}{unbuildable}; nothing trained (--dry-run)")
+    return 2 if len(buildable) < len(cells) else 0
+
+
 def _dry_run_table(cells: list[Cell], registry: Registry, device: torch.device) -> str:
     """One row per cell: sizes, FLOPs per token, planned steps, tokens and training FLOPs, and the
     estimated training memory; then one warning line per cell whose estimate exceeds the device's
@@ -119,7 +134,7 @@ def _dry_run_table(cells: list[Cell], registry: Registry, device: torch.device) 
         component = registry.get("model", config["model"])
         vocab = _vocab_size(config, registry)
         with shapes_only():
-            model = component.factory(vocab, **component_params(config, component))
+            model = component.build(config, vocab)
         counts = model.parameter_counts()
         per_token = model.flops_per_token(config["seq_len"])
         _, steps = planned_steps(config, _train_tokens(config, registry, train_tokens), per_token)
@@ -141,7 +156,7 @@ def _train_tokens(config: dict, registry: Registry, cache: dict) -> int:
     from bench.data.loading import load_cell_data
 
     dataset = registry.get("dataset", config["dataset"])
-    key = (dataset.name, repr(sorted(component_params(config, dataset).items())), config["tokenizer"])
+    key = (dataset.name, repr(sorted(dataset.params(config).items())), config["tokenizer"])
     if key not in cache:
         cache[key] = int(load_cell_data(config, registry, torch.device("cpu")).splits["train"].numel())
     return cache[key]
@@ -151,7 +166,7 @@ def _vocab_size(config: dict, registry: Registry) -> int:
     if config["tokenizer"] is None:
         return int(config["vocab_size"])
     tokenizer = registry.get("tokenizer", config["tokenizer"])
-    return tokenizer.factory(**component_params(config, tokenizer)).vocab_size
+    return tokenizer.build(config).vocab_size
 
 
 def _matrix_summaries(outputs: str, matrix: str | None, where: list[str] | None) -> dict[str, list[dict]]:
@@ -230,9 +245,9 @@ def estimate(path: str, *, device: str, filter_expr: str | None, steps: int, cos
     from bench.report.estimate import estimate_table
 
     check_steps(steps, cost_per_hour)
-    _, registry = _registry()
+    registry = load_plugins(None).registry
     matrix = load_matrix(path)
-    cells = select_cells(resolve_cells(matrix, registry), filter_expr)
+    cells = [c for c in select_cells(resolve_cells(matrix, registry), filter_expr) if not c.problem]
     if not cells:
         raise BenchError(f"--filter {filter_expr!r} matches none of the matrix's cells")
     target = resolve_device(device)
@@ -298,17 +313,19 @@ def _with_hellaswag(table, frame):
     return hellaswag_report.with_accuracy_columns(table, frame) if hellaswag_report.has_hellaswag(frame) else table
 
 
-def eval_hellaswag(*, run: str, limit: int, batch_size: int, device: str) -> int:
+def eval_hellaswag(*, run: str, limit: int, batch_size: int, device: str,
+                   plugins: PluginSelection | None = None, log_samples: bool = False) -> int:
     """Re-score one finished cell folder on HellaSwag and store the figures in its summary."""
     from bench.evaluation.cell_hellaswag import describe, score_cell, write_fields
     from bench.evaluation.checkpoint_loading import NotTextCell
 
     if limit < 0 or batch_size < 1:
         raise BenchError(f"--limit must be >= 0 and --batch-size >= 1, got {limit} and {batch_size}")
-    _, registry = _registry()
+    registry = load_plugins(plugins).registry
     target = resolve_device(device)
     try:
-        fields = score_cell(run, registry, target, limit=limit, batch_size=batch_size, progress=True)
+        fields = score_cell(run, registry, target, limit=limit, batch_size=batch_size, progress=True,
+                            log_samples=log_samples)
     except NotTextCell as exc:
         write_fields(CellRecord(Path(run)), {"hellaswag_note": f"skipped: {exc}"})
         print(f"bench: hellaswag skipped: {exc}", file=sys.stderr)

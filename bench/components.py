@@ -17,6 +17,8 @@ class Component:
     arguments; matrix keys are routed to a component exactly when they appear here.
     ``tags`` carries small facts the harness needs before building anything
     (a dataset tagged ``"text"`` needs a tokenizer, one tagged ``"tokens"`` does not).
+    The rules for keys (shared keys, harness keys such as an optimizer's ``lr``) are in
+    :mod:`bench.hookspecs`.
     """
 
     name: str
@@ -30,3 +32,14 @@ class Component:
             raise ValueError(f"component name must be a non-empty string, got {self.name!r}")
         object.__setattr__(self, "defaults", dict(self.defaults))
         object.__setattr__(self, "tags", frozenset(self.tags))
+
+    def params(self, config: Mapping[str, Any]) -> dict[str, Any]:
+        """The subset of a resolved cell config that this component's factory takes."""
+        return {key: config[key] for key in self.defaults}
+
+    def build(self, config: Mapping[str, Any], *args: Any, **passed: Any) -> Any:
+        """Call the factory with the cell's values of the declared keys plus what the harness
+        passes by name (``lr``, ``device_type``, ``total_steps``). A declared key that the harness
+        also passes (an optimizer listing ``lr`` to set its own default) is given once: the
+        resolved config already holds that same value."""
+        return self.factory(*args, **{**self.params(config), **passed})

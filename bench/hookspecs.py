@@ -1,38 +1,92 @@
-"""The complete plugin contract of bench.
+"""The complete plugin contract of bench, in one place.
 
-A plugin is any module or object with functions named like the specs below and marked
-with ``bench.hookimpl``. Plugins are discovered through the ``bench.plugins`` entry-point
-group, the same group the built-in plugins in this distribution use::
+Discovery
+---------
+A plugin is a module (or object) with functions named like the specs below, marked with
+``bench.hookimpl``. Distributions expose plugins through the ``bench.plugins`` entry-point group,
+the same group bench's own built-in plugins use::
 
     [project.entry-points."bench.plugins"]
     my_models = "my_package.bench_plugin"
 
-Registration hooks return a list of :class:`bench.components.Component`. Names are global:
-two distributions registering the same model (or optimizer, ...) name is an error.
+and depend on bench's distribution, ``bench-lm`` (the import package and command stay ``bench``).
+Everything a plugin imports is re-exported from :mod:`bench`: ``Component``, ``hookimpl``,
+``LanguageModel``, ``Corpus`` and ``Tokenizer``.
 
-Factory signatures, by kind (``**hparams`` are exactly the component's ``defaults`` keys,
-overridden by the matrix):
+A plugin that fails to import, or whose registration hook raises or returns something other than
+``Component`` objects, is left out with one warning naming its distribution and the error; the
+others load. ``--disable-plugin NAME`` (the entry-point name, as ``bench list --verbose`` shows it, or
+a distribution name) or ``BENCH_DISABLE_PLUGINS=name,...`` skips plugins;
+``BENCH_DISABLE_PLUGIN_AUTOLOAD=1`` loads only bench's built-ins plus those named by ``--plugin``
+(an entry-point name or an importable module).
 
-* model:     ``factory(vocab_size: int, **hparams) -> bench.lm.LanguageModel``
+Components and their keys
+-------------------------
+Registration hooks return a list of :class:`bench.Component`: a name, a factory, ``defaults`` (every
+hyperparameter the factory takes, by keyword) and a description. Names are global per kind: when two
+plugins register the same name, cells that use it fail with a message naming both distributions;
+every other cell runs.
+
+``Component.params(config)`` is the part of a resolved cell config a component's factory takes, and
+``Component.build(config, *args, **named)`` calls the factory with it (bench builds every component
+this way).
+
+Each cell has one value per key. A matrix key reaches a component exactly when it is in that
+component's ``defaults``. The value is, in order: the matrix's; else the declaring component's
+default; else bench's own default (``bench.schema.TRAINER_KEYS``). When two components of one cell
+declare the same key they share that one value, and if the matrix does not set it their defaults must
+agree (otherwise the matrix is refused, naming both: set the key in the matrix). A component may
+declare one of bench's own keys to change its default for the cells that use it: an optimizer listing
+``"lr": 1e-4`` trains at 1e-4 unless the matrix sets ``lr``.
+
+Factory signatures, by kind (``**hparams`` are the component's ``defaults`` keys, resolved as above;
+the named arguments are passed by bench, and a declared ``lr`` arrives once, as ``lr``):
+
+* model:     ``factory(vocab_size: int, **hparams) -> bench.LanguageModel``
+  (``forward(idx: LongTensor[B, T]) -> logits[B, T, vocab_size]``, causal; sets ``vocab_size`` and
+  ``context_length`` (``None`` when unbounded); implements ``flops_per_token(seq_len)``)
 * optimizer: ``factory(params, *, lr: float, device_type: str, **hparams) -> torch.optim.Optimizer``
+  (must read ``param_groups[i]["lr"]`` at every step: schedules set it; ``params`` is an iterable of
+  parameters or of parameter-group dicts)
 * schedule:  ``factory(*, lr: float, total_steps: int, **hparams) -> Callable[[int], float]``
-  (maps a 0-based optimizer step to the learning rate for that step)
-* dataset:   ``factory(**hparams) -> bench.data.corpus.Corpus``
-* tokenizer: ``factory() -> bench.data.tokenizer.Tokenizer``
-* executor:  ``factory(**options) -> executor`` (runs cells; see :mod:`bench.executors`)
+  (maps a 0-based optimizer step to the learning rate for that step; a stateful schedule exposes
+  ``state_dict()`` and ``load_state_dict(state)`` and is checkpointed with the cell)
+* dataset:   ``factory(**hparams) -> bench.Corpus`` (splits ``train``/``valid``/``test`` of text or
+  of token ids; tag the component ``"text"`` or ``"tokens"``: a ``"tokens"`` dataset sets
+  ``Corpus.vocab_size`` and gets no tokenizer, a ``"text"`` one is encoded by the cell's tokenizer)
+* tokenizer: ``factory(**hparams) -> bench.Tokenizer`` (``name``, ``vocab_size``, ``encode``,
+  ``decode``; ``eot_token``: the document-separator id or ``None``; optional
+  ``encode_batch(texts) -> list[list[int]]``, used for long texts when present, must equal ``encode``
+  on each text)
+* executor:  ``factory(**options) -> executor`` with ``execute(cells, spec, session)`` (runs cells; see
+  :mod:`bench.executors`)
 
-Factories raise ``ValueError`` for impossible hyperparameters; bench reports the message
-as a configuration error before any training starts.
+Factory errors: a factory raising ``ValueError`` says the matrix asks for something impossible; bench
+refuses the matrix (exit 2) with the message, before anything trains. Every factory is tried at
+resolve time (the model's shapes only, on the meta device); any other exception, or an object of the wrong type,
+is the plugin's fault and becomes one line naming the component, its distribution and the cell:
+``bench run --dry-run`` prints every such line and exits 2, ``bench run`` records each such cell as
+``error`` and trains the others. ``bench.testing`` checks a component against this contract.
 
-Lifecycle hooks receive plain data (the cell's name/id/config and dicts of numbers) so a
-logger plugin (console, CSV, a tracking service) depends on nothing else in bench.
+Lifecycle hooks and the hook-error policy
+-----------------------------------------
+Lifecycle hooks receive plain data, so a logger plugin (console, CSV, a tracking service) depends on
+nothing else in bench. ``cell`` is ``{"id", "name", "config", "provenance"}``: the cell id, its
+readable name, the fully resolved config and which distribution/version provided each component
+(see :mod:`bench.provenance`). They are observers: bench calls each implementation separately
+(:class:`bench.hooks.GuardedHooks`); one that raises gets a single warning naming its distribution
+(later failures of the same plugin are silent), the other implementations still run, and the cell
+goes on with its outcome and result unchanged. Lifecycle hooks cannot be hook wrappers.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pluggy
+
+if TYPE_CHECKING:
+    from bench.components import Component
 
 PROJECT = "bench"
 hookspec = pluggy.HookspecMarker(PROJECT)
@@ -43,35 +97,65 @@ hookimpl = pluggy.HookimplMarker(PROJECT)
 
 
 @hookspec
-def bench_models() -> list:
-    """Return the language models this plugin provides."""
+def bench_models() -> list[Component]:
+    """Return the language models this plugin provides.
+
+    :return: ``Component`` objects whose factory is ``factory(vocab_size, **hparams)`` and returns a
+        :class:`bench.LanguageModel`.
+    """
+    raise NotImplementedError  # a specification: only implementations are called
 
 
 @hookspec
-def bench_optimizers() -> list:
-    """Return the optimizers this plugin provides."""
+def bench_optimizers() -> list[Component]:
+    """Return the optimizers this plugin provides.
+
+    :return: ``Component`` objects whose factory is ``factory(params, *, lr, device_type, **hparams)``
+        and returns a ``torch.optim.Optimizer``; ``defaults`` may hold ``lr``, this optimizer's own
+        default learning rate.
+    """
+    raise NotImplementedError  # a specification: only implementations are called
 
 
 @hookspec
-def bench_schedules() -> list:
-    """Return the learning-rate schedules this plugin provides."""
+def bench_schedules() -> list[Component]:
+    """Return the learning-rate schedules this plugin provides.
+
+    :return: ``Component`` objects whose factory is ``factory(*, lr, total_steps, **hparams)`` and
+        returns ``step -> lr`` (optionally with ``state_dict``/``load_state_dict``).
+    """
+    raise NotImplementedError  # a specification: only implementations are called
 
 
 @hookspec
-def bench_datasets() -> list:
-    """Return the datasets this plugin provides (tag each ``"text"`` or ``"tokens"``)."""
+def bench_datasets() -> list[Component]:
+    """Return the datasets this plugin provides.
+
+    :return: ``Component`` objects tagged ``"text"`` or ``"tokens"`` whose factory is
+        ``factory(**hparams)`` and returns a :class:`bench.Corpus`.
+    """
+    raise NotImplementedError  # a specification: only implementations are called
 
 
 @hookspec
-def bench_tokenizers() -> list:
-    """Return the tokenizers this plugin provides."""
+def bench_tokenizers() -> list[Component]:
+    """Return the tokenizers this plugin provides.
+
+    :return: ``Component`` objects whose factory is ``factory(**hparams)`` and returns a
+        :class:`bench.Tokenizer`.
+    """
+    raise NotImplementedError  # a specification: only implementations are called
 
 
 @hookspec
-def bench_executors() -> list:
-    """Return the executors this plugin provides: components whose ``factory(**options)`` builds an
-    object with ``execute(cells, spec, session) -> list[bench.runner.CellOutcome]`` (see
-    :mod:`bench.executors`); ``defaults`` are the options a matrix's ``[executor]`` table may set."""
+def bench_executors() -> list[Component]:
+    """Return the executors this plugin provides.
+
+    :return: ``Component`` objects whose ``factory(**options)`` builds an object with
+        ``execute(cells, spec, session) -> list[bench.runner.CellOutcome]`` (see :mod:`bench.executors`);
+        ``defaults`` are the options a matrix's ``[executor]`` table may set.
+    """
+    raise NotImplementedError  # a specification: only implementations are called
 
 
 # -- lifecycle ----------------------------------------------------------------------------
@@ -79,21 +163,47 @@ def bench_executors() -> list:
 
 @hookspec
 def bench_run_start(cell: dict[str, Any], total_steps: int) -> None:
-    """A cell is about to train. ``cell`` has ``id``, ``name`` and ``config``."""
+    """A cell is about to train (or to resume from its checkpoint).
+
+    :param cell: ``{"id", "name", "config", "provenance"}`` of the cell.
+    :param total_steps: optimizer steps the cell trains for in all (resumed steps included).
+    """
 
 
 @hookspec
 def bench_log_step(cell: dict[str, Any], step: int, metrics: dict[str, float]) -> None:
-    """Called every ``log_every`` optimizer steps (and at each epoch end) with ``train_loss``, the
-    mean since the last call, ``lr`` and ``elapsed_s``, the training seconds so far. Never called
-    more often: reading the loss syncs the device."""
+    """Training progress, every ``log_every`` optimizer steps and at each epoch end; never more often,
+    since reading the loss syncs the device.
+
+    :param cell: ``{"id", "name", "config", "provenance"}`` of the cell.
+    :param step: optimizer steps done so far (1-based).
+    :param metrics: ``train_loss`` (mean over the steps since the previous call, nats/token), ``lr``
+        (the learning rate of the last step) and ``elapsed_s`` (training seconds so far, evaluation and
+        checkpointing excluded).
+    """
 
 
 @hookspec
 def bench_evaluation(cell: dict[str, Any], epoch: int, step: int, metrics: dict[str, float]) -> None:
-    """Called after each validation pass (every epoch, and every ``eval_every`` steps if set)."""
+    """A validation pass finished (every epoch, and every ``eval_every`` steps if set).
+
+    :param cell: ``{"id", "name", "config", "provenance"}`` of the cell.
+    :param epoch: the epoch in progress (1-based).
+    :param step: optimizer steps done so far.
+    :param metrics: ``loss`` (mean nats/token over the validation split's ``seq_len`` windows, which
+        advance by ``eval_stride``: non-overlapping by default), ``ppl`` (``exp(loss)``), ``tokens``
+        (targets scored) and, for word-level datasets such as wikitext2, ``word_ppl`` (``exp`` of the
+        total loss over the split's word count).
+    """
 
 
 @hookspec
 def bench_run_end(cell: dict[str, Any], summary: dict[str, Any]) -> None:
-    """A cell finished, successfully or not; ``summary`` is what the result store keeps."""
+    """A cell finished, successfully or not. Called after the summary is stored: what this hook does
+    cannot change the cell's status or result.
+
+    :param cell: ``{"id", "name", "config", "provenance"}`` of the cell.
+    :param summary: what the result store keeps in ``summary.json``: ``status`` (``ok``, ``diverged``,
+        ``oom``, ``error``, ``interrupted``, ...), ``step``, and for ``ok`` cells ``best_val_ppl``,
+        ``test_ppl``, timing and memory figures; failed cells carry ``reason``.
+    """

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+from typing import Callable
+
 import torch
 from torch import nn
+
+Head = Callable[[torch.Tensor], torch.Tensor]
 
 
 class LanguageModel(nn.Module):
@@ -13,6 +17,14 @@ class LanguageModel(nn.Module):
     ``(B, T, vocab_size)`` where position ``t`` sees only tokens ``<= t``, and
     :meth:`flops_per_token`. They set ``vocab_size`` and ``context_length`` (the longest
     input they accept, ``None`` when unbounded, as for recurrent models).
+
+    Optional, and worth it for a large vocabulary: ``hidden(idx) -> (B, T, C)``, the features
+    the output layer reads, and ``head(h) -> (..., vocab_size)``, the output layer itself (a
+    method or a submodule), applied position by position, so that
+    ``head(hidden(idx)) == forward(idx)``. With both present (see :func:`split`) the harness
+    runs the head only where it needs logits: the training and evaluation loss in chunks of
+    positions (``loss_chunk``) and HellaSwag at continuation positions only. Without them it
+    uses ``forward``. A model that has both may leave ``forward`` to this class.
     """
 
     vocab_size: int
@@ -33,5 +45,20 @@ class LanguageModel(nn.Module):
         """Analytic training FLOPs (forward + backward) per token at this sequence length."""
         raise NotImplementedError
 
-    def forward(self, idx: torch.Tensor) -> torch.Tensor:  # pragma: no cover - abstract
-        raise NotImplementedError
+    def forward(self, idx: torch.Tensor) -> torch.Tensor:
+        parts = split(self)
+        if parts is None:  # pragma: no cover - a subclass without hidden/head must override forward
+            raise NotImplementedError(f"{type(self).__name__} implements neither forward nor hidden + head")
+        hidden, head = parts
+        return head(hidden(idx))
+
+
+def split(model: nn.Module) -> tuple[Callable[[torch.Tensor], torch.Tensor], Head] | None:
+    """``(hidden, head)`` when ``model`` exposes both callables, else ``None`` (use ``forward``).
+
+    ``head`` is looked up on the instance, so it may be a method or a submodule named ``head``.
+    """
+    hidden, head = getattr(model, "hidden", None), getattr(model, "head", None)
+    if callable(hidden) and callable(head):
+        return hidden, head
+    return None

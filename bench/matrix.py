@@ -19,7 +19,7 @@ from typing import Any, Iterable
 from bench.errors import ConfigError
 
 TOP_LEVEL_KEYS = ("name", "description", "seeds", "defaults", "matrix", "eval", "executor", "sweep")
-EVAL_KEYS = {"hellaswag": False, "limit": 0, "batch_size": 16}
+EVAL_KEYS = {"hellaswag": False, "limit": 0, "batch_size": 16, "log_samples": False}
 # The name is a folder under the outputs root; 100 characters leave room for the rest of a path.
 MAX_NAME_LENGTH = 100
 # What users bring from other frameworks (nanoGPT, Hugging Face, PyTorch) for bench's keys:

@@ -8,7 +8,6 @@ body of one cell, the same function whichever process (driver, pool worker, Ray 
 from __future__ import annotations
 
 import gc
-import sys
 import time
 import traceback
 from dataclasses import dataclass, field
@@ -20,6 +19,8 @@ from bench.cells import Cell
 from bench.checkpoint import CHECKPOINT_DIR, CheckpointStore
 from bench.evaluation.cell_hellaswag import score_in_run
 from bench.evaluation.perplexity import format_ppl
+from bench.hooks import stderr_line  # noqa: F401 - also bench.runner's public name for it
+from bench.provenance import stale_reason, stored_provenance
 from bench.registry import Registry
 from bench.selection import resolve_device
 from bench.store import SETTLED_STATUSES, CellRecord, ResultStore
@@ -43,10 +44,6 @@ class RunOutcome:
 FINAL_STATUSES = SETTLED_STATUSES
 
 
-def stderr_line(line: str) -> None:
-    print(line, file=sys.stderr, flush=True)
-
-
 @dataclass(frozen=True)
 class RunSpec:
     """Where and how cells run: plain data, so it travels to worker processes and Ray tasks."""
@@ -56,6 +53,7 @@ class RunSpec:
     device: str  # "cpu", "cuda" or "auto" (resolved where the cell trains)
     force: bool = False
     evaluation: dict[str, Any] | None = None
+    plugins: Any = None  # the driver's bench.registry.PluginSelection, so workers load the same plugins
 
 
 @dataclass
@@ -100,7 +98,7 @@ class CellContext:
 def run_cells(cells: list[Cell], *, registry: Registry, hooks: Any, store: ResultStore,
               device: torch.device, force: bool = False, stop: Any = None,
               evaluation: dict[str, Any] | None = None, say: Callable[[str], None] = stderr_line,
-              executor: Any = None, lock: Any = None) -> RunOutcome:
+              executor: Any = None, lock: Any = None, plugins: Any = None) -> RunOutcome:
     """Skip finished cells, hand the rest to ``executor`` (default: one after another in this
     process). ``stop`` (a :class:`bench.signals.GracefulStop`) ends the run after the current
     step with the cell checkpointed; ``force`` retrains every cell from scratch."""
@@ -111,14 +109,21 @@ def run_cells(cells: list[Cell], *, registry: Registry, hooks: Any, store: Resul
     for cell in cells:
         record = store.cell(cell.id)
         previous = record.read_summary(verify_files=True) or {}
-        if previous.get("status") in FINAL_STATUSES and not force:
+        stale = stale_reason(stored_provenance(previous, record.path), cell.provenance)
+        if previous.get("status") in FINAL_STATUSES and not force and not stale:
             say(f"{session.label(cell)}: already {_done_word(previous)}, skipped (use --force to rerun)")
             outcome.skipped.append(cell.name)
             CheckpointStore(record.path / CHECKPOINT_DIR, cell.id).clear()  # left by a kill after the summary
             score_in_run(record, evaluation, registry=registry, device=device, say=say, prefix=session.label(cell))
+        elif cell.problem:  # a plugin cannot build this cell; an earlier result of it is never overwritten
+            outcome.failed[cell.name] = "error"
+            _record_problem(cell, record, previous, say, session.label(cell))
         else:
+            if stale:  # the stored state came from other code: start over
+                say(f"{session.label(cell)}: stored result came from other plugin versions ({stale}); training again")
+                CheckpointStore(record.path / CHECKPOINT_DIR, cell.id).clear()
             todo.append(cell)
-    spec = RunSpec(str(store.root), store.path.name, device.type, force, evaluation)
+    spec = RunSpec(str(store.root), store.path.name, device.type, force, evaluation, plugins)
     results = executor.execute(todo, spec, session) if executor is not None else run_sequentially(todo, spec, session)
     outcome.results = results
     for result in results:
@@ -230,6 +235,16 @@ def _notify_end(hooks: Any, cell: Cell, summary: dict[str, Any], say: Callable[[
         hooks.bench_run_end(cell=cell.as_dict(), summary=summary)
     except Exception as exc:  # noqa: BLE001 - a logger plugin must not end the matrix either
         say(f"warning: a bench_run_end hook failed for {cell.name}: {type(exc).__name__}: {exc}")
+
+
+def _record_problem(cell: Cell, record: CellRecord, previous: dict[str, Any], say: Callable[[str], None],
+                    prefix: str) -> None:
+    if previous.get("status") in FINAL_STATUSES:
+        say(f"{prefix}: cannot be built now, its earlier result is kept: {cell.problem}")
+        return
+    record.write_config(cell.as_dict())
+    record.write_summary({**cell.as_dict(), "status": "error", "step": 0, "reason": cell.problem})
+    say(f"{prefix}: error: {cell.problem}")
 
 
 def _done_word(summary: dict[str, Any]) -> str:

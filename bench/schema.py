@@ -48,14 +48,22 @@ TRAINER_KEYS: dict[str, Key] = {
     "eval_stride": Key(0, "evaluation window stride; 0 means seq_len (non-overlapping windows, each starting "
                        "without context); less slides the window so every token gets >= seq_len - stride "
                        "tokens of context", _non_negative, ">= 0"),
-    "eval_batch_size": Key(0, "sequences per evaluation batch; 0 means batch_size", _non_negative, ">= 0"),
+    "eval_batch_size": Key(0, "sequences per evaluation batch; 0 means the device's default (CPU: batch_size, "
+                           "CUDA: 2 x batch_size; see bench.accel)", _non_negative, ">= 0"),
     "target_loss": Key(0.0, "val loss (nats) that the report's time-to-target table measures against; 0 means none",
                        _non_negative, ">= 0"),
     "target_ppl": Key(0.0, "the same target as a validation perplexity (used when target_loss is 0); 0 means none",
                       lambda v: v == 0 or v > 1, "0 (off) or > 1"),
     "log_every": Key(25, "read the train loss (a device sync) every N steps", _positive, ">= 1"),
-    "dtype": Key("float32", "compute dtype: float32 or bfloat16 (autocast)",
-                 lambda v: v in ("float32", "bfloat16"), "'float32' or 'bfloat16'"),
+    "loss_chunk": Key(0, "positions whose vocabulary logits exist at once in the training and evaluation loss "
+                      "(chunked cross-entropy, same loss; needs a model with hidden/head); 0 computes full logits",
+                      _non_negative, ">= 0"),
+    "dtype": Key("float32", "compute dtype: float32, bfloat16 (autocast) or float16 (autocast with a GradScaler)",
+                 lambda v: v in ("float32", "bfloat16", "float16"), "'float32', 'bfloat16' or 'float16'"),
+    "tf32": Key(True, "CUDA: float32 matmuls and convolutions on TF32 tensor cores (no effect on CPU)"),
+    "pin_memory": Key(False, "CUDA: keep the training tokens in host memory, copy each batch from pinned memory "
+                      "with non_blocking one step ahead (for corpora too large for the device); no effect on CPU"),
+    "compile": Key(False, "torch.compile the model (compile time reported as compile_time_s, not step time)"),
     "memory_interval_ms": Key(100, "sample GPU/process memory every N ms while training; 0 disables",
                               _non_negative, ">= 0"),
     "peak_tflops": Key(0.0, "device peak TFLOP/s for MFU; 0 means look the GPU up in bench.timing's table",

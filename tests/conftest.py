@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import os
 import subprocess
 import sys
@@ -61,3 +62,35 @@ def bench_cli(tmp_path):
         return subprocess.run([sys.executable, "-m", "bench.cli", *args], capture_output=True, text=True,
                               env=full_env, cwd=tmp_path, timeout=timeout)
     return run
+
+
+def make_distribution(site: Path, dist_name: str, module: str, source: str, version: str = "0.1") -> None:
+    """Lay out an installed distribution by hand: its module and a .dist-info with entry points, found
+    by importlib.metadata exactly like a pip-installed plugin once ``site`` is on sys.path."""
+    (site / module).mkdir(parents=True, exist_ok=True)
+    (site / module / "__init__.py").write_text(textwrap.dedent(source))
+    for old in site.glob(f"{dist_name.replace('-', '_')}-*.dist-info"):  # an "upgrade" replaces the old one
+        for path in old.iterdir():
+            path.unlink()
+        old.rmdir()
+    info = site / f"{dist_name.replace('-', '_')}-{version}.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {dist_name}\nVersion: {version}\n"
+                                 "Requires-Dist: bench-lm\n")
+    (info / "entry_points.txt").write_text(f"[bench.plugins]\n{module} = {module}\n")
+    importlib.invalidate_caches()
+
+
+@pytest.fixture
+def plugin_site(tmp_path, monkeypatch):
+    """An empty site folder on sys.path (for in-process discovery); modules imported from it are
+    forgotten afterwards so the next test's distribution of the same name is imported afresh."""
+    site = tmp_path / "site"
+    site.mkdir()
+    monkeypatch.syspath_prepend(str(site))
+    before = set(sys.modules)
+    yield site
+    for name in set(sys.modules) - before:
+        module = sys.modules.get(name)
+        if str(site) in str(getattr(module, "__file__", "") or ""):
+            del sys.modules[name]

@@ -23,7 +23,7 @@ def build(registry, model):
     component = registry.get("model", model)
     sizes = {"n_embd": 32, "n_hidden": 32, "n_layer": 2, "n_head": 2, "n_positions": 32}
     chosen = {k: v for k, v in sizes.items() if k in component.defaults}
-    return component.factory(64, **{**component.defaults, **chosen})
+    return component.build({**component.defaults, **chosen}, 64)
 
 
 @pytest.mark.parametrize("model", ["gpt1", "lstm"])

@@ -178,7 +178,7 @@ def test_a_cell_with_such_an_optimizer_finishes_without_checkpoints(tmp_path, wr
     from bench import cli, commands
     from bench.components import Component
     from bench.hookspecs import hookimpl
-    from bench.registry import plugin_manager
+    from bench.registry import load_plugins
     from bench.store import ResultStore
     from tests.conftest import TINY_DEFAULTS
 
@@ -187,7 +187,7 @@ def test_a_cell_with_such_an_optimizer_finishes_without_checkpoints(tmp_path, wr
         def bench_optimizers(self):
             return [Component("numpy-sgd", lambda params, *, lr, device_type: NumpyStateSGD(params, lr=lr), {})]
 
-    monkeypatch.setattr(commands, "plugin_manager", lambda: plugin_manager(extra_plugins=[Plugin()]))
+    monkeypatch.setattr(commands, "load_plugins", lambda selection=None: load_plugins(selection, [Plugin()]))
     matrix = write_matrix(TINY_DEFAULTS + 'model = "lstm"\noptimizer = "numpy-sgd"\nn_layer = 1\n'
                           'checkpoint_every = 3\n')
     assert cli.main(["run", str(matrix), "--device", "cpu", "--outputs", str(tmp_path / "out")]) == 0

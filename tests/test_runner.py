@@ -13,7 +13,7 @@ import torch
 from bench import cli, commands
 from bench.components import Component
 from bench.hookspecs import hookimpl
-from bench.registry import plugin_manager
+from bench.registry import load_plugins
 from bench.store import ResultStore
 from bench_plugins.models.lstm import DEFAULTS as LSTM_DEFAULTS
 from bench_plugins.models.lstm import LSTMLanguageModel
@@ -127,7 +127,7 @@ include = [
 
 @pytest.fixture
 def faulty_cli(monkeypatch, tmp_path):
-    monkeypatch.setattr(commands, "plugin_manager", lambda: plugin_manager(extra_plugins=[FaultPlugin()]))
+    monkeypatch.setattr(commands, "load_plugins", lambda selection=None: load_plugins(selection, [FaultPlugin()]))
     outputs = str(tmp_path / "outputs")
     return lambda *args: cli.main([*args, "--outputs", outputs])
 

@@ -4,10 +4,11 @@ adds a model and an optimizer that then train in a matrix next to the built-ins.
 from __future__ import annotations
 
 import json
-import textwrap
 from pathlib import Path
 
 import pytest
+
+from tests.conftest import make_distribution
 
 PLUGIN_SOURCE = '''
 import torch
@@ -69,26 +70,15 @@ def bench_optimizers():
 '''
 
 
-def make_distribution(site: Path, dist_name: str, module: str, source: str) -> None:
-    """Lay out an installed distribution by hand: its module and a .dist-info with entry points."""
-    (site / module).mkdir(parents=True)
-    (site / module / "__init__.py").write_text(source)
-    info = site / f"{dist_name.replace('-', '_')}-0.1.dist-info"
-    info.mkdir()
-    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {dist_name}\nVersion: 0.1\n")
-    (info / "entry_points.txt").write_text(f"[bench.plugins]\n{module} = {module}\n")
-
-
 @pytest.fixture
-def plugin_site(tmp_path):
-    site = tmp_path / "site"
-    make_distribution(site, "bench-demo-plugin", "bench_demo_plugin", PLUGIN_SOURCE)
-    return site
+def demo_site(plugin_site):
+    make_distribution(plugin_site, "bench-demo-plugin", "bench_demo_plugin", PLUGIN_SOURCE)
+    return plugin_site
 
 
-def test_third_party_model_and_optimizer_train_in_a_matrix(plugin_site, bench_cli, write_matrix):
+def test_third_party_model_and_optimizer_train_in_a_matrix(demo_site, bench_cli, write_matrix):
     from tests.conftest import TINY_DEFAULTS
-    env = {"PYTHONPATH": str(plugin_site)}
+    env = {"PYTHONPATH": str(demo_site)}
     listing = bench_cli("list", env=env)
     assert listing.returncode == 0, listing.stderr
     assert "tokenwise-mlp" in listing.stdout and "signsgd" in listing.stdout
@@ -108,28 +98,22 @@ def test_third_party_model_and_optimizer_train_in_a_matrix(plugin_site, bench_cl
         ("lstm", "adam"), ("lstm", "signsgd"), ("tokenwise-mlp", "adam"), ("tokenwise-mlp", "signsgd")]
     # Every cell trained and beat the uniform guess over the 16-token vocabulary.
     assert all(s["status"] == "ok" and s["best_val_ppl"] < 16 for s in summaries), summaries
+    # Each summary says which distribution and version provided each component.
+    for summary in summaries:
+        components = summary["provenance"]["components"]
+        expected = "bench-demo-plugin" if summary["config"]["model"] == "tokenwise-mlp" else "bench-lm"
+        assert (components["model"]["distribution"], components["dataset"]["distribution"]) == (expected, "bench-lm")
+        assert summary["provenance"]["torch"] and summary["provenance"]["bench"]
+    assert {s["provenance"]["components"]["optimizer"]["version"] for s in summaries
+            if s["config"]["optimizer"] == "signsgd"} == {"0.1"}
 
 
-def test_third_party_model_passes_the_contract_checks(plugin_site, monkeypatch):
-    from bench.testing import check_model, check_optimizer
-
-    monkeypatch.syspath_prepend(str(plugin_site))
+def test_third_party_model_passes_the_contract_checks(demo_site):
     import bench_demo_plugin
+
+    from bench.testing import check_model, check_optimizer
 
     check_model(bench_demo_plugin.bench_models()[0])
     check_optimizer(bench_demo_plugin.bench_optimizers()[0])
 
 
-def test_duplicate_names_name_both_distributions(plugin_site, bench_cli):
-    make_distribution(plugin_site, "bench-shadow", "bench_shadow", textwrap.dedent('''
-        from bench import Component, hookimpl
-
-        @hookimpl
-        def bench_models():
-            return [Component("lstm", lambda vocab_size: None, {}, "a clash")]
-    '''))
-    result = bench_cli("list", env={"PYTHONPATH": str(plugin_site)})
-    assert result.returncode == 2
-    line = result.stderr.strip()
-    assert "lstm" in line and "bench 0.1.0" in line and "bench-shadow 0.1" in line
-    assert len(line.splitlines()) == 1

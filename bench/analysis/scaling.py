@@ -62,7 +62,8 @@ class PowerLaw:
 def fit_power_law(x, y, confidence: float = CONFIDENCE) -> PowerLaw:
     x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
     if len(x) < 2 or len(np.unique(x)) < 2 or np.any(x <= 0) or np.any(y <= 0):
-        raise BenchError(f"a power law needs at least two distinct positive x values and positive y; got x={x.tolist()}")
+        raise BenchError("a power law needs at least two distinct positive x values and positive y; "
+                         f"got x={x.tolist()}")
     lx, ly = np.log(x), np.log(y)
     fit = stats.linregress(lx, ly)
     dof = len(x) - 2
@@ -175,7 +176,7 @@ def _bootstrap(frame: pd.DataFrame, n_boot: int, rng: np.random.Generator) -> np
     """Resample cells with replacement within each budget and refit; resamples that leave a budget
     with fewer than three sizes or without a minimum are redrawn (up to 5 x n_boot draws)."""
     groups = [cells for _, cells in frame.groupby("budget", sort=True)]
-    samples = []
+    samples: list[tuple[float, float, float, float]] = []
     for _ in range(5 * n_boot):
         if len(samples) == n_boot:
             break
@@ -202,7 +203,8 @@ class Parametric:
     grid_points: int  # grid points screened for them
 
     def loss(self, n, d):
-        return self.E + self.A / np.asarray(n, dtype=float) ** self.alpha + self.B / np.asarray(d, dtype=float) ** self.beta
+        n, d = np.asarray(n, dtype=float), np.asarray(d, dtype=float)
+        return self.E + self.A / n ** self.alpha + self.B / d ** self.beta
 
     def optimal(self, budget: float) -> tuple[float, float]:
         """(N_opt, D_opt) minimising L under C = 6 N D (Hoffmann et al., eq. 4)."""
@@ -264,6 +266,8 @@ def fit_parametric(n, d, loss, grid: dict[str, tuple[float, ...]] | None = None,
     for result in results:
         if np.isfinite(result.fun) and (best is None or result.fun < best.fun):
             best = result
+    if best is None:
+        raise BenchError("the parametric L(N, D) fit found no finite optimum from any start; check the losses")
     a, b, e, alpha, beta = best.x
     return Parametric(math.exp(e), math.exp(a), math.exp(b), float(alpha), float(beta), float(best.fun),
                       len(chosen), len(points))

@@ -8,11 +8,10 @@ from typing import Any, cast
 import numpy as np
 import torch
 
-from bench.cells import component_params
 from bench.data.corpus import SPLITS, Corpus
 from bench.data.token_cache import load_tokens
 from bench.errors import ConfigError
-from bench.registry import Registry
+from bench.registry import Registered, Registry
 
 
 @dataclass
@@ -27,11 +26,11 @@ class CellData:
 
 def load_cell_data(config: dict[str, Any], registry: Registry, device: torch.device) -> CellData:
     dataset = registry.get("dataset", config["dataset"])
-    corpus: Corpus = dataset.factory(**component_params(config, dataset))
+    corpus: Corpus = dataset.build(config)
     tokenizer = None
     if corpus.is_text:
         tokenizer_component = registry.get("tokenizer", config["tokenizer"])
-        tokenizer = tokenizer_component.factory(**component_params(config, tokenizer_component))
+        tokenizer = tokenizer_component.build(config)
         arrays = {split: load_tokens(cast(str, corpus.splits[split]), tokenizer, label=f"{dataset.name} {split}")
                   for split in SPLITS}
         vocab_size = tokenizer.vocab_size
@@ -59,14 +58,25 @@ def check_data_available(configs: list[dict[str, Any]], registry: Registry) -> N
     seen = set()
     for config in configs:
         dataset = registry.get("dataset", config["dataset"])
-        key = (dataset.name, repr(sorted(component_params(config, dataset).items())), config["tokenizer"])
+        key = (dataset.name, repr(sorted(dataset.params(config).items())), config["tokenizer"])
         if key in seen:
             continue
         seen.add(key)
         try:
-            dataset.factory(**component_params(config, dataset))
+            dataset.build(config)
         except ValueError as exc:
             raise ConfigError(f"dataset {dataset.name!r}: {exc}") from None
+        except Exception as exc:  # noqa: BLE001 - a plugin's bug: one line naming it, not a traceback
+            raise _plugin_failed(registry.entry("dataset", dataset.name), exc) from None
         if config["tokenizer"] is not None:
             tokenizer = registry.get("tokenizer", config["tokenizer"])
-            tokenizer.factory(**component_params(config, tokenizer))
+            try:
+                tokenizer.build(config)
+            except Exception as exc:  # noqa: BLE001 - as above
+                raise _plugin_failed(registry.entry("tokenizer", tokenizer.name), exc) from None
+
+
+def _plugin_failed(entry: Registered, exc: Exception) -> ConfigError:
+    return ConfigError(f"{entry.kind} {entry.component.name!r} from {entry.distribution} failed to load: "
+                       f"{type(exc).__name__}: {exc}".splitlines()[0][:400]
+                       + "; fix or turn off the plugin (--disable-plugin NAME)")

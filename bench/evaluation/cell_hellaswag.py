@@ -8,7 +8,10 @@ other figure):
 * ``hellaswag_items`` (items scored), ``hellaswag_limit`` (the limit asked for, 0 = all),
   ``hellaswag_time_s``, ``hellaswag_items_per_s``, ``hellaswag_source`` (file or dataset),
   ``hellaswag_max_length`` (tokens the model read at most), ``hellaswag_batch_size``, ``hellaswag_device``;
-* ``hellaswag_note``: why a cell has no score (token-id cell, missing data, lm-eval failure).
+* ``hellaswag_note``: why a cell has no score (token-id cell, missing data, lm-eval failure);
+* ``hellaswag_samples_file``: with ``log_samples``, the cell-folder file holding one JSON line per
+  item (:data:`SAMPLES_FILE`: prompt, endings, gold, each ending's log-likelihood, acc, acc_norm),
+  else ``None``.
 
 Every write replaces all earlier ``hellaswag_*`` fields, so they always describe one attempt.
 Scoring inside a matrix run never fails the cell: problems become the note.
@@ -16,6 +19,7 @@ Scoring inside a matrix run never fails the cell: problems become the note.
 
 from __future__ import annotations
 
+import json
 import traceback
 from pathlib import Path
 from typing import Any, Callable
@@ -29,13 +33,15 @@ from bench.store import CellRecord
 
 PREFIX = "hellaswag_"
 TRACEBACK_FILE = "hellaswag_traceback.txt"
+SAMPLES_FILE = "hellaswag_samples.jsonl"
 
 
 def check_eval_settings(evaluation: dict[str, Any], where: str) -> None:
     """Reject impossible ``[eval]`` values before any cell trains."""
-    flag, limit, batch = evaluation.get("hellaswag"), evaluation.get("limit"), evaluation.get("batch_size")
-    if not isinstance(flag, bool):
-        raise ConfigError(f"{where}: eval.hellaswag must be true or false, got {flag!r}")
+    limit, batch = evaluation.get("limit"), evaluation.get("batch_size")
+    for key in ("hellaswag", "log_samples"):
+        if not isinstance(evaluation.get(key, False), bool):
+            raise ConfigError(f"{where}: eval.{key} must be true or false, got {evaluation[key]!r}")
     if isinstance(limit, bool) or not isinstance(limit, int) or limit < 0:
         raise ConfigError(f"{where}: eval.limit must be an integer >= 0 (0 = every item), got {limit!r}")
     if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
@@ -48,13 +54,14 @@ def _lm_eval_parts():
         from bench.evaluation.lm_adapter import BenchLM
     except ImportError as exc:
         raise BenchError(f"HellaSwag scoring needs lm-eval ({exc}); install it with "
-                         f"pip install 'bench[eval]'") from None
+                         f"pip install 'bench-lm[eval]'") from None
     return locate_hellaswag, run_hellaswag, BenchLM
 
 
 def score_cell(run_dir: str | Path, registry: Registry, device: torch.device, *, limit: int = 0,
-               batch_size: int = 16, progress: bool = False) -> dict[str, Any]:
-    """Score a finished cell's best weights on HellaSwag and write the fields into its summary.
+               batch_size: int = 16, progress: bool = False, log_samples: bool = False) -> dict[str, Any]:
+    """Score a finished cell's best weights on HellaSwag and write the fields into its summary;
+    with ``log_samples`` also the per-item results to :data:`SAMPLES_FILE` in the cell folder.
 
     Raises :class:`~bench.evaluation.checkpoint_loading.NotTextCell` for a token-id cell and
     :class:`~bench.errors.BenchError` (data missing, lm-eval absent, unfinished cell) otherwise.
@@ -71,10 +78,14 @@ def score_cell(run_dir: str | Path, registry: Registry, device: torch.device, *,
     loaded = load_cell(record.path, registry, device)
     lm = BenchLM(loaded.model, loaded.tokenizer, batch_size=batch_size, device=device,
                  dtype=loaded.cell["config"].get("dtype", "float32"), progress=progress)
-    result = run_hellaswag(lm, limit=limit, source=source)
+    result = run_hellaswag(lm, limit=limit, source=source, log_samples=log_samples)
+    samples = result.pop("samples", None)
+    if samples is not None:
+        record.write_text(SAMPLES_FILE, "".join(json.dumps(item, sort_keys=True) + "\n" for item in samples))
     fields = {f"{PREFIX}{key}": value for key, value in result.items()}
     fields.update({f"{PREFIX}limit": limit, f"{PREFIX}max_length": lm.max_length, f"{PREFIX}batch_size": batch_size,
-                   f"{PREFIX}device": str(device), f"{PREFIX}note": None})
+                   f"{PREFIX}device": str(device), f"{PREFIX}note": None,
+                   f"{PREFIX}samples_file": SAMPLES_FILE if samples is not None else None})
     write_fields(record, fields)
     return fields
 
@@ -89,7 +100,9 @@ def wanted(summary: dict[str, Any] | None, evaluation: dict[str, Any] | None) ->
     """True when the matrix asks for HellaSwag and this finished cell lacks a score at its limit."""
     if not evaluation or not evaluation.get("hellaswag") or not summary or summary.get("status") != "ok":
         return False
-    return summary.get(f"{PREFIX}acc") is None or summary.get(f"{PREFIX}limit") != evaluation.get("limit", 0)
+    missing_samples = evaluation.get("log_samples", False) and not summary.get(f"{PREFIX}samples_file")
+    return (summary.get(f"{PREFIX}acc") is None or summary.get(f"{PREFIX}limit") != evaluation.get("limit", 0)
+            or missing_samples)
 
 
 def score_in_run(record: CellRecord, evaluation: dict[str, Any] | None, *, registry: Registry,
@@ -99,7 +112,8 @@ def score_in_run(record: CellRecord, evaluation: dict[str, Any] | None, *, regis
         return
     try:
         fields = score_cell(record.path, registry, device, limit=evaluation.get("limit", 0),
-                            batch_size=evaluation.get("batch_size", 16))
+                            batch_size=evaluation.get("batch_size", 16),
+                            log_samples=evaluation.get("log_samples", False))
     except KeyboardInterrupt:
         raise
     except BenchError as exc:  # a token-id cell, missing data, lm-eval not installed

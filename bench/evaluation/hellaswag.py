@@ -125,11 +125,13 @@ def _quiet_lm_eval() -> Iterator[None]:
             datasets.enable_progress_bars()
 
 
-def run_hellaswag(lm: Any, *, limit: int = 0, source: HellaSwagSource | None = None) -> dict[str, Any]:
+def run_hellaswag(lm: Any, *, limit: int = 0, source: HellaSwagSource | None = None,
+                  log_samples: bool = False) -> dict[str, Any]:
     """Score ``lm`` on HellaSwag (the first ``limit`` items; 0 = all) through ``lm_eval.simple_evaluate``.
 
     Returns ``acc``, ``acc_stderr``, ``acc_norm``, ``acc_norm_stderr``, ``items`` (how many were
-    scored), ``time_s`` and ``items_per_s`` (wall time of the whole lm-eval call) and ``source``.
+    scored), ``time_s`` and ``items_per_s`` (wall time of the whole lm-eval call) and ``source``;
+    with ``log_samples`` also ``samples``, one :func:`item_record` per item.
     """
     from lm_eval import simple_evaluate
 
@@ -137,16 +139,32 @@ def run_hellaswag(lm: Any, *, limit: int = 0, source: HellaSwagSource | None = N
     started = time.perf_counter()
     with _quiet_lm_eval(), task_manager(source) as manager:
         output = simple_evaluate(model=lm, tasks=[TASK], limit=limit or None,
-                                 task_manager=manager, log_samples=False)
+                                 task_manager=manager, log_samples=log_samples)
     elapsed = time.perf_counter() - started
     metrics = output["results"][TASK]
     items = int(output["n-samples"][TASK]["effective"])
-    return {
+    result: dict[str, Any] = {
         "acc": float(metrics["acc,none"]), "acc_stderr": _number(metrics.get("acc_stderr,none")),
         "acc_norm": float(metrics["acc_norm,none"]),
         "acc_norm_stderr": _number(metrics.get("acc_norm_stderr,none")),
         "items": items, "time_s": elapsed, "items_per_s": items / elapsed if elapsed > 0 else None,
         "source": source.describe(),
+    }
+    if log_samples:
+        result["samples"] = [item_record(sample) for sample in output["samples"][TASK]]
+    return result
+
+
+def item_record(sample: dict[str, Any]) -> dict[str, Any]:
+    """One item of lm-eval's logged samples, kept small: the prompt, the endings, the gold index,
+    each ending's summed log-likelihood and greedy flag, and the item's acc / acc_norm (0 or 1)."""
+    doc = sample["doc"]
+    return {
+        "doc_id": sample["doc_id"], "ind": doc.get("ind"), "source_id": doc.get("source_id"),
+        "query": doc["query"], "endings": doc["choices"], "gold": int(doc["gold"]),
+        "loglikelihoods": [float(ll) for ll, _ in sample["filtered_resps"]],
+        "is_greedy": [bool(greedy) for _, greedy in sample["filtered_resps"]],
+        "acc": float(sample["acc"]), "acc_norm": float(sample["acc_norm"]),
     }
 
 

@@ -18,7 +18,7 @@ import os
 import signal
 import sys
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from multiprocessing.connection import wait
 from typing import Any
 
@@ -83,7 +83,6 @@ class Worker:
     step: int = 0
     total: int = 0
     signalled: bool = False
-    messages: list[Any] = field(default_factory=list)
 
 
 class Pool:
@@ -116,7 +115,10 @@ class Pool:
                             worker = self.workers[index] = self._start(worker.slot)
                         worker.cell = pending.popleft()
                         worker.step = worker.total = 0
-                        worker.conn.send((worker.cell, self.session.label(worker.cell)))
+                        try:
+                            worker.conn.send((worker.cell, self.session.label(worker.cell)))
+                        except OSError:  # it died just now: _collect finds it and records the cell
+                            pass
                 outcomes += self._collect()
         finally:
             self._shut_down()

@@ -39,7 +39,7 @@ def import_ray() -> Any:
         import ray
     except ImportError as exc:
         raise BenchError(f"--executor ray needs Ray ({exc}); install it with "
-                         f"pip install 'bench[ray]' (or pip install ray)") from None
+                         f"pip install 'bench-lm[ray]' (or pip install ray)") from None
     return ray
 
 
@@ -89,17 +89,18 @@ def train_remotely(cell: Cell, label: str, spec: RunSpec, files: dict[str, bytes
     Returns the outcome, the folder's files, the cell's output lines and the seconds ``run_cell`` took."""
     import torch
 
-    from bench.registry import build_registry, plugin_manager
+    from bench.registry import load_plugins
 
     torch.set_num_threads(max(1, threads))
-    manager = plugin_manager()
     stop, lines = RemoteStop(flag), list[str]()
+    # The driver already reported plugins that fail to load; failing hooks are reported from here.
+    plugins = load_plugins(spec.plugins, warn=lambda line: None, hook_warn=lines.append)
     try:
         with tempfile.TemporaryDirectory(prefix="bench-ray-") as scratch:
             store = ResultStore(scratch, spec.matrix)
             folder = store.cell(cell.id).path
             unpack_into(folder, files)
-            context = CellContext(build_registry(manager), manager.hook, store, resolve_device(spec.device),
+            context = CellContext(plugins.registry, plugins.hooks, store, resolve_device(spec.device),
                                   spec.force, stop, spec.evaluation)
             started = time.perf_counter()
             outcome = run_cell(cell, context, label, lines.append)
@@ -145,7 +146,8 @@ class RayExecutor:
         self.connect(session.say)
         gpus = (1.0 if spec.device == "cuda" else 0.0) if self.num_gpus == -1 else self.num_gpus
         # No outputs path goes to the task: it trains in its own scratch folder, whatever it shares.
-        task_spec = RunSpec("", spec.matrix, "cuda" if gpus > 0 else spec.device, spec.force, spec.evaluation)
+        task_spec = RunSpec("", spec.matrix, "cuda" if gpus > 0 else spec.device, spec.force, spec.evaluation,
+                            spec.plugins)
         task = self.ray.remote(train_remotely).options(num_cpus=self.num_cpus, num_gpus=gpus,
                                                         max_retries=self.retries, retry_exceptions=False)
         return _Dispatch(self, task, task_spec, session, spec.outputs).run(cells)

@@ -86,7 +86,7 @@ def worker_main(slot: Slot, spec: Any, conn: Any, lock: SharedFd | None, parent:
     os.setpgrp()  # a terminal's Ctrl-C reaches the driver only; it forwards one SIGTERM per worker
     import torch
 
-    from bench.registry import build_registry, plugin_manager
+    from bench.registry import PluginSelection, load_plugins
     from bench.runner import CellContext, run_cell
     from bench.selection import resolve_device
     from bench.signals import GracefulStop
@@ -94,11 +94,13 @@ def worker_main(slot: Slot, spec: Any, conn: Any, lock: SharedFd | None, parent:
 
     if slot.threads:
         torch.set_num_threads(slot.threads)
-    manager = plugin_manager(extra_plugins=[PipeReporter(conn)])
-    if manager.get_plugin("console") is not None:  # its bar would fight the driver's board
-        manager.unregister(name="console")
+    # console's bar would fight the driver's board; the driver already reported plugins that fail to
+    # load, and hooks that fail in this worker are reported through the driver.
+    selection = (spec.plugins or PluginSelection.from_options()).without("console")
+    plugins = load_plugins(selection, extra_plugins=[PipeReporter(conn)], warn=lambda line: None,
+                           hook_warn=lambda line: conn.send(("say", line)))
     with GracefulStop() as stop:
-        context = CellContext(build_registry(manager), manager.hook, ResultStore(spec.outputs, spec.matrix),
+        context = CellContext(plugins.registry, plugins.hooks, ResultStore(spec.outputs, spec.matrix),
                               resolve_device(spec.device), spec.force, stop, spec.evaluation)
         while not stop.requested:
             try:

@@ -156,6 +156,7 @@ def target_section(summaries: list[dict[str, Any]], metrics: dict[str, list[dict
     rows = []
     for s in done:
         target = cell_target(s, override)
+        assert target is not None  # cells without a target were left out above
         cost = reach(s, metrics.get(s["id"], []), target)
         config = s.get("config") or {}
         rows.append({**{k: _hashable(config.get(k)) for k in axes}, "Seed": config.get("seed"),
@@ -196,9 +197,9 @@ def workload_times(summaries: list[dict[str, Any]], metrics: dict[str, list[dict
     frame["workload"] = [", ".join(f"{a}={row[a]}" for a in workload_axes) or "all cells"
                          for _, row in frame.iterrows()]
     given = {s["id"]: cell_target(s, override) for s in done}
-    targets_by_workload = {}
+    targets_by_workload: dict[str, float] = {}
     for workload, cells in frame.groupby("workload"):
-        explicit = [given[i] for i in cells["id"] if given[i] is not None]
+        explicit = [t for t in (given[i] for i in cells["id"]) if t is not None]
         targets_by_workload[workload] = explicit[0] if explicit else float(cells["loss"].min()) * tolerance
     by_id = {s["id"]: s for s in done}
     frame["cost"] = [reach(by_id[i], metrics.get(i, []), targets_by_workload[w])[PROFILE_MEASURES[measure]]

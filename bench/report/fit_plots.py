@@ -19,8 +19,10 @@ def profile_figure(ratio: pd.DataFrame, r_max: float, title: str) -> Figure:
     axis = fig.subplots()
     taus = np.linspace(1.0, r_max, 601)
     rho = profile(ratio, taus)
-    for color, algorithm in zip(_palette(len(rho.columns)), rho.columns):
-        axis.step(taus, rho[algorithm], where="post", color=color, label=str(algorithm))
+    styles = ("-", "--", "-.", ":")  # algorithms with equal profiles (e.g. all at 0) stay visible
+    for i, (color, algorithm) in enumerate(zip(_palette(len(rho.columns)), rho.columns)):
+        axis.step(taus, rho[algorithm], where="post", color=color, label=str(algorithm),
+                  linestyle=styles[i % len(styles)], linewidth=2.5 - 0.4 * (i % 4))
     axis.set_xlim(1.0, r_max)
     axis.set_ylim(-0.02, 1.02)
     axis.set_xlabel("tau (cost / fastest cost on the workload)")

@@ -53,7 +53,7 @@ def assign_budgets(summaries: list[dict[str, Any]]) -> tuple[list[float], str]:
     """Each cell's compute budget: its max_flops, else inferred by grouping training FLOPs."""
     declared = [_declared_budget(s) for s in summaries]
     if all(d is not None for d in declared):
-        return declared, "budget C = each cell's max_flops"
+        return [float(d or 0) for d in declared], "budget C = each cell's max_flops"
     flops = np.array([float(s.get("train_flops") or math.nan) for s in summaries])
     if not np.all(np.isfinite(flops)):
         raise BenchError("some cells have neither max_flops nor train_flops; rerun them with this bench")
@@ -145,7 +145,8 @@ def _parametric_text(fit: scaling.Parametric | None, problem: str | None) -> str
             f"{fit.B:.4g} / D^{fit.beta:.3f}\n"
             f"Huber loss (delta {scaling.HUBER_DELTA:g}) on log-loss, L-BFGS-B from the {fit.starts} best of "
             f"{fit.grid_points} grid points (Hoffmann et al.'s grid), "
-            f"best objective {fit.objective:.3g}; its compute-optimal N_opt ~ C^{fit.beta / (fit.alpha + fit.beta):.3f}, "
+            f"best objective {fit.objective:.3g}; its compute-optimal "
+            f"N_opt ~ C^{fit.beta / (fit.alpha + fit.beta):.3f}, "
             f"D_opt ~ C^{fit.alpha / (fit.alpha + fit.beta):.3f} under C = 6ND.")
 
 
@@ -180,6 +181,8 @@ def hparam_report(summaries: list[dict[str, Any]], *, matrix: str, x: str, y: st
     values = [(s.get("config") or {}).get(y) for s in cells]
     if all(v is None for v in values):
         raise BenchError(f"--y {y!r} is not a config key of these cells; use a searched hyperparameter such as lr")
+    if pd.to_numeric(pd.Series(values), errors="coerce").isna().all():
+        raise BenchError(f"--y {y!r} is not a number in these cells; a power law needs a numeric hyperparameter")
     frame = pd.DataFrame({"x": [float(s.get(SCALES[x]) or math.nan) for s in cells],
                           "y": pd.to_numeric(pd.Series(values), errors="coerce"),
                           "loss": [float(s["best_val_loss"]) for s in cells]}).rename(columns={"x": x, "y": y})

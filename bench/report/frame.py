@@ -13,6 +13,7 @@ from typing import Any
 import pandas as pd
 
 from bench.errors import BenchError
+from bench.report.provenance import provenance_columns
 
 # Columns every table may read, whether or not any summary has them.
 EXPECTED = (
@@ -53,6 +54,7 @@ def summaries_frame(summaries: list[dict[str, Any]]) -> pd.DataFrame:
         }
         for key in MEMORY_KEYS:
             row[f"memory_{key}"] = memory.get(key)
+        row.update(provenance_columns(s))
         row["memory_peak_bytes"] = _peak_bytes(memory)
         row["memory_process_mean_bytes"] = _first(memory, "nvml_process_mean_bytes", "rss_mean_bytes")
         row["memory_process_peak_bytes"] = _first(memory, "nvml_process_peak_bytes", "rss_sampled_peak_bytes")

@@ -9,6 +9,8 @@ import pandas as pd
 
 from bench.errors import BenchError
 from bench.report.frame import CONFIG_PREFIX, SORT_COLUMNS, sort_frame, summaries_frame  # noqa: F401 - public API
+from bench.report.provenance import NOTE as PROVENANCE_NOTE
+from bench.report.provenance import provenance_table
 from bench.report.render import BEST, CELL_ID, CELL_NAME, FORMATS, MISSING, Section, general, render, render_document  # noqa: F401 - public API
 from bench.schema import TRAINER_KEYS
 
@@ -217,7 +219,7 @@ def params_notes(frame: pd.DataFrame, peak_tflops: float | None = None) -> list[
 
 
 TableBuilder = Callable[..., Any]
-TABLE_KEYS = ("perplexity", "time", "memory", "aggregate", "params")
+TABLE_KEYS = ("perplexity", "time", "memory", "aggregate", "params", "versions")
 
 
 def build_sections(frame: pd.DataFrame, *, sort: str = "ppl", peak_tflops: float | None = None,
@@ -247,4 +249,7 @@ def build_sections(frame: pd.DataFrame, *, sort: str = "ppl", peak_tflops: float
     if "params" in which:
         sections.append(Section("params", "parameters and FLOPs", params_table(frame, peak_tflops),
                                 params_notes(frame, peak_tflops), axis_formats))
+    if "versions" in which:
+        sections.append(Section("versions", "versions (the distribution that provided each component)",
+                                provenance_table(frame), [PROVENANCE_NOTE]))
     return sections

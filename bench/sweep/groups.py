@@ -10,7 +10,7 @@ import math
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from bench.cells import KIND_KEYS, Cell, cell_id, component_params, resolve_config
+from bench.cells import KIND_KEYS, Cell, cell_id, resolve_config
 from bench.errors import ConfigError
 from bench.matrix import Matrix, closest
 from bench.registry import Registry
@@ -138,9 +138,9 @@ def flops_per_token(config: dict[str, Any], registry: Registry) -> float:
         vocab = int(config["vocab_size"])
     else:
         tokenizer = registry.get("tokenizer", config["tokenizer"])
-        vocab = tokenizer.factory(**component_params(config, tokenizer)).vocab_size
+        vocab = tokenizer.build(config).vocab_size
     with shapes_only():
-        built = model.factory(vocab, **component_params(config, model))
+        built = model.build(config, vocab)
     return float(built.flops_per_token(config["seq_len"]))
 
 

@@ -9,7 +9,7 @@ import torch
 from torch.nn import functional as F
 
 from bench.components import Component
-from bench.lm import LanguageModel
+from bench.lm import LanguageModel, split
 from bench.testing.kit import KindChecks, require
 
 BATCH, SEQ = 2, 8
@@ -185,8 +185,25 @@ def check_n_layer_override(case: ModelCase) -> None:
         require(two.eval()(case.tokens()).shape == (BATCH, SEQ, case.vocab_size), "n_layer=2 gave wrong logits shape")
 
 
+def check_hidden_head(case: ModelCase) -> None:
+    """Optional split: a model exposing ``hidden`` and ``head`` must give ``head(hidden(idx)) ==
+    forward(idx)``, also on a subset of positions (the harness runs the head only where it scores)."""
+    model = case.build().eval()
+    parts = split(model)
+    if parts is None:
+        return  # optional: the harness falls back to forward
+    hidden, head = parts
+    idx = case.tokens()
+    with torch.no_grad():
+        logits, h = model(idx), hidden(idx)
+        require(h.dim() == 3 and h.shape[:2] == idx.shape, f"hidden(idx) must be (B, T, C), got {tuple(h.shape)}")
+        require(torch.allclose(head(h), logits, rtol=1e-5, atol=1e-6), "head(hidden(idx)) differs from forward(idx)")
+        require(torch.allclose(head(h[:, -3:]), logits[:, -3:], rtol=1e-5, atol=1e-6),
+                "head applied to a slice of positions differs from those positions' logits")
+
+
 KIND = KindChecks("model", (
     check_attributes, check_output_shape, check_causality_eval, check_causality_train, check_context_length,
     check_parameter_counts, check_flops_per_token, check_backward, check_learns, check_deterministic,
-    check_n_layer_override,
+    check_n_layer_override, check_hidden_head,
 ), make_case)

@@ -4,9 +4,10 @@
     weights = gradients = 4 bytes x parameters (fp32 master weights),
     optimizer state = k x 4 bytes x parameters (k = 2 for Adam-style moments, 1 for momentum, 0 for SGD;
                       optimizers not in the table are assumed to keep k = 2),
-    activations = micro_batch x seq_len x (n_layer x (16 x width + n_head x seq_len) + 3 x vocab) values,
-                  2 bytes each under bfloat16 autocast, else 4; the 3 x vocab (logits, their fp32
-                  softmax and its gradient) is always 4 bytes.
+    activations = micro_batch x seq_len x n_layer x (16 x width + n_head x seq_len) values,
+                  2 bytes each under bfloat16/float16 autocast, else 4,
+                  + 3 x vocab x 4 bytes (logits, their fp32 softmax and its gradient) for every
+                  position whose logits exist at once: micro_batch x seq_len, or loss_chunk if smaller.
 
 The activation term is an order-of-magnitude figure (about 16 saved values per channel per layer for
 a transformer block, the attention map per head); it is meant to catch a model ten times too large,
@@ -29,9 +30,10 @@ def estimate_training_bytes(config: dict[str, Any], params: int, vocab_size: int
     layers, heads = int(config.get("n_layer") or 1), int(config.get("n_head") or 0)
     tokens = config["batch_size"] * config["seq_len"]
     value_bytes = 2 if config["dtype"] in ("bfloat16", "float16") else 4
-    per_token = layers * (16 * width + heads * config["seq_len"]) * value_bytes + 3 * vocab_size * 4
+    per_token = layers * (16 * width + heads * config["seq_len"]) * value_bytes
+    logit_positions = min(tokens, config.get("loss_chunk") or tokens)
     parts = {"weights": 4 * params, "gradients": 4 * params, "optimizer_state": 4 * copies * params,
-             "activations": tokens * per_token}
+             "activations": tokens * per_token + logit_positions * 3 * vocab_size * 4}
     return {**parts, "total": sum(parts.values())}
 
 

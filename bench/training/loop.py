@@ -18,15 +18,16 @@ import sys
 from typing import Any, Callable
 
 import torch
-import torch.nn.functional as F
 
 from bench import memory, timing
+from bench.accel import autocast_context
 from bench.cells import Cell
-from bench.evaluation.perplexity import autocast_context, perplexity
+from bench.evaluation.perplexity import perplexity
+from bench.loss import lm_loss
 from bench.registry import Registry
 from bench.store import CellRecord
 from bench.training.outcomes import Halted, Interrupted, check_divergence
-from bench.training.run import Run, build_run
+from bench.training.run import Run, build_run, compile_warm_up
 from bench.training.state import LoopState
 from bench.training.summary import finish
 
@@ -61,6 +62,8 @@ def train_steps(run: Run, stop: Any) -> str | None:
     run.model.train()
     sampler = memory.start_sampling(run.device, config["memory_interval_ms"])
     stopped_by = None
+    if run.config["compile"] and loop.step < plan.total_steps:
+        run.compile_time_s = compile_warm_up(run)  # neither training nor step time
     try:
         train_clock.start()
         for step in range(loop.step, plan.total_steps):
@@ -106,19 +109,23 @@ def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> float:
 
 
 def train_step(run: Run) -> None:
-    """One optimizer step over ``accum`` micro-batches; the loss stays on the device."""
-    loop, model, vocab = run.loop, run.model, run.data.vocab_size
+    """One optimizer step over ``accum`` micro-batches; the loss stays on the device.
+
+    ``run.scaler`` scales the loss for float16 (a disabled scaler passes everything through)."""
+    loop, model, scaler, config = run.loop, run.model, run.scaler, run.config
     for _ in range(loop.accum):
         x, y = run.sampler.next_batch()
-        with autocast_context(run.device, run.config["dtype"]):
-            logits = model(x)
-        loss = F.cross_entropy(logits.float().reshape(-1, vocab), y.reshape(-1))
-        del logits  # the (B, T, V) logits must not live on into the next micro-batch's forward
-        (loss / loop.accum).backward()
+        with autocast_context(run.device, config["dtype"]):
+            # lm_loss drops the (B, T, V) logits before returning (with loss_chunk it never builds
+            # them whole), so none live on into the next micro-batch's forward.
+            loss = lm_loss(model, x, y, chunk=config["loss_chunk"])
+        scaler.scale(loss / loop.accum).backward()
         loop.window_loss += loss.detach() / loop.accum
-    if run.config["grad_clip"] > 0:
-        torch.nn.utils.clip_grad_norm_(model.parameters(), run.config["grad_clip"])
-    run.optimizer.step()
+    if config["grad_clip"] > 0:
+        scaler.unscale_(run.optimizer)  # clip the true gradients, not the scaled ones
+        torch.nn.utils.clip_grad_norm_(model.parameters(), config["grad_clip"])
+    scaler.step(run.optimizer)  # skipped (and the scale lowered) if float16 gradients overflowed
+    scaler.update()
     run.optimizer.zero_grad(set_to_none=True)
 
 

@@ -4,19 +4,23 @@ from __future__ import annotations
 
 import math
 import random
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 from typing import Any, Callable
 
 import numpy as np
 import torch
 
 from bench import rng
+from bench.accel import autocast_context, compile_model, configure_tf32, default_eval_batch_size, grad_scaler
 from bench.budget import StepPlan, make_plan
-from bench.cells import Cell, component_params
+from bench.cells import Cell
 from bench.checkpoint import CHECKPOINT_DIR, CheckpointStore
 from bench.data.loading import CellData, load_cell_data
+from bench.data.prefetch import PrefetchingSampler
 from bench.data.samplers import RandomBatchSampler
 from bench.evaluation.perplexity import evaluate
+from bench.loss import lm_loss
 from bench.param_roles import tag_parameter_roles
 from bench.registry import Registry
 from bench.store import CellRecord
@@ -42,6 +46,9 @@ class Run:
     hooks: Any
     say: Callable[[str], None]
     best_weights: dict[str, torch.Tensor] | None = None  # CPU copy of the best epoch's weights
+    # Loss scaling, active only for dtype float16 (a disabled scaler passes everything through).
+    scaler: torch.amp.GradScaler = field(default_factory=lambda: torch.amp.GradScaler("cpu", enabled=False))
+    compile_time_s: float | None = None  # the compiling warm-up step (compile = true), not training time
 
     @property
     def config(self) -> dict[str, Any]:
@@ -61,16 +68,17 @@ class Run:
     def evaluate(self, split: str) -> dict[str, float]:
         config = self.config
         words = self.data.words.get(split) if self.data.words else None
-        return evaluate(self.model, self.data.splits[split], seq_len=config["seq_len"],
-                        batch_size=config["eval_batch_size"] or self.loop.micro_batch, dtype=config["dtype"],
-                        stride=config["eval_stride"] or None, words=words)
+        batch_size = config["eval_batch_size"] or default_eval_batch_size(self.device, self.loop.micro_batch)
+        return evaluate(self.model, self.data.splits[split], seq_len=config["seq_len"], batch_size=batch_size,
+                        dtype=config["dtype"], stride=config["eval_stride"] or None, words=words,
+                        loss_chunk=config["loss_chunk"])
 
     def checkpoint_state(self) -> dict[str, Any]:
         # Built-in schedules are pure functions of the step; a plugin's stateful one may expose state_dict.
         schedule_state = self.schedule.state_dict() if hasattr(self.schedule, "state_dict") else None
         return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
                 "schedule": schedule_state, "sampler": self.sampler.state_dict(), "rng": rng.capture(),
-                "loop": self.loop.to_dict()}
+                "loop": self.loop.to_dict(), "scaler": self.scaler.state_dict()}
 
 
 def seed_everything(seed: int) -> None:
@@ -88,20 +96,22 @@ def build_run(cell: Cell, registry: Registry, hooks: Any, device: torch.device, 
     seed_everything(config["seed"])
     data = load_cell_data(config, registry, device)
     model_component = registry.get("model", config["model"])
-    model = model_component.factory(data.vocab_size, **component_params(config, model_component)).to(device)
+    model = model_component.build(config, data.vocab_size).to(device)
     tag_parameter_roles(model)  # optimizers that split parameters by role (muon, decay_exclude) read these
+    configure_tf32(device, config["tf32"])
+    if config["compile"]:
+        compile_model(model)
     optimizer_component = registry.get("optimizer", config["optimizer"])
-    optimizer = optimizer_component.factory(model.parameters(), lr=config["lr"], device_type=device.type,
-                                            **component_params(config, optimizer_component))
+    optimizer = optimizer_component.build(config, model.parameters(), lr=config["lr"], device_type=device.type)
     plan = make_plan(config, data.splits["train"].numel(), model.flops_per_token(config["seq_len"]))
     schedule_component = registry.get("schedule", config["schedule"])
-    schedule = schedule_component.factory(lr=config["lr"], total_steps=plan.total_steps,
-                                          **component_params(config, schedule_component))
-    sampler = RandomBatchSampler(data.splits["train"], config["batch_size"], config["seq_len"], seed=config["seed"])
+    schedule = schedule_component.build(config, lr=config["lr"], total_steps=plan.total_steps)
+    sampler = _train_sampler(config, data, device)
     loop.start(device, config["batch_size"], config["grad_accum"])
     checkpoints = (CheckpointStore(record.path / CHECKPOINT_DIR, cell.id, warn=say)
                    if config["checkpoint"] else None)
-    run = Run(cell, device, data, model, optimizer, schedule, sampler, plan, loop, record, checkpoints, hooks, say)
+    run = Run(cell, device, data, model, optimizer, schedule, sampler, plan, loop, record, checkpoints, hooks, say,
+              scaler=grad_scaler(device, config["dtype"]))
     if checkpoints is not None:
         resume(run, checkpoints)
     if batching is not None:
@@ -111,6 +121,16 @@ def build_run(cell: Cell, registry: Registry, hooks: Any, device: torch.device, 
     if loop.step == 0:
         _warn_if_too_large(run)
     return run
+
+
+def _train_sampler(config: dict[str, Any], data: CellData, device: torch.device) -> Any:
+    """Random training windows; with ``pin_memory`` on CUDA, gathered in host memory and copied one
+    step ahead (see :mod:`bench.data.prefetch`), else gathered where the tokens already are."""
+    if not (config["pin_memory"] and device.type == "cuda"):
+        return RandomBatchSampler(data.splits["train"], config["batch_size"], config["seq_len"], seed=config["seed"])
+    data.splits["train"] = data.splits["train"].cpu()  # frees the device copy
+    sampler = RandomBatchSampler(data.splits["train"], config["batch_size"], config["seq_len"], seed=config["seed"])
+    return PrefetchingSampler(sampler, device, pin=True)
 
 
 def _warn_if_too_large(run: Run) -> None:
@@ -138,12 +158,32 @@ def resume(run: Run, checkpoints: CheckpointStore) -> None:
     if state["schedule"] is not None:  # a plugin's stateful schedule (see checkpoint_state)
         run.schedule.load_state_dict(state["schedule"])  # type: ignore[attr-defined]
     run.sampler.load_state_dict(state["sampler"])
+    if state.get("scaler"):  # float16 runs: the loss scale reached; absent in older checkpoints
+        run.scaler.load_state_dict(state["scaler"])
     run.loop.load_dict(state["loop"])
     rng.restore(state["rng"])
     run.loop.resumed_at.append(run.loop.step)
     run.say(f"  {run.cell.name}: resuming after step {run.loop.step} from the {restored.source} checkpoint")
     if run.loop.best_epoch is not None and restored.best is not None:
         run.best_weights = restored.best["model"]
+
+
+def compile_warm_up(run: Run) -> float:
+    """Run one forward and backward pass so that torch.compile compiles before the clock starts;
+    returns its seconds. The batch, the RNG streams and the gradients are put back as they were,
+    so training continues exactly as without the warm-up."""
+    started = time.perf_counter()
+    sampler_state, rng_state = run.sampler.state_dict(), rng.capture()
+    x, y = run.sampler.next_batch()
+    with autocast_context(run.device, run.config["dtype"]):
+        loss = lm_loss(run.model, x, y, chunk=run.config["loss_chunk"])
+    loss.backward()
+    run.model.zero_grad(set_to_none=True)
+    run.sampler.load_state_dict(sampler_state)
+    rng.restore(rng_state)
+    if run.device.type == "cuda":
+        torch.cuda.synchronize(run.device)
+    return time.perf_counter() - started
 
 
 def _state_mismatch(expected: dict[str, torch.Tensor], saved: dict[str, torch.Tensor]) -> str | None:

@@ -87,6 +87,7 @@ def build_summary(run: Run, test: dict[str, float], stopped_by: str | None) -> d
         "train_time_s": train_time,
         "eval_time_s": loop.clocks["eval"].total,
         "checkpoint_time_s": loop.clocks["save"].total,
+        "compile_time_s": run.compile_time_s,  # the compiling warm-up step (compile = true), else None
         "tokens_per_s": train_tokens / train_time if train_time > 0 else None,
         "micro_batch_size": loop.micro_batch,
         "grad_accum_used": loop.accum,
@@ -97,7 +98,8 @@ def build_summary(run: Run, test: dict[str, float], stopped_by: str | None) -> d
         **timing.StepWindowTimer(run.device, times=loop.step_times).result(),
         **timing.throughput(train_flops=plan.flops_per_token * train_tokens, train_time_s=train_time,
                             steps=steps, epochs=epochs, peak_tflops_setting=config["peak_tflops"],
-                            device_name=gpu_name, precision=timing.matmul_precision(run.device, config["dtype"])),
+                            device_name=gpu_name,
+                            precision=timing.matmul_precision(run.device, config["dtype"], config["tf32"])),
     }
 
 

@@ -1,7 +1,8 @@
 """Pieces shared by the transformer models: attention, MLP, init, FLOPs and argument checks.
 
 Both GPT-1 and GPT-2 use the same attention and MLP sublayers; they differ only in where
-the LayerNorms sit, so the blocks themselves live in ``gpt1.py`` and ``gpt2_tiny.py``.
+the LayerNorms sit, so the blocks themselves live in ``gpt1.py`` and ``gpt2_tiny.py`` and
+the decoder skeleton around them in ``gpt.py``.
 """
 
 from __future__ import annotations

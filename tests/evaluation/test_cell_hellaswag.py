@@ -90,6 +90,29 @@ def test_scores_are_kept_until_the_limit_changes(text_cell, hellaswag_data):
     assert not wanted(text_cell.read_summary(), {**evaluation, "hellaswag": False})
 
 
+def test_log_samples_keeps_one_line_per_item_in_the_cell_folder(text_cell, hellaswag_data, capsys):
+    import json
+
+    from bench.cli import main
+
+    evaluation = {"hellaswag": True, "limit": 3, "batch_size": 4, "log_samples": True}
+    assert main(["eval", "hellaswag", "--run", str(text_cell.path), "--limit", "3", "--device", "cpu"]) == 0
+    assert summary(text_cell.path)["hellaswag_samples_file"] is None
+    assert wanted(text_cell.read_summary(), evaluation)  # asked for samples, none kept yet
+    assert main(["eval", "hellaswag", "--run", str(text_cell.path), "--limit", "3", "--device", "cpu",
+                 "--log-samples"]) == 0
+    fields = summary(text_cell.path)
+    assert fields["hellaswag_samples_file"] == cell_hellaswag.SAMPLES_FILE and not wanted(fields, evaluation)
+    items = [json.loads(line) for line in (text_cell.path / cell_hellaswag.SAMPLES_FILE).read_text().splitlines()]
+    assert [item["doc_id"] for item in items] == [0, 1, 2]
+    for item in items:
+        assert len(item["endings"]) == len(item["loglikelihoods"]) == 4 and 0 <= item["gold"] < 4
+        best = max(range(4), key=lambda i: item["loglikelihoods"][i])
+        assert item["acc"] == float(best == item["gold"])
+    assert sum(item["acc"] for item in items) / 3 == pytest.approx(fields["hellaswag_acc"])
+    assert sum(item["acc_norm"] for item in items) / 3 == pytest.approx(fields["hellaswag_acc_norm"])
+
+
 def test_eval_command_on_a_token_cell_is_a_note_not_an_error(trained, tmp_path, capsys):
     from bench.cli import main
 
@@ -110,6 +133,7 @@ def test_eval_command_rejects_a_folder_that_is_not_a_cell(tmp_path, capsys):
     ({"hellaswag": "yes"}, "eval.hellaswag must be true or false"),
     ({"limit": -1}, "eval.limit must be an integer >= 0"),
     ({"batch_size": 0}, "eval.batch_size must be an integer >= 1"),
+    ({"log_samples": 1}, "eval.log_samples must be true or false"),
 ])
 def test_impossible_eval_settings_are_config_errors(setting, message):
     with pytest.raises(ConfigError, match=message):

@@ -94,3 +94,14 @@ def test_missing_file_online_falls_back_to_lm_evals_default_dataset(monkeypatch,
     monkeypatch.setenv(DATA_DIR_ENV, str(tmp_path / "empty"))
     source = locate_hellaswag()  # nothing is downloaded here; lm-eval would do it when the task loads
     assert source.local_file is None and "Rowan/hellaswag" in source.describe()
+
+
+def test_head_only_scoring_gives_the_same_accuracy_as_the_full_forward_pass(hellaswag_data):
+    from tests.evaluation.test_lm_adapter import ForwardOnly
+
+    model, tokenizer = tiny_model(), tokenizers.byte()
+    fast = run_hellaswag(BenchLM(model, tokenizer, batch_size=5, max_length=MAX_LENGTH), log_samples=True)
+    full = run_hellaswag(BenchLM(ForwardOnly(model), tokenizer, batch_size=5, max_length=MAX_LENGTH), log_samples=True)
+    assert (fast["acc"], fast["acc_norm"]) == (full["acc"], full["acc_norm"])
+    for a, b in zip(fast["samples"], full["samples"]):
+        assert a["loglikelihoods"] == pytest.approx(b["loglikelihoods"], abs=1e-6)

@@ -65,6 +65,35 @@ def test_batched_scores_equal_direct_unbatched_scores(name):
         assert greedy == expected_greedy
 
 
+class ForwardOnly(torch.nn.Module):
+    """The same model seen through forward only (no hidden/head): BenchLM's full-logits fallback."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.inner, self.context_length = model, model.context_length
+
+    def forward(self, idx):
+        return self.inner(idx)
+
+
+@pytest.mark.parametrize("name", sorted(SMALL))
+def test_head_only_scores_equal_the_full_forward_fallback(name):
+    model = build(name)
+    requests = mixed_requests(seed=2, count=15)
+    head_only = BenchLM(model, tokenizers.byte(), batch_size=4, max_length=MAX_LENGTH)
+    fallback = BenchLM(ForwardOnly(model), tokenizers.byte(), batch_size=4, max_length=MAX_LENGTH)
+    calls = []
+    output_layer = model.lm_head if hasattr(model, "lm_head") else model.head  # GPT's nn.Linear, the LSTM's
+    output_layer.register_forward_hook(lambda module, inputs, out: calls.append(out.shape))
+    fast, full = head_only._loglikelihood_tokens(requests), fallback._loglikelihood_tokens(requests)
+    for (a, greedy_a), (b, greedy_b) in zip(fast, full):
+        assert a == pytest.approx(b, abs=1e-6) and greedy_a == greedy_b
+    scored = sum(len(x) for _, _, x in requests)
+    # The head-only pass ran the head on exactly the scored positions (2-d input), the fallback on every position.
+    head_rows = sum(shape[0] for shape in calls if len(shape) == 2)
+    assert head_rows == scored
+
+
 def test_greedy_flag_is_true_for_the_argmax_continuation():
     model = build("gpt2-tiny")
     lm = BenchLM(model, tokenizers.byte(), batch_size=2, max_length=MAX_LENGTH)

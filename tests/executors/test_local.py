@@ -184,7 +184,7 @@ def test_a_missing_ray_is_one_line(matrix_file, tmp_path, capsys, monkeypatch):
     monkeypatch.setitem(sys.modules, "ray", None)  # what `import ray` meets where it is not installed
     assert cli.main(["run", str(matrix_file), "--outputs", str(tmp_path), "--executor", "ray"]) == 2
     err = capsys.readouterr().err
-    assert "--executor ray needs Ray" in err and "pip install 'bench[ray]'" in err and len(err.splitlines()) == 1
+    assert "--executor ray needs Ray" in err and "pip install 'bench-lm[ray]'" in err and len(err.splitlines()) == 1
 
 
 @pytest.mark.gpu

@@ -81,11 +81,26 @@ def test_a_checkpoint_from_the_driver_resumes_on_a_ray_worker(matrix_file, refer
     assert not any(outputs.rglob("checkpoints"))  # the finished cell's checkpoints were removed here too
 
 
+def _parent(pid: int) -> int:
+    return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+
+
+def _ours(pid: int) -> bool:
+    """Whether ``pid`` descends from this process (the local cluster's raylet is our child), so a
+    test never touches the Ray workers of anyone else on the machine."""
+    while pid > 1:
+        pid = _parent(pid)
+        if pid == os.getpid():
+            return True
+    return False
+
+
 def _ray_task_pids() -> list[int]:
     pids = []
     for proc in Path("/proc").iterdir():
         try:
-            if proc.name.isdigit() and (proc / "cmdline").read_bytes().startswith(b"ray::train_remotely"):
+            if (proc.name.isdigit() and (proc / "cmdline").read_bytes().startswith(b"ray::train_remotely")
+                    and _ours(int(proc.name))):
                 pids.append(int(proc.name))
         except OSError:
             continue

@@ -167,3 +167,87 @@ def test_causality_check_catches_a_model_that_sees_the_future():
     for mode in ("eval", "train"):
         with pytest.raises(AssertionError, match=f"in {mode} mode, logits at positions < 1 change"):
             checks[f"check_causality_{mode}"]()
+
+
+# Logits of the models as built before gpt1 and gpt2-tiny shared one skeleton (seed 0, the
+# configuration below): same seed, same weights, same logits, so checkpoints and results carry over.
+GOLDEN = {
+    "gpt1": (1.5432119332253933, 57.882531446754, [0.053920671343803406, 0.023616870865225792, -0.06791815906763077]),
+    "gpt2-tiny": (1.587405678344112, 57.486088985758215,
+                  [0.06082870438694954, 0.01738329418003559, -0.03623521700501442]),
+    "lstm": (17.67411784781143, 66.28273740084842, [0.27758514881134033, -0.05851349979639053, 0.10552234947681427]),
+}
+GOLDEN_HPARAMS = {
+    "gpt1": dict(n_layer=2, n_embd=32, n_head=4, n_positions=16),
+    "gpt2-tiny": dict(n_layer=2, n_embd=32, n_head=4, n_positions=16),
+    "lstm": dict(n_layer=2, n_embd=16, n_hidden=24),
+}
+
+
+@pytest.mark.parametrize("name", sorted(GOLDEN))
+def test_seeded_models_give_the_same_logits_as_before(name):
+    torch.manual_seed(0)
+    model = build(name, **GOLDEN_HPARAMS[name]).eval()
+    idx = torch.randint(0, 37, (2, 8), generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        logits = model(idx).double()
+    total, absolute, last = GOLDEN[name]
+    assert logits.sum().item() == pytest.approx(total, abs=1e-9)
+    assert logits.abs().sum().item() == pytest.approx(absolute, abs=1e-9)
+    assert logits[1, -1, :3].tolist() == pytest.approx(last, abs=1e-9)
+
+
+def _reference_logits(state: dict[str, torch.Tensor], idx: torch.Tensor, *, n_head: int, pre_ln: bool) -> torch.Tensor:
+    """The GPT forward written out from the papers, with plain functional ops on a state_dict:
+    GPT-2 (nanoGPT's model) is pre-LN with a final LayerNorm, GPT-1 post-LN without one."""
+    F = torch.nn.functional
+    T = idx.size(1)
+    ln = lambda x, p: F.layer_norm(x, x.shape[-1:], state.get(f"{p}.weight"), state.get(f"{p}.bias"))  # noqa: E731
+    lin = lambda x, p: F.linear(x, state[f"{p}.weight"], state.get(f"{p}.bias"))  # noqa: E731
+
+    def attn(x, p):
+        B, T, C = x.shape
+        q, k, v = lin(x, f"{p}.c_attn").split(C, dim=2)
+        q, k, v = (t.view(B, T, n_head, C // n_head).transpose(1, 2) for t in (q, k, v))
+        scores = (q @ k.transpose(-2, -1)) / (C // n_head) ** 0.5
+        scores = scores.masked_fill(torch.ones(T, T).triu(1).bool(), float("-inf"))
+        y = (scores.softmax(dim=-1) @ v).transpose(1, 2).reshape(B, T, C)
+        return lin(y, f"{p}.c_proj")
+
+    def mlp(x, p):
+        return lin(F.gelu(lin(x, f"{p}.c_fc")), f"{p}.c_proj")
+
+    x = state["wte.weight"][idx] + state["wpe.weight"][:T]
+    layers = sorted({int(k.split(".")[1]) for k in state if k.startswith("blocks.")})
+    for i in layers:
+        p = f"blocks.{i}"
+        if pre_ln:
+            x = x + attn(ln(x, f"{p}.ln_1"), f"{p}.attn")
+            x = x + mlp(ln(x, f"{p}.ln_2"), f"{p}.mlp")
+        else:
+            x = ln(x + attn(x, f"{p}.attn"), f"{p}.ln_1")
+            x = ln(x + mlp(x, f"{p}.mlp"), f"{p}.ln_2")
+    if pre_ln:
+        x = ln(x, "ln_f")
+    return x @ state["lm_head.weight"].T
+
+
+@pytest.mark.parametrize("name, pre_ln, hparams", [
+    ("gpt2-tiny", True, dict(tie_weights=True, bias=True)),
+    ("gpt2-tiny", True, dict(tie_weights=False, bias=False)),
+    ("gpt1", False, dict(tie_weights=True)),
+])
+def test_gpt_logits_equal_a_functional_reference(name, pre_ln, hparams):
+    model = build(name, n_layer=2, n_embd=32, n_head=4, n_positions=16, **hparams).eval()
+    idx = torch.randint(0, 37, (3, 11), generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        expected = _reference_logits(model.state_dict(), idx, n_head=4, pre_ln=pre_ln)
+        torch.testing.assert_close(model(idx), expected, rtol=1e-5, atol=1e-5)
+
+
+def test_gpt1_and_gpt2_share_one_skeleton_and_keep_their_parameter_names():
+    gpt1 = build("gpt1", n_layer=1, n_embd=16, n_head=2, n_positions=8)
+    gpt2 = build("gpt2-tiny", n_layer=1, n_embd=16, n_head=2, n_positions=8)
+    assert type(gpt1) is type(gpt2)
+    assert not any(k.startswith("ln_f") for k in gpt1.state_dict())  # post-LN: no final LayerNorm
+    assert {"wte.weight", "wpe.weight", "lm_head.weight", "ln_f.weight"} <= set(gpt2.state_dict())

@@ -73,7 +73,7 @@ def test_params_table_mfu_from_cells_or_from_a_given_peak(frame):
 def test_every_section_has_rows_and_renders_in_every_format(frame):
     sections = tables.build_sections(frame, sort="time")
     assert [s.key for s in sections] == ["perplexity", "time", "memory", "by_optimizer", "by_architecture",
-                                         "params"]
+                                         "params", "versions"]
     assert all(len(s.table) for s in sections)
     for fmt in FORMATS:
         text = render_document({"quick": sections}, fmt)

@@ -19,6 +19,14 @@ def test_the_estimate_adds_weights_gradients_moments_and_activations():
     assert estimate_training_bytes({**CONFIG, "optimizer": "sgd"}, 1_000_000, 256)["optimizer_state"] == 0
 
 
+def test_loss_chunk_bounds_the_logits_term():
+    tokens = 16 * 128
+    full = estimate_training_bytes(CONFIG, params=1_000_000, vocab_size=50257)["activations"]
+    chunked = estimate_training_bytes({**CONFIG, "loss_chunk": 256}, params=1_000_000, vocab_size=50257)["activations"]
+    assert full - chunked == (tokens - 256) * 3 * 50257 * 4
+    assert estimate_training_bytes({**CONFIG, "loss_chunk": 10**6}, 1_000_000, 50257)["activations"] == full
+
+
 def test_a_model_that_cannot_fit_gets_one_warning_line():
     estimate = estimate_training_bytes(CONFIG, params=51_500_000_000, vocab_size=50257)
     line = too_large_warning(estimate, free=24 << 30, name="gpt2-tiny-L48-adamw")

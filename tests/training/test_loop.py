@@ -13,7 +13,7 @@ from bench.cells import Cell, cell_id, resolve_config
 from bench.components import Component
 from bench.evaluation.perplexity import format_ppl
 from bench.hookspecs import hookimpl
-from bench.registry import build_registry, plugin_manager
+from bench.registry import build_registry, load_plugins, plugin_manager
 from bench.runner import run_cells
 from bench.store import ResultStore
 from bench.training import Diverged, Halted, LoopState, train_cell
@@ -151,7 +151,7 @@ class ExitPlugin:
 
 
 def test_sys_exit_or_keyboard_interrupt_in_a_cell_ends_only_that_cell(tmp_path, write_matrix, monkeypatch, capsys):
-    monkeypatch.setattr(commands, "plugin_manager", lambda: plugin_manager(extra_plugins=[ExitPlugin()]))
+    monkeypatch.setattr(commands, "load_plugins", lambda selection=None: load_plugins(selection, [ExitPlugin()]))
     path = write_matrix("""
         [defaults]
         dataset = "synthetic"

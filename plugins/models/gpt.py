@@ -1,0 +1,78 @@
+"""The decoder skeleton GPT-1 and GPT-2 share; each model file supplies its block and flags.
+
+    idx -> token + learned position embeddings -> dropout -> n_layer blocks
+        -> final LayerNorm (GPT-2 only) = hidden(idx)  -> head: a linear map to the vocabulary
+
+``hidden`` and ``head`` are the optional split of bench's model contract (see
+:class:`bench.lm.LanguageModel`): the harness runs the vocabulary-sized head only at the
+positions it scores. ``forward`` is ``head(hidden(idx))``.
+
+Parameter names (``wte``, ``wpe``, ``blocks.N...``, ``ln_f``, ``lm_head``) are the ones
+bench's checkpoints have always used.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+from torch import nn
+
+from bench.lm import LanguageModel
+
+from ._blocks import check_heads, check_hparams, init_gpt_weights, transformer_flops_per_token
+
+# (n_embd, n_head, dropout, bias) -> a block mapping (B, T, C) to (B, T, C).
+BlockFactory = Callable[[int, int, float, bool], nn.Module]
+
+
+class GPT(LanguageModel):
+    """A causal transformer decoder; ``block`` decides where the LayerNorms sit.
+
+    ``final_norm`` adds the LayerNorm before the head (GPT-2; a post-LN block already ends
+    with one). ``scaled_residual_init`` starts the residual projections at
+    ``0.02 / sqrt(2 * n_layer)`` (GPT-2), see :func:`._blocks.init_gpt_weights`.
+    """
+
+    def __init__(self, vocab_size: int, *, block: BlockFactory, final_norm: bool, scaled_residual_init: bool,
+                 n_layer: int, n_embd: int, n_head: int, n_positions: int, dropout: float,
+                 tie_weights: bool, bias: bool = True):
+        super().__init__()
+        check_hparams(vocab_size, n_layer=n_layer, dropout=dropout,
+                      n_embd=n_embd, n_head=n_head, n_positions=n_positions)
+        check_heads(n_embd, n_head)
+        self.vocab_size = vocab_size
+        self.context_length = n_positions
+        self.n_layer, self.n_embd = n_layer, n_embd
+
+        self.wte = nn.Embedding(vocab_size, n_embd)
+        self.wpe = nn.Embedding(n_positions, n_embd)
+        self.drop = nn.Dropout(dropout)
+        self.blocks = nn.ModuleList(block(n_embd, n_head, dropout, bias) for _ in range(n_layer))
+        # Identity holds no parameters, so GPT-1's state_dict has no ln_f entries.
+        self.ln_f = nn.LayerNorm(n_embd, bias=bias) if final_norm else nn.Identity()
+        self.lm_head = nn.Linear(n_embd, vocab_size, bias=False)
+        if tie_weights:
+            # The input and output embeddings share one matrix (GPT-1 and GPT-2 both do): it
+            # saves V*d parameters and ties rare tokens' input and output representations.
+            self.lm_head.weight = self.wte.weight
+        init_gpt_weights(self, residual_scale_layers=n_layer if scaled_residual_init else None)
+
+    def hidden(self, idx: torch.Tensor) -> torch.Tensor:
+        T = idx.size(1)
+        if T > self.context_length:
+            raise ValueError(f"sequence length {T} exceeds n_positions={self.context_length}; "
+                             f"use shorter sequences or raise n_positions")
+        pos = torch.arange(T, device=idx.device)
+        x = self.drop(self.wte(idx) + self.wpe(pos))
+        for block in self.blocks:
+            x = block(x)
+        return self.ln_f(x)
+
+    def head(self, h: torch.Tensor) -> torch.Tensor:
+        return self.lm_head(h)
+
+    def flops_per_token(self, seq_len: int) -> int:
+        return transformer_flops_per_token(
+            n_layer=self.n_layer, n_embd=self.n_embd, vocab_size=self.vocab_size, seq_len=seq_len
+        )
