@@ -48,8 +48,9 @@ class Cell:
 # turn a finished (or half-finished) cell into a new one.
 # halt_at_step only says how far this invocation trains: a sweep continues the same cell later.
 # target_loss/target_ppl only say how the report reads the results.
+# max_checkpoint_mb is a limit on what is accepted, not on what is computed.
 OPERATIONAL_KEYS = frozenset({"checkpoint", "checkpoint_every", "memory_interval_ms", "peak_tflops", "halt_at_step",
-                              "target_loss", "target_ppl"})
+                              "target_loss", "target_ppl", "max_checkpoint_mb"})
 
 
 # Keys added after results were first stored, with the value that computes exactly what a cell
@@ -203,11 +204,34 @@ def _check_buildable(config: dict[str, Any], used: dict[str, Registered], where:
         no_steps = zero_step_problem(config, _flops_per_token(model, used["model"], config, problems))
         if no_steps:
             raise ConfigError(f"{where}: {no_steps}")
+        _check_weights_size(config, used, model, where)
     _build(used["optimizer"], lambda c: c.build(config, probe_parameters(), lr=config["lr"], device_type="cpu"),
            problems, where)
     _build(used["schedule"], lambda c: c.build(config, lr=config["lr"], total_steps=config["max_steps"] or 10**9),
            problems, where)
     return problems
+
+
+def weights_bytes(model: Any) -> int:
+    """Bytes of the model's weights as best.pt stores them: each parameter once (tied ones share
+    storage) plus buffers, at their own dtype. Works on shapes-only (meta) models."""
+    tensors = list(model.parameters()) + list(model.buffers())
+    return sum(t.numel() * t.element_size() for t in tensors)
+
+
+def _check_weights_size(config: dict[str, Any], used: dict[str, Registered], model: Any, where: str) -> None:
+    """max_checkpoint_mb: a configuration whose weights exceed it is rejected before anything runs."""
+    limit = config.get("max_checkpoint_mb") or 0
+    if not limit:
+        return
+    if "tokenizer" in used:  # the probe vocabulary would understate a text model's embeddings
+        vocab = used["tokenizer"].component.build(config).vocab_size
+        with shapes_only():
+            model = used["model"].component.build(config, vocab)
+    size = weights_bytes(model)
+    if size > limit * 1e6:
+        raise ConfigError(f"{where}: the model's weights take {size / 1e6:.1f} MB, over max_checkpoint_mb = "
+                          f"{limit:g}; shrink the model (n_embd, n_layer, vocabulary) or raise max_checkpoint_mb")
 
 
 def _flops_per_token(model: Any, entry: Registered, config: dict[str, Any], problems: list[str]) -> int:

@@ -20,7 +20,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="bench", description=__doc__)
     _add_plugin_options(parser, "global_")
     sub = parser.add_subparsers(dest="command", required=True)
-    for add in (_add_list, _add_run, _add_report, _add_plot, _add_fit, _add_eval):
+    for add in (_add_list, _add_run, _add_estimate, _add_report, _add_plot, _add_fit, _add_eval):
         add(sub)
     return parser
 
@@ -65,6 +65,24 @@ def _run(args: argparse.Namespace) -> int:
                       plugins=_plugin_selection(args))
 
 
+def _add_estimate(sub: argparse._SubParsersAction) -> None:
+    estimate = sub.add_parser("estimate", help="time a few real steps of every cell; print hours and dollars")
+    estimate.add_argument("matrix", help="path to a matrix TOML file")
+    estimate.add_argument("--steps", type=int, default=20, help="steps to time per cell (>= 20; default 20)")
+    estimate.add_argument("--cost-per-hour", type=float, default=1.50, help="dollars per device hour (default 1.50)")
+    estimate.add_argument("--filter", help="key=value[,key=value] or a substring of cell names")
+    estimate.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    estimate.add_argument("--outputs", help=f"where estimate.json goes, under <matrix>/ (default: $BENCH_OUTPUTS "
+                                            f"or ./{DEFAULT_OUTPUTS})")
+    estimate.set_defaults(handler=_estimate)
+
+
+def _estimate(args: argparse.Namespace) -> int:
+    from bench.commands import estimate
+    return estimate(args.matrix, device=args.device, filter_expr=args.filter, steps=args.steps,
+                    cost_per_hour=args.cost_per_hour, outputs=_outputs_root(args))
+
+
 def _add_report(sub: argparse._SubParsersAction) -> None:
     report = sub.add_parser("report", help="print tables from finished runs")
     report.add_argument("--matrix", help="matrix name (default: every matrix under the outputs folder)")
@@ -79,6 +97,8 @@ def _add_report(sub: argparse._SubParsersAction) -> None:
     report.add_argument("--peak-tflops", type=float, metavar="TFLOPS",
                         help="device peak TFLOP/s for the MFU column, overriding what each cell stored")
     report.add_argument("--plots", metavar="DIR", help="also write loss/perplexity PNGs under DIR/<matrix>/")
+    report.add_argument("--best-config", metavar="FILE",
+                        help="write the best configuration of a sweep (one per group) as a matrix file and exit")
     report.add_argument("--target", metavar="LOSS",
                         help="time-to-target table against this val loss (or ppl=X for a perplexity); "
                              "overrides the matrix's target_loss/target_ppl")
@@ -102,7 +122,7 @@ def _report(args: argparse.Namespace) -> int:
     return report(outputs=_outputs_root(args), matrix=args.matrix, sort=args.sort, fmt=args.format,
                   where=args.where, plots=args.plots, peak_tflops=args.peak_tflops, which=which,
                   target=args.target, profiles=args.profiles, algorithm=args.algorithm, measure=args.measure,
-                  tolerance=args.tolerance)
+                  tolerance=args.tolerance, best_config=args.best_config)
 
 
 def _add_plot(sub: argparse._SubParsersAction) -> None:

@@ -56,6 +56,10 @@ def run_matrix(path: str, *, device: str, filter_expr: str | None, dry_run: bool
     matrix = load_matrix(path)
     check_eval_settings(matrix.evaluation, path)
     runner = build_executor(registry, executor_settings(matrix.executor, executor or {}), path)
+    if matrix.sweep:  # a search: the sweep proposes the cells (bench/sweep/)
+        from bench.sweep.command import run_sweep_matrix
+        return run_sweep_matrix(matrix, path, registry=registry, hooks=loaded.hooks, device=device, outputs=outputs,
+                                dry_run=dry_run, filter_expr=filter_expr, force=force, executor=runner)
     cells = select_cells(resolve_cells(matrix, registry), filter_expr)
     if dry_run:
         return _dry_run(cells, registry, matrix.name, resolve_device(device))
@@ -115,11 +119,16 @@ def _dry_run(cells: list[Cell], registry: Registry, matrix_name: str, device: to
 
 
 def _dry_run_table(cells: list[Cell], registry: Registry, device: torch.device) -> str:
-    """One row per cell: sizes, FLOPs and the estimated training memory; then one warning line per
-    cell whose estimate exceeds the device's free memory."""
+    """One row per cell: sizes, FLOPs per token, planned steps, tokens and training FLOPs, and the
+    estimated training memory; then one warning line per cell whose estimate exceeds the device's
+    free memory."""
+    from bench.budget import planned_steps
     from bench.training.footprint import estimate_training_bytes, free_bytes, too_large_warning
 
-    rows, warnings, free = [], [], free_bytes(device)
+    rows: list[list[str]] = []
+    warnings: list[str | None] = []
+    train_tokens: dict[tuple, int] = {}
+    free = free_bytes(device)
     for cell in cells:
         config = cell.config
         component = registry.get("model", config["model"])
@@ -127,12 +136,30 @@ def _dry_run_table(cells: list[Cell], registry: Registry, device: torch.device) 
         with shapes_only():
             model = component.build(config, vocab)
         counts = model.parameter_counts()
+        per_token = model.flops_per_token(config["seq_len"])
+        _, steps = planned_steps(config, _train_tokens(config, registry, train_tokens), per_token)
+        tokens = steps * config["batch_size"] * config["grad_accum"] * config["seq_len"]
         estimate = estimate_training_bytes(config, counts["total"], vocab)
         warnings.append(too_large_warning(estimate, free, cell.name))
-        rows.append([cell.id, cell.name, f"{counts['total']:,}", f"{counts['non_embedding']:,}",
-                     f"{model.flops_per_token(config['seq_len']):.3g}", f"{estimate['total'] / (1 << 30):.2f}"])
-    table = tabulate(rows, headers=["id", "name", "params", "non-embedding", "train FLOPs/token", "est. GiB"])
+        rows.append([cell.id, cell.name, f"{counts['total']:,}", f"{counts['non_embedding']:,}", f"{per_token:.3g}",
+                     f"{steps:,}", f"{tokens:,}", f"{per_token * tokens:.3g}", f"{estimate['total'] / (1 << 30):.2f}"])
+    table = tabulate(rows, headers=["id", "name", "params", "non-embedding", "train FLOPs/token", "steps", "tokens",
+                                    "train FLOPs", "est. GiB"], disable_numparse=True)
     return "\n".join([table, *(line for line in warnings if line)])
+
+
+def _train_tokens(config: dict, registry: Registry, cache: dict) -> int:
+    """Tokens in the cell's train split, read only when the step count depends on it (no max_steps,
+    steps_per_epoch or token/FLOP budget); tokenized splits come from the token cache."""
+    if config["max_steps"] or config["steps_per_epoch"] or config["max_tokens"] or config["max_flops"]:
+        return 0
+    from bench.data.loading import load_cell_data
+
+    dataset = registry.get("dataset", config["dataset"])
+    key = (dataset.name, repr(sorted(dataset.params(config).items())), config["tokenizer"])
+    if key not in cache:
+        cache[key] = int(load_cell_data(config, registry, torch.device("cpu")).splits["train"].numel())
+    return cache[key]
 
 
 def _vocab_size(config: dict, registry: Registry) -> int:
@@ -162,10 +189,14 @@ def _matrix_summaries(outputs: str, matrix: str | None, where: list[str] | None)
 def report(*, outputs: str, matrix: str | None, sort: str, fmt: str, where: list[str] | None = None,
            plots: str | None = None, peak_tflops: float | None = None, which: list[str] | None = None,
            target: str | None = None, profiles: bool = False, algorithm: str = "optimizer", measure: str = "time",
-           tolerance: float = 1.02) -> int:
+           tolerance: float = 1.02, best_config: str | None = None) -> int:
+    if best_config:
+        return write_best_config(outputs, matrix, best_config)
     from bench.report import analysis as analysis_report
     from bench.report import hellaswag as hellaswag_report
     from bench.report import tables
+    from bench.report.estimate import estimate_vs_actual
+    from bench.sweep import report as sweep_report
 
     if fmt not in tables.FORMATS:
         raise BenchError(f"unknown format {fmt!r}; use one of {', '.join(tables.FORMATS)}")
@@ -176,7 +207,8 @@ def report(*, outputs: str, matrix: str | None, sort: str, fmt: str, where: list
         frame = tables.sort_frame(tables.summaries_frame(summaries), sort)
         sections = tables.build_sections(frame, sort=sort, peak_tflops=peak_tflops,
                                          which=tuple(w for w in which or tables.TABLE_KEYS
-                                                     if w not in ("hellaswag", *analysis_report.TABLE_KEYS)))
+                                                     if w not in ("hellaswag", "sweep", "estimate",
+                                                                  *analysis_report.TABLE_KEYS)))
         for section in sections:
             if section.key == "perplexity":
                 section.table = _with_hellaswag(section.table, frame)
@@ -184,6 +216,11 @@ def report(*, outputs: str, matrix: str | None, sort: str, fmt: str, where: list
         if hellaswag_report.has_hellaswag(frame) and (not which or "hellaswag" in which):
             sections.append(tables.Section("hellaswag", "HellaSwag", hellaswag_report.hellaswag_table(frame)))
         store = ResultStore(outputs, name)
+        estimated = estimate_vs_actual(store.path, summaries)
+        if estimated is not None and (not which or "estimate" in which):
+            sections.append(estimated)
+        if sweep_report.has_sweep(store) and (not which or "sweep" in which):
+            sections += sweep_report.sweep_sections(store)
         sections += analysis_report.analysis_sections(
             summaries, lambda cell_id, store=store: store.cell(cell_id).read_metrics(), which=which, target=target,
             want_profiles=profiles, algorithm=algorithm, measure=measure, tolerance=tolerance,
@@ -191,9 +228,66 @@ def report(*, outputs: str, matrix: str | None, sort: str, fmt: str, where: list
         document[name] = sections
         if plots:
             from bench.report.plots import write_plots
-            written = write_plots(ResultStore(outputs, name), plots, summaries)
+            written = write_plots(store, plots, summaries)
+            if sweep_report.has_sweep(store):
+                written += sweep_report.write_sweep_plots(store, plots)
             print(f"bench: {len(written)} plots of {name!r} in {Path(plots) / name}", file=sys.stderr)
     print(tables.render_document(document, fmt))
+    return 0
+
+
+def estimate(path: str, *, device: str, filter_expr: str | None, steps: int, cost_per_hour: float,
+             outputs: str) -> int:
+    """`bench estimate`: time a few real steps of every cell, project hours and dollars, write estimate.json."""
+    from bench.data.loading import check_data_available
+    from bench.estimate import ESTIMATE_FILE, check_steps, estimate_cell, totals
+    from bench.fileio import atomic_write_json
+    from bench.report.estimate import estimate_table
+
+    check_steps(steps, cost_per_hour)
+    registry = load_plugins(None).registry
+    matrix = load_matrix(path)
+    cells = [c for c in select_cells(resolve_cells(matrix, registry), filter_expr) if not c.problem]
+    if not cells:
+        raise BenchError(f"--filter {filter_expr!r} matches none of the matrix's cells")
+    target = resolve_device(device)
+    check_data_available([c.config for c in cells], registry)
+    estimates = []
+    for position, cell in enumerate(cells, start=1):
+        print(f"[{position}/{len(cells)}] {cell.name}: timing {steps} steps on {target}", file=sys.stderr, flush=True)
+        done = estimate_cell(cell, registry, target, steps=steps, cost_per_hour=cost_per_hour,
+                             say=lambda line: print(line, file=sys.stderr, flush=True))
+        print(f"[{position}/{len(cells)}] {cell.name}: worst step {done.worst_step_ms:.1f} ms x {done.planned_steps:,} "
+              f"steps = {done.hours:.3f} h, ${done.cost:.2f}", file=sys.stderr, flush=True)
+        estimates.append(done)
+    total = totals(estimates)
+    print(estimate_table(estimates, total))
+    store = ResultStore(outputs, matrix.name)
+    atomic_write_json(store.path / ESTIMATE_FILE, {
+        "matrix": matrix.name, "device": str(target), "steps": steps, "cost_per_hour": cost_per_hour,
+        "rule": "hours = worst of steps 10-19 (ms) x planned steps / 3.6e6; cost = hours x cost_per_hour",
+        "cells": [e.as_dict() for e in estimates], "totals": total})
+    print(f"bench: {len(cells)} cells, {total['hours']:.3f} hours, ${total['cost']:.2f} at ${cost_per_hour:.2f}/hour; "
+          f"written to {store.path / ESTIMATE_FILE}", file=sys.stderr)
+    return 0
+
+
+def write_best_config(outputs: str, matrix: str | None, path: str) -> int:
+    """`bench report --best-config FILE`: the best trial of each sweep group as a plain matrix file."""
+    from bench.fileio import atomic_write_bytes
+    from bench.sweep import report as sweep_report
+
+    names = [matrix] if matrix else [n for n in matrix_names(outputs)
+                                     if sweep_report.has_sweep(ResultStore(outputs, n))]
+    if len(names) != 1 or not sweep_report.has_sweep(ResultStore(outputs, names[0])):
+        raise BenchError(f"--best-config needs exactly one sweep under {outputs!r} "
+                         f"(found {', '.join(names) or 'none'}); name it with --matrix")
+    text = sweep_report.best_config_toml(ResultStore(outputs, names[0]))
+    if not text:
+        raise BenchError(f"sweep {names[0]!r} has no finished trial yet; run it first")
+    atomic_write_bytes(Path(path), text.encode())
+    print(f"bench: best configuration of {names[0]!r} written to {path}; run it with `bench run {path}`",
+          file=sys.stderr)
     return 0
 
 

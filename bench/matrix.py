@@ -18,7 +18,7 @@ from typing import Any, Iterable
 
 from bench.errors import ConfigError
 
-TOP_LEVEL_KEYS = ("name", "description", "seeds", "defaults", "matrix", "eval", "executor")
+TOP_LEVEL_KEYS = ("name", "description", "seeds", "defaults", "matrix", "eval", "executor", "sweep")
 EVAL_KEYS = {"hellaswag": False, "limit": 0, "batch_size": 16, "log_samples": False}
 # The name is a folder under the outputs root; 100 characters leave room for the rest of a path.
 MAX_NAME_LENGTH = 100
@@ -46,6 +46,7 @@ class Matrix:
     seeds: list[int]
     evaluation: dict[str, Any] = field(default_factory=dict)
     axes: list[str] = field(default_factory=list)
+    sweep: dict[str, Any] = field(default_factory=dict)  # the raw [sweep] table; bench.sweep.spec reads it
     executor: dict[str, Any] = field(default_factory=dict)  # [executor]: name and options (bench.executors)
 
 
@@ -112,7 +113,8 @@ def parse_matrix(raw: dict[str, Any], *, default_name: str, where: str) -> Matri
         raise ConfigError(f"{where}: the matrix expands to no cells; check [matrix] and exclude")
     return Matrix(name, str(raw.get("description", "")), defaults, combinations, seeds, evaluation,
                   axes=list(grid) + [k for e in include for k in e if k not in grid],
-                  executor=dict(_table(raw, "executor", where)))
+                  executor=dict(_table(raw, "executor", where)),
+                  sweep=dict(_table(raw, "sweep", where)))
 
 
 def _name_problem(name: object) -> str | None:

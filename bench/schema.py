@@ -68,6 +68,8 @@ TRAINER_KEYS: dict[str, Key] = {
                               _non_negative, ">= 0"),
     "peak_tflops": Key(0.0, "device peak TFLOP/s for MFU; 0 means look the GPU up in bench.timing's table",
                        _non_negative, ">= 0"),
+    "max_checkpoint_mb": Key(0.0, "reject at resolve time a configuration whose weights (best.pt) exceed this many MB "
+                             "(10^6 bytes); 0 disables", _non_negative, ">= 0"),
     "checkpoint": Key(True, "save resumable training state at epoch ends and every checkpoint_every steps"),
     "checkpoint_every": Key(0, "also checkpoint every N steps; 0 means at epoch ends only", _non_negative, ">= 0"),
     "divergence_factor": Key(0.0, "stop as diverged once the logged train loss exceeds k x its running minimum; "

@@ -174,7 +174,7 @@ def test_filter_selects_by_key_and_by_name(bench, write_matrix):
 def test_matrix_path_that_is_a_directory(bench, outputs):
     assert_one_line_error(bench("run", str(REPO / "matrices")),
                           f"matrix file {str(REPO / 'matrices')!r} is a directory; give a .toml file in it, "
-                          "e.g. hw3.toml")
+                          f"e.g. {sorted(p.name for p in (REPO / 'matrices').glob('*.toml'))[0]}")
     assert not outputs.exists()
 
 

@@ -1,0 +1,76 @@
+"""`bench run` on a matrix with a ``[sweep]`` table."""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+from tabulate import tabulate
+
+from bench.data.loading import check_data_available
+from bench.errors import BenchError
+from bench.lock import MatrixLock
+from bench.matrix import Matrix
+from bench.registry import Registry
+from bench.selection import resolve_device
+from bench.signals import GracefulStop
+from bench.store import ResultStore
+from bench.sweep.driver import SweepRun
+from bench.sweep.groups import Group, build_groups, check_space
+from bench.sweep.spec import PLANNED, SweepSpec, parse_sweep
+
+
+def prepare(matrix: Matrix, registry: Registry, where: str) -> tuple[SweepSpec, list[Group], list[dict]]:
+    """Parse and check the sweep completely; writes nothing."""
+    spec = parse_sweep(matrix.sweep, where)
+    groups = build_groups(matrix, spec, registry, where)
+    configs = check_space(groups, spec, matrix, registry, where,
+                          warn=lambda line: print(f"bench: {line}", file=sys.stderr))
+    return spec, groups, configs
+
+
+def describe(spec: SweepSpec, groups: list[Group]) -> str:
+    lines = [f"sweep: strategy {spec.strategy}, seed {spec.seed}, metric {spec.metric} ({spec.direction}), "
+             f"{len(groups)} group(s): {', '.join(g.label for g in groups)}"]
+    for name, param in spec.space.items():
+        lines.append(f"  {name}: {param.describe()}")
+    budgets = ", ".join(f"{k} {v:g}" for k, v in spec.budgets.items()) or "none"
+    lines.append(f"  budget per group: {budgets}")
+    if spec.strategy in PLANNED:
+        rows = [[b.s] + [f"{r.configs} x {r.resource}" for r in b.rungs] for b in spec.brackets()]
+        lines.append(f"  brackets (configurations x units of {spec.options['resource_steps']} steps):")
+        lines.append(tabulate(rows, headers=["s"] + [f"rung {i}" for i in range(len(rows[0]) - 1)]))
+    if spec.final_seeds:
+        extra = ", ".join(f"{k} = {v}" for k, v in spec.final_overrides.items())
+        lines.append(f"  then the best of each group over seeds {spec.final_seeds}"
+                     + (f" with {extra}" if extra else ""))
+    return "\n".join(lines)
+
+
+def run_sweep_matrix(matrix: Matrix, path: str, *, registry: Registry, hooks: Any, device: str, outputs: str,
+                     dry_run: bool, filter_expr: str | None, force: bool, executor: Any = None) -> int:
+    if filter_expr or force:
+        raise BenchError(f"{path}: --filter and --force do not apply to a sweep; narrow the sweep with "
+                         f"sweep.per or [matrix], or move outputs/{matrix.name} away to start over")
+    spec, groups, configs = prepare(matrix, registry, path)
+    if dry_run:
+        print(describe(spec, groups))
+        print("nothing trained (--dry-run)")
+        return 0
+    target = resolve_device(device)
+    check_data_available(configs, registry)
+    store = ResultStore(outputs, matrix.name)
+    with MatrixLock(store.path) as lock, GracefulStop() as stop:
+        print(f"bench: sweep of {matrix.name!r} on {target}, results in {store.path}", file=sys.stderr)
+        print(describe(spec, groups), file=sys.stderr)
+        sweep = SweepRun(matrix, spec, groups, registry, hooks, store, target, stop=stop, executor=executor, lock=lock,
+                         say=lambda line: print(line, file=sys.stderr, flush=True))
+        finished = sweep.run()
+    if not finished:
+        print(f"bench: stopped by {sweep.interrupted}; run the same command again to resume the sweep",
+              file=sys.stderr)
+        return stop.exit_code
+    from bench.report.render import render_document
+    from bench.sweep.report import sweep_sections
+    print(render_document({matrix.name: sweep_sections(store)}, "github"))
+    return 0

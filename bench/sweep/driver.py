@@ -1,0 +1,222 @@
+"""Run a sweep: the strategies propose, the runner trains, the result store remembers.
+
+Groups are served round-robin, one request each in turn, so a sweep stopped at any moment has
+given every group (nearly) the same share. Trial cells go through :func:`bench.runner.run_cells`
+exactly like the cells of a plain matrix: same resume, failure isolation and summaries.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import torch
+
+from bench.cells import Cell
+from bench.checkpoint import CHECKPOINT_DIR, CheckpointStore
+from bench.errors import ConfigError
+from bench.matrix import Matrix
+from bench.registry import Registry
+from bench.runner import run_cells
+from bench.store import CellRecord, ResultStore
+from bench.sweep.groups import Group, finite, flops_per_token, trial_cell
+from bench.sweep.spec import SweepSpec
+from bench.sweep.strategies import GroupContext, Prune, Run, Strategy, distributions, strategy_for
+from bench.sweep.trials import GroupTrials, Outcome, open_storage
+
+FINAL = ("ok", "diverged", "pruned")
+EXTENSIBLE = ("trials", "max_flops", "max_time", "max_cost", "cost_per_hour", "final_seeds", "final_overrides")
+
+
+@dataclass
+class Budget:
+    """What a group's trials have spent; a cell trained over several rungs counts once, at its latest."""
+
+    spec: SweepSpec
+    spent: dict[str, dict[str, float]] = field(default_factory=dict)
+
+    def update(self, cell_id: str, used: dict[str, float]) -> None:
+        self.spent[cell_id] = used
+
+    def total(self) -> dict[str, float]:
+        keys = ("flops", "time_s", "cost")
+        return {k: sum(s[k] for s in self.spent.values()) for k in keys}
+
+    def exhausted(self) -> bool:
+        used, spec = self.total(), self.spec
+        return any(limit and used[k] >= limit for k, limit in
+                   (("flops", spec.max_flops), ("time_s", spec.max_time), ("cost", spec.max_cost)))
+
+
+def spent_by(summary: dict[str, Any], record: CellRecord, flops_per_token: float, cost_per_hour: float) -> dict:
+    """Training steps, tokens, FLOPs, seconds and dollars a cell has used so far: a finished cell's
+    ``budget_used``; for a paused one, its step and the training time of its last validation row."""
+    if summary.get("budget_used"):
+        return {k: float(summary["budget_used"].get(k) or 0) for k in ("steps", "tokens", "flops", "time_s", "cost")}
+    config, step = summary.get("config") or {}, int(summary.get("step") or 0)
+    tokens = step * config.get("batch_size", 0) * config.get("grad_accum", 1) * config.get("seq_len", 0)
+    times = [r["train_time_s"] for r in record.read_metrics() if r.get("step") == step and "train_time_s" in r]
+    time_s = float(times[-1]) if times else 0.0
+    return {"steps": step, "tokens": tokens, "flops": float(tokens * flops_per_token), "time_s": time_s,
+            "cost": time_s / 3600 * cost_per_hour}
+
+
+@dataclass
+class SweepRun:
+    matrix: Matrix
+    spec: SweepSpec
+    groups: list[Group]
+    registry: Registry
+    hooks: Any
+    store: ResultStore
+    device: torch.device
+    stop: Any = None
+    executor: Any = None  # bench.executors' choice; None trains in this process
+    lock: Any = None
+    say: Callable[[str], None] = print
+    interrupted: str | None = None
+
+    def run(self) -> bool:
+        """Run every group's search, then the final seeds; False when a stop request ended it early."""
+        storage = open_storage(self.store.path)
+        contexts = {g.label: self._context(storage, g) for g in self.groups}
+        active: dict[str, tuple[Strategy, Any]] = {}
+        for label, (ctx, _) in contexts.items():
+            strategy = strategy_for(ctx)
+            request = next(strategy, None)
+            if request is not None:
+                active[label] = (strategy, request)
+        while active:
+            for label in list(active):
+                strategy, request = active[label]
+                group = next(g for g in self.groups if g.label == label)
+                outcome = self._execute(group, contexts[label], request)
+                if outcome is None:
+                    return False
+                try:
+                    active[label] = (strategy, strategy.send(outcome))
+                except StopIteration:
+                    del active[label]
+        return self._final_seeds(contexts)
+
+    def _context(self, storage, group: Group) -> tuple[GroupContext, Budget]:
+        trials = GroupTrials(storage, group.label, self.spec.direction, distributions(self.spec))
+        settings = {"sweep": self.spec.to_dict(), "group": group.key, "label": group.label, "base": dict(group.base)}
+        # What decides the proposals must not change under a started sweep; budgets and the final
+        # reruns may (raising `trials` extends a sweep: the stored trials replay, new ones follow).
+        fixed = {**settings, "sweep": {k: v for k, v in settings["sweep"].items() if k not in EXTENSIBLE}}
+        fingerprint = json.dumps(fixed, sort_keys=True, default=str)
+        stored = trials.study.user_attrs.get("fingerprint")
+        if stored is not None and stored != fingerprint:
+            raise ConfigError(f"the [sweep] settings of {self.matrix.name!r} changed since {self.store.path}/sweep.db "
+                              f"was written; restore them, or move that folder away to start a new sweep")
+        for key, value in settings.items():  # the latest budgets, for reports
+            trials.study.set_user_attr(key, value)
+        trials.study.set_user_attr("fingerprint", fingerprint)
+        budget = Budget(self.spec)
+        return GroupContext(self.spec, trials, budget.exhausted), budget
+
+    def _execute(self, group: Group, context: tuple[GroupContext, Budget], request: Run | Prune) -> Outcome | None:
+        ctx, budget = context
+        halt = request.halt_at_step if isinstance(request, Run) else 0
+        try:
+            cell = trial_cell(self.matrix, self.spec, group, request.params, self.registry, halt_at_step=halt)
+        except ConfigError as exc:  # a combination of in-range values can still be impossible
+            self.say(f"sweep {group.label} trial {request.number}: skipped, invalid: {exc}")
+            ctx.trials.tag(request.number, reason=str(exc)[-300:])
+            return Outcome("", "invalid")
+        ctx.trials.tag(request.number, cell_id=cell.id)
+        record = self.store.cell(cell.id)
+        if isinstance(request, Prune):
+            return self._prune(cell, request)
+        summary = record.read_summary() or {}
+        if not _reached(summary, halt):
+            if self.stop is not None and self.stop.requested:
+                self.interrupted = self.stop.cause
+                return None
+            prefix = f"sweep {group.label} trial {request.number}"
+            result = run_cells([cell], registry=self.registry, hooks=self.hooks, store=self.store, device=self.device,
+                               stop=self.stop, say=lambda line: self.say(f"{prefix} {line}"), executor=self.executor,
+                               lock=self.lock)
+            if result.interrupted:
+                self.interrupted = result.interrupted
+                return None
+            summary = record.read_summary() or {}
+        budget.update(cell.id, self._spent(cell, summary))
+        return self._rung_outcome(cell, halt) or self._outcome(cell, summary)
+
+    def _rung_outcome(self, cell: Cell, halt: int) -> Outcome | None:
+        """A rung's result as it was when the cell halted there, read from its metrics rows: a cell
+        promoted since then (finished, pruned later, diverged later) must rank the same on replay."""
+        if not halt:
+            return None
+        rows = [r for r in self.store.cell(cell.id).read_metrics() if r.get("step") == halt and "val_loss" in r]
+        if not rows or not finite(rows[-1]["val_loss"]):
+            return None
+        return Outcome(cell.id, "paused", float(rows[-1]["val_loss"]), halt)
+
+    def _spent(self, cell: Cell, summary: dict[str, Any]) -> dict[str, float]:
+        fpt = 0.0 if summary.get("budget_used") else flops_per_token(cell.config, self.registry)
+        return spent_by(summary, self.store.cell(cell.id), fpt, self.spec.cost_per_hour)
+
+    def _outcome(self, cell: Cell, summary: dict[str, Any]) -> Outcome:
+        status = summary.get("status", "error")
+        value = summary.get("val_loss") if status == "paused" else summary.get(self.spec.metric)
+        if status == "pruned":
+            value = summary.get("val_loss", summary.get(self.spec.metric))
+        return Outcome(cell.id, status, float(value) if value is not None and finite(value) else None,
+                       summary.get("step"))
+
+    def _prune(self, cell: Cell, request: Prune) -> Outcome:
+        record = self.store.cell(cell.id)
+        summary = record.read_summary() or {}
+        if summary.get("status") not in FINAL:
+            summary = {**summary, "status": "pruned", "pruned_at_step": summary.get("step"),
+                       "budget_used": self._spent(cell, summary)}
+            record.write_summary(summary)
+            CheckpointStore(record.path / CHECKPOINT_DIR, cell.id).clear()  # a pruned trial never resumes
+        return self._outcome(cell, summary)
+
+    def _final_seeds(self, contexts: dict[str, tuple[GroupContext, Budget]]) -> bool:
+        if not self.spec.final_seeds:
+            return True
+        cells = []
+        for group in self.groups:
+            ctx = contexts[group.label][0]
+            best = best_trial(ctx.trials.study, self.store, self.spec)
+            if best is None:
+                self.say(f"sweep {group.label}: no finished trial to rerun over final_seeds")
+                continue
+            group_cells = [trial_cell(self.matrix, self.spec, group, best.params, self.registry, seed=s, final=True)
+                           for s in self.spec.final_seeds]
+            ctx.trials.study.set_user_attr("final_cells", [c.id for c in group_cells])
+            cells += group_cells
+        result = run_cells(cells, registry=self.registry, hooks=self.hooks, store=self.store, device=self.device,
+                           stop=self.stop, say=lambda line: self.say(f"final seeds {line}"), executor=self.executor,
+                           lock=self.lock)
+        self.interrupted = result.interrupted
+        return not result.interrupted
+
+
+def _reached(summary: dict[str, Any], halt: int) -> bool:
+    """True when the cell has nothing left to do for this request."""
+    status = summary.get("status")
+    if status in FINAL:
+        return True
+    return bool(halt) and status == "paused" and (summary.get("step") or 0) >= halt
+
+
+def best_trial(study, store: ResultStore, spec: SweepSpec):
+    """The group's finished trial with the best metric, read from the cells' own summaries."""
+    best, best_value = None, None
+    for trial in study.get_trials(deepcopy=False):
+        cell = trial.user_attrs.get("cell_id")
+        summary = store.cell(cell).read_summary() if cell else None
+        value = (summary or {}).get(spec.metric)
+        if not summary or summary.get("status") != "ok" or not finite(value):
+            continue
+        better = best_value is None or (value < best_value if spec.direction == "minimize" else value > best_value)
+        if better:
+            best, best_value = trial, value
+    return best

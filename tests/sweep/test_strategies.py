@@ -1,0 +1,155 @@
+"""Strategies driven with scripted outcomes (the runner is not involved), over real Optuna SQLite storage."""
+
+import math
+
+import optuna
+import pytest
+
+from bench.sweep.spec import parse_sweep
+from bench.sweep.strategies import GroupContext, Prune, Run, distributions, strategy_for
+from bench.sweep.trials import GroupTrials, Outcome, open_storage
+
+SPACE = {"lr": {"loguniform": [1e-4, 1.0]}, "n_layer": {"int": [1, 4]}}
+
+
+class Stop(Exception):
+    """Stands for a SIGKILL in the middle of a trial."""
+
+
+@pytest.fixture
+def context():
+    """Strategy logic needs no disk: Optuna's in-memory storage (the SQLite one is tested below)."""
+    storage = optuna.storages.InMemoryStorage()
+
+    def make(name, raw, where=None):
+        spec = parse_sweep(raw, "m.toml")
+        trials = GroupTrials(where or storage, name, spec.direction, distributions(spec))
+        return GroupContext(spec, trials, lambda: False)
+    return make
+
+
+def loss(params):
+    """A known landscape: best at lr = 0.01, deeper is slightly better."""
+    return abs(math.log10(params["lr"]) + 2) - 0.01 * params.get("n_layer", 0)
+
+
+def ok(request):
+    return Outcome(f"c{request.number}", "ok", loss(request.params), 10)
+
+
+def drive(ctx, evaluate=ok, kill_at=None):
+    requests, strategy = [], strategy_for(ctx)
+    request = next(strategy, None)
+    while request is not None:
+        requests.append(request)
+        if kill_at is not None and len(requests) == kill_at:
+            raise Stop
+        try:
+            request = strategy.send(evaluate(request))
+        except StopIteration:
+            request = None
+    return requests
+
+
+def params_of(requests):
+    return [(r.number, r.params) for r in requests]
+
+
+@pytest.mark.parametrize("strategy", ["random", "quasirandom", "tpe"])
+def test_same_seed_same_proposals_different_seed_different(context, strategy):
+    raw = {"strategy": strategy, "trials": 5, "seed": 3, "space": SPACE, "startup_trials": 3}
+    first = params_of(drive(context("a", raw)))
+    again = params_of(drive(context("b", raw)))
+    other = params_of(drive(context("c", {**raw, "seed": 4})))
+    assert len(first) == 5 and first == again
+    assert first != other
+
+
+@pytest.mark.parametrize("strategy", ["random", "quasirandom", "tpe"])
+def test_killed_and_resumed_sweep_proposes_what_an_uninterrupted_one_does(context, strategy, tmp_path):
+    raw = {"strategy": strategy, "trials": 5, "seed": 1, "space": SPACE, "startup_trials": 2}
+    reference = params_of(drive(context("ref", raw)))
+    with pytest.raises(Stop):  # killed while trial 2 trains: it was proposed, never finished
+        drive(context("run", raw, open_storage(tmp_path)), kill_at=3)
+    # A new process: the SQLite file is all that survived.
+    # The strategy replays trials 0-2 from storage (the driver does not retrain finished cells).
+    resumed = params_of(drive(context("run", raw, open_storage(tmp_path))))
+    assert resumed == reference
+    study = context("run", raw, open_storage(tmp_path)).trials.study
+    assert len(study.trials) == 5 and all(t.state.is_finished() for t in study.trials)
+
+
+def test_grid_visits_every_point_once(context):
+    raw = {"strategy": "grid", "space": {"lr": {"loguniform": [1e-3, 1e-1], "points": 3}, "n_layer": {"int": [1, 2]}}}
+    got = sorted((round(math.log10(p["lr"])), p["n_layer"]) for _, p in params_of(drive(context("s", raw))))
+    assert got == [(-3, 1), (-3, 2), (-2, 1), (-2, 2), (-1, 1), (-1, 2)]
+
+
+def test_budget_stops_proposals(context):
+    ctx = context("s", {"strategy": "random", "max_time": 1.0, "space": SPACE})
+    spent = []
+    ctx.exhausted = lambda: len(spent) >= 3
+
+    def evaluate(request):
+        spent.append(request.number)
+        return ok(request)
+
+    assert len(drive(ctx, evaluate)) == 3
+
+
+def test_hyperband_runs_the_plan_and_promotes_the_best(context):
+    raw = {"strategy": "hyperband", "max_resource": 9, "eta": 3, "resource_steps": 10, "space": SPACE, "seed": 0}
+    ctx = context("s", raw)
+    requests = drive(ctx, evaluate=lambda r: Outcome(
+        f"c{r.number}", "pruned" if isinstance(r, Prune) else ("paused" if r.halt_at_step else "ok"),
+        loss(r.params), getattr(r, "halt_at_step", 0) or 90))
+    runs = [r for r in requests if isinstance(r, Run)]
+    # (halt step, how many runs) per rung, bracket by bracket: s=2: 9x1, 3x3, 1x9; s=1: 5x3, 1x9; s=0: 3x9.
+    halts = [r.halt_at_step for r in runs]
+    assert halts == [10] * 9 + [30] * 3 + [0] + [30] * 5 + [0] + [0] * 3
+    first_rung = runs[:9]
+    promoted = [r.number for r in runs[9:12]]
+    best_three = sorted(first_rung, key=lambda r: loss(r.params))[:3]
+    assert sorted(promoted) == sorted(r.number for r in best_three)
+    pruned = {r.number for r in requests if isinstance(r, Prune)}
+    assert len(pruned) == 6 + 2 + 4  # s=2 prunes 6 then 2; s=1 prunes 4
+    states = [t.state.name for t in ctx.trials.study.trials]
+    assert states.count("COMPLETE") == 1 + 1 + 3 and states.count("PRUNED") == 12
+
+
+def test_lr_range_finds_the_divergence_boundary(context):
+    ctx = context("s", {"strategy": "lr-range", "trials": 20, "lr_start": 0.01,
+                             "fractions": [0.75, 0.5, 0.1]})
+    boundary = 0.3  # every lr above it diverges
+
+    def evaluate(request):
+        lr = request.params["lr"]
+        return Outcome(f"c{request.number}", "diverged" if lr > boundary else "ok", None if lr > boundary else lr)
+
+    lrs = [r.params["lr"] for r in drive(ctx, evaluate)]
+    doubling = [0.01 * 2**k for k in range(6)]  # 0.32 is the first above the boundary
+    assert lrs[:6] == pytest.approx(doubling)
+    # Then fractions of 0.32; 0.16 (= 0.5 x 0.32) was tried while doubling and is not repeated.
+    assert lrs[6:] == pytest.approx([0.24, 0.032])
+    # A diverged trial is the worst value for Optuna (TPE steers away), not an invisible failure.
+    values = {t.params["lr"]: t.value for t in ctx.trials.study.trials}
+    assert values[0.32] == math.inf and all(v < math.inf for lr, v in values.items() if lr <= boundary)
+    largest_ok = max(lr for lr in lrs if lr <= boundary)
+    assert largest_ok == pytest.approx(0.24) and min(lr for lr in lrs if lr > boundary) == pytest.approx(0.32)
+
+
+def test_lr_range_stops_at_the_trials_budget(context):
+    ctx = context("s", {"strategy": "lr-range", "trials": 3, "lr_start": 1e-3})
+    assert len(drive(ctx)) == 3
+
+
+def test_impossible_proposals_do_not_use_up_the_trials(context):
+    ctx = context("s", {"strategy": "random", "trials": 3, "space": SPACE})
+
+    def evaluate(request):  # deep models are over a (pretend) size cap
+        status = "invalid" if request.params["n_layer"] >= 3 else "ok"
+        return Outcome("", status) if status == "invalid" else ok(request)
+
+    requests = drive(ctx, evaluate)
+    assert sum(r.params["n_layer"] < 3 for r in requests) == 3
+    assert len(requests) > 3  # this seed proposes some deep ones too

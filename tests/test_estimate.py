@@ -1,0 +1,87 @@
+"""bench estimate: the worst of steps 10-19 x planned steps, in hours and dollars."""
+
+import json
+import time
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+from bench.cells import Cell
+from bench.cli import main
+from bench.estimate import projected, summarize
+from bench.timing import StepWindowTimer
+
+TINY = """
+[defaults]
+dataset = "synthetic"
+vocab_size = 16
+train_tokens = 3000
+valid_tokens = 300
+test_tokens = 300
+seq_len = 16
+batch_size = 4
+max_steps = 30
+n_embd = 16
+n_head = 2
+n_positions = 32
+model = "gpt1"
+[matrix]
+optimizer = ["sgd", "adam"]
+"""
+
+
+def test_hours_and_dollars_arithmetic():
+    hours, cost = projected(0.250, 14_400, 1.50)  # 250 ms x 14,400 steps = 3,600 s
+    assert hours == pytest.approx(1.0) and cost == pytest.approx(1.50)
+    hours, cost = projected(0.0421, 3_000, 2.0)
+    assert hours == pytest.approx(42.1 * 3_000 / 3.6e6) and cost == pytest.approx(hours * 2.0)
+
+
+def test_only_steps_10_to_19_count_and_the_slowest_wins():
+    timer = StepWindowTimer(torch.device("cpu"))
+    for step in range(25):
+        timer.begin(step)
+        time.sleep({3: 0.06, 13: 0.03, 22: 0.06}.get(step, 0.0))  # 3 and 22 lie outside the window
+        timer.end(step)
+    timed = timer.result()
+    assert sorted(timer.times) == list(range(10, 20)) and timed["worst_step_10_19_index"] == 13
+    plan = SimpleNamespace(total_steps=1000, tokens_per_step=64, flops_per_token=100)
+    run = SimpleNamespace(plan=plan, model=SimpleNamespace(parameter_counts=lambda: {"total": 5}))
+    estimate = summarize(Cell("id", "name", {}), run, timed, {"rss_sampled_peak_bytes": 7}, torch.device("cpu"),
+                         10, 4, cost_per_hour=1.5)
+    worst_ms = timed["worst_step_10_19_s"] * 1000
+    assert estimate.worst_step_ms == pytest.approx(worst_ms) and worst_ms >= 30
+    assert estimate.hours == pytest.approx(worst_ms * 1000 / 3.6e6)
+    assert estimate.cost == pytest.approx(estimate.hours * 1.5)
+    assert (estimate.planned_tokens, estimate.train_flops) == (64_000, 6_400_000)
+    assert (estimate.peak_memory_bytes, estimate.peak_memory_source) == (7, "process RSS, sampled")
+
+
+def test_estimate_command_writes_only_its_file_and_report_compares(write_matrix, tmp_path, capsys):
+    path = write_matrix(TINY, name="est")
+    outputs = tmp_path / "out"
+    assert main(["estimate", str(path), "--outputs", str(outputs), "--cost-per-hour", "3"]) == 0
+    shown = capsys.readouterr().out
+    assert "-adam " in shown and "-sgd " in shown
+    assert "| total" in shown
+    assert [p.name for p in (outputs / "est").iterdir()] == ["estimate.json"]  # no cell folders
+    saved = json.loads((outputs / "est" / "estimate.json").read_text())
+    assert saved["cost_per_hour"] == 3 and len(saved["cells"]) == 2
+    for cell in saved["cells"]:
+        assert cell["planned_steps"] == 30 and cell["planned_tokens"] == 30 * 4 * 16
+        assert cell["hours"] == pytest.approx(cell["worst_step_ms"] * 30 / 3.6e6)
+        assert cell["cost"] == pytest.approx(cell["hours"] * 3) and cell["weights_bytes"] > 0
+
+    assert main(["run", str(path), "--outputs", str(outputs)]) == 0
+    capsys.readouterr()
+    assert main(["report", "--outputs", str(outputs), "--tables", "estimate"]) == 0
+    report = capsys.readouterr().out
+    assert "estimate vs actual" in report and "Actual / estimate" in report
+
+
+def test_too_few_steps_is_one_line(write_matrix, tmp_path, capsys):
+    assert main(["estimate", str(write_matrix(TINY)), "--steps", "12", "--outputs", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert "--steps must be at least 20" in err and err.count("\n") == 1
+    assert not (tmp_path / "o").exists()
