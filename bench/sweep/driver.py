@@ -102,10 +102,11 @@ class SweepRun:
 
     def _context(self, storage, group: Group) -> tuple[GroupContext, Budget]:
         trials = GroupTrials(storage, group.label, self.spec.direction, distributions(self.spec))
-        settings = {"sweep": self.spec.to_dict(), "group": group.key, "label": group.label, "base": dict(group.base)}
+        sweep_settings: dict[str, Any] = self.spec.to_dict()
+        settings = {"sweep": sweep_settings, "group": group.key, "label": group.label, "base": dict(group.base)}
         # What decides the proposals must not change under a started sweep; budgets and the final
         # reruns may (raising `trials` extends a sweep: the stored trials replay, new ones follow).
-        fixed = {**settings, "sweep": {k: v for k, v in settings["sweep"].items() if k not in EXTENSIBLE}}
+        fixed = {**settings, "sweep": {k: v for k, v in sweep_settings.items() if k not in EXTENSIBLE}}
         fingerprint = json.dumps(fixed, sort_keys=True, default=str)
         stored = trials.study.user_attrs.get("fingerprint")
         if stored is not None and stored != fingerprint:
