@@ -14,6 +14,12 @@ import torch
 
 REPO = Path(__file__).resolve().parents[1]
 
+# Spawned worker processes unpickle test helpers by module name (tests.executors...), so the
+# repository root must be importable in them too; `python -m pytest` puts it on sys.path, the
+# `pytest` script (what tox runs) does not, and spawn children inherit the parent's sys.path.
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
 # The test models are tiny: one thread runs them faster than two threads contending, and keeps
 # the suite's time steady on a loaded 2-core machine. Subprocesses inherit the same setting.
 os.environ.setdefault("OMP_NUM_THREADS", "1")

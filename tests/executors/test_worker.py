@@ -24,6 +24,7 @@ def test_a_worker_keeps_the_run_lock_after_its_driver_let_go(tmp_path):
     worker = context.Process(target=_hold, args=(SharedFd(driver.fd), theirs))
     worker.start()
     try:
+        assert ours.poll(120), f"the worker never reported (exit code {worker.exitcode})"
         assert ours.recv() == os.stat(driver.path).st_ino  # the same open file, so the same flock
         os.close(driver.fd)  # the driver dies without cleaning up: only the worker holds the lock now
         driver._fd = None
