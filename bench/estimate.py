@@ -77,7 +77,8 @@ def _size(obj: Any) -> int:
 def estimate_cell(cell: Cell, registry: Registry, device: torch.device, *, steps: int, cost_per_hour: float,
                   say: Callable[[str], None]) -> CellEstimate:
     # Imported here: the training package is heavy and only this command needs it.
-    from bench.training.loop import set_lr, synchronize, train_step
+    from bench.timing import synchronize
+    from bench.training.loop import set_lr, train_step
     from bench.training.run import build_run
     from bench.training.state import LoopState
 

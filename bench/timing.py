@@ -18,6 +18,12 @@ import torch
 WORST_WINDOW = (10, 19)  # 0-based optimizer steps: past warm-up and allocator growth, before steady noise
 
 
+def synchronize(device: torch.device) -> None:
+    """Wait for the device's queued work, so a clock read next measures it; a no-op on CPU."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
 class StepWindowTimer:
     """Times each optimizer step in ``[first, last]`` exactly, and no other.
 
@@ -34,27 +40,28 @@ class StepWindowTimer:
         self.times: dict[int, float] = times if times is not None else {}
         self._began: float | None = None
 
-    def _sync(self) -> None:
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
-
     def begin(self, step: int) -> None:
         if self.first <= step <= self.last:
-            self._sync()  # the previous step's queued kernels are not this step's
+            synchronize(self.device)  # the previous step's queued kernels are not this step's
             self._began = time.perf_counter()
 
     def end(self, step: int) -> None:
         if self._began is not None and self.first <= step <= self.last:
-            self._sync()
+            synchronize(self.device)
             self.times[step] = time.perf_counter() - self._began
             self._began = None
 
     def result(self) -> dict[str, Any]:
-        if not self.times:
-            return {"worst_step_10_19_s": None, "worst_step_10_19_index": None, "step_times_10_19_s": []}
-        worst = max(self.times, key=self.times.__getitem__)
-        return {"worst_step_10_19_s": self.times[worst], "worst_step_10_19_index": worst,
-                "step_times_10_19_s": [self.times[s] for s in sorted(self.times)]}
+        return window_result(self.times)
+
+
+def window_result(times: dict[int, float]) -> dict[str, Any]:
+    """The summary fields of step times 10-19: the worst one, its step, and all of them in order."""
+    if not times:
+        return {"worst_step_10_19_s": None, "worst_step_10_19_index": None, "step_times_10_19_s": []}
+    worst = max(times, key=times.__getitem__)
+    return {"worst_step_10_19_s": times[worst], "worst_step_10_19_index": worst,
+            "step_times_10_19_s": [times[s] for s in sorted(times)]}
 
 
 # Dense (no 2:4 sparsity) peak TFLOP/s from the vendors' datasheets; tensor-core figures for

@@ -148,11 +148,11 @@ def log_window(run: Run, done: int, lr: float) -> None:
 def validate(run: Run, epoch: int, step: int) -> dict[str, float]:
     """A validation pass, timed on the eval clock and not the train clock."""
     train_clock, eval_clock = run.loop.clocks["train"], run.loop.clocks["eval"]
-    synchronize(run.device)
+    timing.synchronize(run.device)
     train_clock.stop()
     eval_clock.start()
     result = run.evaluate("valid")
-    synchronize(run.device)
+    timing.synchronize(run.device)
     eval_clock.stop()
     run.hooks.bench_evaluation(cell=run.info, epoch=epoch, step=step, metrics=result)
     train_clock.start()
@@ -206,7 +206,7 @@ def _halt_if_already_there(run: Run) -> None:
 def persist(run: Run, is_best: bool) -> None:
     """Metrics so far, then (when enabled) the checkpoint; never counted as training time."""
     train_clock, save_clock = run.loop.clocks["train"], run.loop.clocks["save"]
-    synchronize(run.device)
+    timing.synchronize(run.device)
     train_clock.stop()
     save_clock.start()
     run.record.write_metrics(run.loop.rows)
@@ -214,8 +214,3 @@ def persist(run: Run, is_best: bool) -> None:
         run.checkpoints.save(run.checkpoint_state(), step=run.loop.step, best=is_best)
     save_clock.stop()
     train_clock.start()
-
-
-def synchronize(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)

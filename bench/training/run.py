@@ -11,7 +11,7 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from bench import rng
+from bench import rng, timing
 from bench.accel import autocast_context, compile_model, configure_tf32, default_eval_batch_size, grad_scaler
 from bench.budget import StepPlan, make_plan
 from bench.cells import Cell
@@ -181,8 +181,7 @@ def compile_warm_up(run: Run) -> float:
     run.model.zero_grad(set_to_none=True)
     run.sampler.load_state_dict(sampler_state)
     rng.restore(rng_state)
-    if run.device.type == "cuda":
-        torch.cuda.synchronize(run.device)
+    timing.synchronize(run.device)
     return time.perf_counter() - started
 
 

@@ -27,8 +27,7 @@ def finish(run: Run, stopped_by: str | None) -> dict[str, Any]:
     eval_clock = loop.clocks["eval"]
     eval_clock.start()
     test = run.evaluate("test")
-    if run.device.type == "cuda":
-        torch.cuda.synchronize(run.device)
+    timing.synchronize(run.device)
     eval_clock.stop()
     summary = build_summary(run, test, stopped_by)
     run.record.write_summary(summary)
@@ -95,7 +94,7 @@ def build_summary(run: Run, test: dict[str, float], stopped_by: str | None) -> d
         "memory": loop.memory,
         "gpu_name": gpu_name,
         **budget_record(config, plan, steps, train_time, stopped_by),
-        **timing.StepWindowTimer(run.device, times=loop.step_times).result(),
+        **timing.window_result(loop.step_times),
         **timing.throughput(train_flops=plan.flops_per_token * train_tokens, train_time_s=train_time,
                             steps=steps, epochs=epochs, peak_tflops_setting=config["peak_tflops"],
                             device_name=gpu_name,
