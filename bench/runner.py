@@ -98,13 +98,16 @@ class CellContext:
 def run_cells(cells: list[Cell], *, registry: Registry, hooks: Any, store: ResultStore,
               device: torch.device, force: bool = False, stop: Any = None,
               evaluation: dict[str, Any] | None = None, say: Callable[[str], None] = stderr_line,
-              executor: Any = None, lock: Any = None, plugins: Any = None) -> RunOutcome:
+              executor: Any = None, lock: Any = None, plugins: Any = None,
+              labels: dict[str, str] | None = None) -> RunOutcome:
     """Skip finished cells, hand the rest to ``executor`` (default: one after another in this
     process). ``stop`` (a :class:`bench.signals.GracefulStop`) ends the run after the current
-    step with the cell checkpointed; ``force`` retrains every cell from scratch."""
+    step with the cell checkpointed; ``force`` retrains every cell from scratch. ``labels`` name
+    cells in progress lines (default ``[i/N] name``)."""
     outcome = RunOutcome()
-    session = Session(registry, hooks, stop=stop, say=say, lock=lock,
-                      labels={c.id: f"[{i}/{len(cells)}] {c.name}" for i, c in enumerate(cells, start=1)})
+    if labels is None:
+        labels = {c.id: f"[{i}/{len(cells)}] {c.name}" for i, c in enumerate(cells, start=1)}
+    session = Session(registry, hooks, stop=stop, say=say, lock=lock, labels=labels)
     todo = []
     for cell in cells:
         record = store.cell(cell.id)

@@ -1,8 +1,12 @@
 """Run a sweep: the strategies propose, the runner trains, the result store remembers.
 
-Groups are served round-robin, one request each in turn, so a sweep stopped at any moment has
-given every group (nearly) the same share. Trial cells go through :func:`bench.runner.run_cells`
-exactly like the cells of a plain matrix: same resume, failure isolation and summaries.
+The sweep runs in rounds: each group's strategy hands over its next batch of requests (a
+Hyperband rung, ``batch`` random/TPE proposals), and the cells of every group's batch train in
+one :func:`bench.runner.run_cells` call, so an executor with several workers trains them at
+once. Groups get one batch each per round, so a sweep stopped at any moment has given every
+group (nearly) the same share. Trial cells are trained exactly like the cells of a plain matrix:
+same resume, failure isolation and summaries. Which cells a batch holds never depends on the
+executor, so neither do the proposals.
 """
 
 from __future__ import annotations
@@ -22,7 +26,17 @@ from bench.runner import run_cells
 from bench.store import CellRecord, ResultStore
 from bench.sweep.groups import Group, finite, flops_per_token, trial_cell
 from bench.sweep.spec import SweepSpec
-from bench.sweep.strategies import GroupContext, Prune, Run, Strategy, distributions, strategy_for
+from bench.sweep.strategies import (
+    Batch,
+    GroupContext,
+    Prune,
+    Request,
+    Run,
+    Strategy,
+    batch_shapes_proposals,
+    distributions,
+    strategy_for,
+)
 from bench.sweep.trials import GroupTrials, Outcome, open_storage
 
 FINAL = ("ok", "diverged", "pruned")
@@ -81,23 +95,21 @@ class SweepRun:
         """Run every group's search, then the final seeds; False when a stop request ended it early."""
         storage = open_storage(self.store.path)
         contexts = {g.label: self._context(storage, g) for g in self.groups}
-        active: dict[str, tuple[Strategy, Any]] = {}
-        for label, (ctx, _) in contexts.items():
-            strategy = strategy_for(ctx)
-            request = next(strategy, None)
-            if request is not None:
-                active[label] = (strategy, request)
-        while active:
-            for label in list(active):
-                strategy, request = active[label]
-                group = next(g for g in self.groups if g.label == label)
-                outcome = self._execute(group, contexts[label], request)
-                if outcome is None:
-                    return False
+        strategies: dict[str, Strategy] = {label: strategy_for(ctx) for label, (ctx, _) in contexts.items()}
+        batches: dict[str, Batch] = {}
+        for label, strategy in strategies.items():
+            first = next(strategy, None)
+            if first is not None:
+                batches[label] = first
+        while batches:
+            outcomes = self._round(batches, contexts)
+            if outcomes is None:
+                return False
+            for label, results in outcomes.items():
                 try:
-                    active[label] = (strategy, strategy.send(outcome))
+                    batches[label] = strategies[label].send(results)
                 except StopIteration:
-                    del active[label]
+                    del batches[label]
         return self._final_seeds(contexts)
 
     def _context(self, storage, group: Group) -> tuple[GroupContext, Budget]:
@@ -106,7 +118,9 @@ class SweepRun:
         settings = {"sweep": sweep_settings, "group": group.key, "label": group.label, "base": dict(group.base)}
         # What decides the proposals must not change under a started sweep; budgets and the final
         # reruns may (raising `trials` extends a sweep: the stored trials replay, new ones follow).
-        fixed = {**settings, "sweep": {k: v for k, v in sweep_settings.items() if k not in EXTENSIBLE}}
+        # `batch` counts only where it changes proposals (TPE), so sweeps from before it existed still match.
+        volatile = EXTENSIBLE + (() if batch_shapes_proposals(self.spec) else ("batch",))
+        fixed = {**settings, "sweep": {k: v for k, v in sweep_settings.items() if k not in volatile}}
         fingerprint = json.dumps(fixed, sort_keys=True, default=str)
         stored = trials.study.user_attrs.get("fingerprint")
         if stored is not None and stored != fingerprint:
@@ -118,34 +132,60 @@ class SweepRun:
         budget = Budget(self.spec)
         return GroupContext(self.spec, trials, budget.exhausted), budget
 
-    def _execute(self, group: Group, context: tuple[GroupContext, Budget], request: Run | Prune) -> Outcome | None:
-        ctx, budget = context
+    def _round(self, batches: dict[str, Batch],
+               contexts: dict[str, tuple[GroupContext, Budget]]) -> dict[str, list[Outcome]] | None:
+        """Every group's batch: impossible trials and prunes are settled here, the cells left to train go
+        to the executor together. The outcomes per group, in request order; None if a stop ended it."""
+        groups = {g.label: g for g in self.groups}
+        resolved = {label: [self._resolve(groups[label], contexts[label][0], r) for r in requests]
+                    for label, requests in batches.items()}
+        train: dict[str, Cell] = {}  # one entry per cell: two proposals of the same values share it
+        labels: dict[str, str] = {}
+        for label, requests in batches.items():
+            for request, (cell, outcome) in zip(requests, resolved[label]):
+                if cell is not None and outcome is None and not self._reached(cell, request):
+                    train.setdefault(cell.id, cell)
+                    labels.setdefault(cell.id, f"sweep {label} trial {request.number}")
+        if train and not self._train(list(train.values()), labels):
+            return None
+        return {label: [outcome or self._ran(contexts[label][1], cell, request)
+                        for request, (cell, outcome) in zip(requests, resolved[label])]
+                for label, requests in batches.items()}
+
+    def _resolve(self, group: Group, ctx: GroupContext, request: Request) -> tuple[Cell | None, Outcome | None]:
+        """The request's cell, and its outcome where it needs no training (impossible, or a prune)."""
         halt = request.halt_at_step if isinstance(request, Run) else 0
         try:
             cell = trial_cell(self.matrix, self.spec, group, request.params, self.registry, halt_at_step=halt)
         except ConfigError as exc:  # a combination of in-range values can still be impossible
             self.say(f"sweep {group.label} trial {request.number}: skipped, invalid: {exc}")
             ctx.trials.tag(request.number, reason=str(exc)[-300:])
-            return Outcome("", "invalid")
+            return None, Outcome("", "invalid")
         ctx.trials.tag(request.number, cell_id=cell.id)
-        record = self.store.cell(cell.id)
         if isinstance(request, Prune):
-            return self._prune(cell, request)
-        summary = record.read_summary() or {}
-        if not _reached(summary, halt):
-            if self.stop is not None and self.stop.requested:
-                self.interrupted = self.stop.cause
-                return None
-            prefix = f"sweep {group.label} trial {request.number}"
-            result = run_cells([cell], registry=self.registry, hooks=self.hooks, store=self.store, device=self.device,
-                               stop=self.stop, say=lambda line: self.say(f"{prefix} {line}"), executor=self.executor,
-                               lock=self.lock)
-            if result.interrupted:
-                self.interrupted = result.interrupted
-                return None
-            summary = record.read_summary() or {}
+            return cell, self._prune(cell, request)
+        return cell, None
+
+    def _reached(self, cell: Cell, request: Request) -> bool:
+        halt = request.halt_at_step if isinstance(request, Run) else 0
+        return _reached(self.store.cell(cell.id).read_summary() or {}, halt)
+
+    def _train(self, cells: list[Cell], labels: dict[str, str]) -> bool:
+        """One run_cells call for a round's cells; False when a stop request ended it."""
+        if self.stop is not None and self.stop.requested:
+            self.interrupted = self.stop.cause
+            return False
+        result = run_cells(cells, registry=self.registry, hooks=self.hooks, store=self.store, device=self.device,
+                           stop=self.stop, say=self.say, executor=self.executor, lock=self.lock, labels=labels)
+        self.interrupted = result.interrupted
+        return not result.interrupted
+
+    def _ran(self, budget: Budget, cell: Cell | None, request: Request) -> Outcome:
+        """A trained (or already trained) trial's outcome, read from its cell; its spending is counted."""
+        assert cell is not None and isinstance(request, Run)  # invalid trials and prunes were settled before
+        summary = self.store.cell(cell.id).read_summary() or {}
         budget.update(cell.id, self._spent(cell, summary))
-        return self._rung_outcome(cell, halt) or self._outcome(cell, summary)
+        return self._rung_outcome(cell, request.halt_at_step) or self._outcome(cell, summary)
 
     def _rung_outcome(self, cell: Cell, halt: int) -> Outcome | None:
         """A rung's result as it was when the cell halted there, read from its metrics rows: a cell
@@ -193,11 +233,7 @@ class SweepRun:
                            for s in self.spec.final_seeds]
             ctx.trials.study.set_user_attr("final_cells", [c.id for c in group_cells])
             cells += group_cells
-        result = run_cells(cells, registry=self.registry, hooks=self.hooks, store=self.store, device=self.device,
-                           stop=self.stop, say=lambda line: self.say(f"final seeds {line}"), executor=self.executor,
-                           lock=self.lock)
-        self.interrupted = result.interrupted
-        return not result.interrupted
+        return self._train(cells, {c.id: f"final seeds {c.name}" for c in cells})
 
 
 def _reached(summary: dict[str, Any], halt: int) -> bool:

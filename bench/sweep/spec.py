@@ -33,6 +33,8 @@ KEYS: dict[str, tuple[Any, Any, str]] = {
                     "a list of seeds or a count"),
     "final_overrides": ({}, lambda v: isinstance(v, dict), "a table of keys for the final reruns, "
                         "e.g. { max_flops = 1e12 } (the winner with more budget)"),
+    "batch": (1, lambda v: _is_int(v) and v >= 1, "an integer >= 1 (trials proposed and trained at once; "
+              "set it to at least --jobs)"),
     "qmc": ("halton", lambda v: v in ("halton", "sobol"), "'halton' or 'sobol'"),
     "startup_trials": (4, lambda v: _is_int(v) and v >= 1, "an integer >= 1 (random trials before TPE)"),
     "sampler": ("random", lambda v: v in ("random", "quasirandom", "tpe"),

@@ -37,17 +37,20 @@ def ok(request):
     return Outcome(f"c{request.number}", "ok", loss(request.params), 10)
 
 
-def drive(ctx, evaluate=ok, kill_at=None):
+def drive(ctx, evaluate=ok, kill_at=None, batches=None):
+    """Every request the strategy makes, in order; ``batches`` collects each batch's size."""
     requests, strategy = [], strategy_for(ctx)
-    request = next(strategy, None)
-    while request is not None:
-        requests.append(request)
-        if kill_at is not None and len(requests) == kill_at:
+    batch = next(strategy, None)
+    while batch is not None:
+        if batches is not None:
+            batches.append(len(batch))
+        requests += batch
+        if kill_at is not None and len(requests) >= kill_at:
             raise Stop
         try:
-            request = strategy.send(evaluate(request))
+            batch = strategy.send([evaluate(request) for request in batch])
         except StopIteration:
-            request = None
+            batch = None
     return requests
 
 

@@ -90,11 +90,11 @@ def reference_proposals(raw: dict, count: int) -> list[dict]:
     spec = parse_sweep(raw, "m")
     trials = GroupTrials(optuna.storages.InMemoryStorage(), "all", spec.direction, distributions(spec))
     strategy, found = strategy_for(GroupContext(spec, trials, lambda: False)), []
-    request = next(strategy)
+    batch = next(strategy)
     while True:
-        found.append(request.params)
+        found += [request.params for request in batch]
         try:
-            request = strategy.send(Outcome("x", "ok", 1.0))
+            batch = strategy.send([Outcome("x", "ok", 1.0) for _ in batch])
         except StopIteration:
             return found
 
