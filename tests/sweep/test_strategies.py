@@ -156,3 +156,53 @@ def test_impossible_proposals_do_not_use_up_the_trials(context):
     requests = drive(ctx, evaluate)
     assert sum(r.params["n_layer"] < 3 for r in requests) == 3
     assert len(requests) > 3  # this seed proposes some deep ones too
+
+
+@pytest.mark.parametrize("strategy", ["random", "quasirandom", "grid"])
+def test_a_batch_proposes_what_one_at_a_time_does(context, strategy):
+    space = {"lr": {"loguniform": [1e-4, 1.0], "points": 4}, "n_layer": {"int": [1, 2]}}
+    raw = {"strategy": strategy, "trials": 5, "seed": 2, "space": space}
+    one, sizes = params_of(drive(context("one", raw))), []
+    batched = params_of(drive(context("three", {**raw, "batch": 3}), batches=sizes))
+    assert batched == one and sizes == [3, 2]
+
+
+def test_tpe_asks_a_whole_batch_then_tells_it_in_trial_order(context, tmp_path):
+    raw = {"strategy": "tpe", "trials": 6, "seed": 1, "space": SPACE, "startup_trials": 2, "batch": 2}
+    told = []
+
+    def evaluate(request):  # every trial of the batch is still running while the batch trains
+        states = {t.number: t.state.name for t in ctx.trials.study.trials}
+        told.append((request.number, states))
+        return ok(request)
+
+    ctx = context("a", raw)
+    sizes = []
+    reference = params_of(drive(ctx, evaluate, batches=sizes))
+    assert sizes == [2, 2, 2] and [n for n, _ in reference] == list(range(6))
+    assert told[2][1] == {0: "COMPLETE", 1: "COMPLETE", 2: "RUNNING", 3: "RUNNING"}
+    # Killed in the middle of a batch (trial 3 of batch 2-3 running), resumed from the SQLite file alone.
+    with pytest.raises(Stop):
+        drive(context("run", raw, open_storage(tmp_path)), kill_at=4)
+    assert params_of(drive(context("run", raw, open_storage(tmp_path)))) == reference
+
+
+def test_hyperband_hands_over_each_rung_as_one_batch(context):
+    raw = {"strategy": "hyperband", "max_resource": 9, "eta": 3, "resource_steps": 10, "space": SPACE, "seed": 0}
+    sizes = []
+    drive(context("s", raw), evaluate=lambda r: Outcome(
+        f"c{r.number}", "pruned" if isinstance(r, Prune) else "paused", loss(r.params), 10), batches=sizes)
+    # s=2: rung 9, prune 6, rung 3, prune 2, rung 1; s=1: rung 5, prune 4, rung 1; s=0: rung 3.
+    assert sizes == [9, 6, 3, 2, 1, 5, 4, 1, 3]
+
+
+def test_lr_range_tries_the_fractions_a_batch_at_a_time(context):
+    raw = {"strategy": "lr-range", "trials": 20, "lr_start": 0.01, "fractions": [0.75, 0.5, 0.1], "batch": 2}
+    sizes = []
+
+    def evaluate(request):
+        lr = request.params["lr"]
+        return Outcome(f"c{request.number}", "diverged" if lr > 0.3 else "ok", None if lr > 0.3 else lr)
+
+    lrs = [r.params["lr"] for r in drive(context("s", raw), evaluate, batches=sizes)]
+    assert sizes == [1] * 6 + [2] and lrs[6:] == pytest.approx([0.24, 0.032])

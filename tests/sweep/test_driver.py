@@ -1,0 +1,121 @@
+"""The sweep driver hands each round's batches to the executor in one call, and neither the
+executor nor a stop in the middle of a batch changes a sweep's trials or results."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+from bench import cli
+from bench.executors.local import LocalExecutor
+from bench.matrix import load_matrix
+from bench.registry import build_registry, plugin_manager
+from bench.store import ResultStore
+from bench.sweep.command import prepare
+from bench.sweep.driver import SweepRun
+from tests.executors.conftest import results
+from tests.sweep.test_sweep_run import TINY, studies
+
+# Two groups; per group R = 3 units of 2 steps, eta = 3: bracket s=1 trains 3 configurations to 2
+# steps and the best to 6, bracket s=0 trains 2 configurations to 6 steps.
+HYPERBAND = TINY.replace("max_steps = 8\n", "") + """
+[matrix]
+optimizer = ["sgd", "adam"]
+[sweep]
+strategy = "hyperband"
+per = ["optimizer"]
+max_resource = 3
+eta = 3
+resource_steps = 2
+seed = 4
+[sweep.space]
+lr = { loguniform = [1e-3, 1e-1] }
+"""
+
+
+def sweep_state(outputs: Path) -> tuple[dict[str, list], dict[str, dict[str, Any]]]:
+    """Every group's trials (number, params, state, value, facts) and every cell's results
+    without timing figures (losses compared exactly)."""
+    trials = {name: [(t.number, t.params, t.state.name, t.value, t.user_attrs) for t in study.trials]
+              for name, study in studies(outputs, "hb").items()}
+    return trials, results(outputs, "hb")
+
+
+@pytest.fixture(scope="module")
+def matrix_file(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("sweep") / "hb.toml"
+    path.write_text(HYPERBAND)
+    return path
+
+
+@pytest.fixture(scope="module")
+def reference(matrix_file, tmp_path_factory):
+    """The sweep with every cell trained one after another in this process."""
+    outputs = tmp_path_factory.mktemp("reference")
+    assert cli.main(["run", str(matrix_file), "--outputs", str(outputs)]) == 0
+    state = sweep_state(outputs)
+    assert [len(t) for t in state[0].values()] == [5, 5]
+    return state
+
+
+def test_each_round_is_one_executor_call_and_two_jobs_give_the_same_sweep(matrix_file, reference, tmp_path,
+                                                                           monkeypatch):
+    batches = []
+    execute = LocalExecutor.execute
+
+    def recording(self, cells, spec, session):  # watches the real pool, changes nothing
+        batches.append(sorted(session.label(c) for c in cells))
+        return execute(self, cells, spec, session)
+
+    monkeypatch.setattr(LocalExecutor, "execute", recording)
+    outputs = tmp_path / "out"
+    assert cli.main(["run", str(matrix_file), "--outputs", str(outputs), "--jobs", "2"]) == 0
+    # Rung 0 of both groups' first bracket (3 + 3 cells), then each group's promoted trial (the
+    # prunes train nothing), then the second bracket (2 + 2).
+    assert [len(b) for b in batches] == [6, 2, 4]
+    assert sum(label.startswith("sweep optimizer=sgd") for label in batches[0]) == 3
+    assert sweep_state(outputs) == reference
+
+
+class StopAfterFirstCell:
+    """A stop request that arrives once the first trial cell has reached its rung."""
+
+    def __init__(self, outputs: Path):
+        self.outputs, self.cause = outputs, "SIGTERM"
+
+    @property
+    def requested(self) -> bool:
+        return any(json.loads(p.read_text()).get("status") == "paused" for p in self.outputs.glob("hb/*/summary.json"))
+
+
+def test_a_sweep_stopped_in_the_middle_of_a_batch_resumes_to_the_same_result(matrix_file, reference, tmp_path):
+    outputs = tmp_path / "out"
+    manager = plugin_manager()
+    registry = build_registry(manager)
+    matrix = load_matrix(matrix_file)
+    spec, groups, _ = prepare(matrix, registry, str(matrix_file))
+    sweep = SweepRun(matrix, spec, groups, registry, manager.hook, ResultStore(outputs, "hb"), torch.device("cpu"),
+                     stop=StopAfterFirstCell(outputs), say=lambda line: None)
+    assert sweep.run() is False and sweep.interrupted == "SIGTERM"
+    assert [s["status"] for s in ResultStore(outputs, "hb").summaries()] == ["paused"]  # 1 of the batch's 6
+    assert cli.main(["run", str(matrix_file), "--outputs", str(outputs)]) == 0
+    assert sweep_state(outputs) == reference
+
+
+def test_batch_enters_the_fingerprint_only_where_it_changes_proposals(write_matrix, tmp_path, capsys):
+    body = TINY + "[sweep]\nstrategy = \"{s}\"\ntrials = 1\n{batch}[sweep.space]\nlr = {{ uniform = [0.01, 0.1] }}\n"
+    for strategy in ("random", "tpe"):
+        outputs = tmp_path / strategy
+        assert cli.main(["run", str(write_matrix(body.format(s=strategy, batch=""), name="fp")),
+                         "--outputs", str(outputs)]) == 0
+        # The default leaves the fingerprint as it was before `batch` existed: older sweeps replay.
+        study = next(iter(studies(outputs, "fp").values()))
+        assert "batch" not in json.loads(study.user_attrs["fingerprint"])["sweep"]
+        capsys.readouterr()
+        code = cli.main(["run", str(write_matrix(body.format(s=strategy, batch="batch = 2\n"), name="fp")),
+                         "--outputs", str(outputs)])
+        assert (code, "changed since" in capsys.readouterr().err) == ((0, False) if strategy == "random" else (2, True))
