@@ -200,7 +200,8 @@ def bench_evaluation(cell: dict[str, Any], epoch: int, step: int, metrics: dict[
 @hookspec
 def bench_run_end(cell: dict[str, Any], summary: dict[str, Any]) -> None:
     """A cell finished, successfully or not. Called after the summary is stored: what this hook does
-    cannot change the cell's status or result.
+    cannot change the cell's status or result. For a cell whose worker process died (SIGKILL, a lost
+    Ray node) the driver process calls it, with the ``interrupted`` summary it recorded.
 
     :param cell: ``{"id", "name", "config", "provenance"}`` of the cell.
     :param summary: what the result store keeps in ``summary.json``: ``status`` (``ok``, ``diverged``,

@@ -210,10 +210,12 @@ def run_cell(cell: Cell, context: CellContext, label: str, out: Callable[[str], 
     return result
 
 
-def lost_cell(cell: Cell, record: CellRecord, reason: str, step: int, total_steps: int, device: str) -> CellOutcome:
+def lost_cell(cell: Cell, record: CellRecord, reason: str, step: int, total_steps: int, device: str,
+              session: Session | None = None) -> CellOutcome:
     """A cell whose worker died under it (SIGKILL, OOM killer, a lost node): recorded as
     ``interrupted`` so the next run resumes it from its last checkpoint, unless the worker had
-    already written a final summary, which is kept."""
+    already written a final summary, which is kept (its hooks saw that end). The dead worker's
+    ``bench_run_end`` never came, so the driver's own hooks (``session``) get it here."""
     previous = record.read_summary() or {}
     if previous.get("status") in FINAL_STATUSES:
         return CellOutcome(cell.id, cell.name, previous["status"], previous)
@@ -221,6 +223,8 @@ def lost_cell(cell: Cell, record: CellRecord, reason: str, step: int, total_step
                "device": device, "reason": reason}
     record.write_config(cell.as_dict())  # a Ray task's folder never arrived: the cell still gets one
     record.write_summary(summary)
+    if session is not None:
+        _notify_end(session.hooks, cell, summary, lambda line: session.say(f"{session.label(cell)}: {line}"))
     return CellOutcome(cell.id, cell.name, "interrupted", summary)
 
 

@@ -187,7 +187,8 @@ class Pool:
         self.board.finish(label)
         self.board.say(f"{label}: {reason}")
         worker.cell = None  # the next cell for this slot gets a fresh worker
-        return lost_cell(cell, self.store.cell(cell.id), reason, worker.step, worker.total, self.spec.device)
+        return lost_cell(cell, self.store.cell(cell.id), reason, worker.step, worker.total, self.spec.device,
+                         self.session)
 
     def _forward_stop(self) -> None:
         """The driver was asked to stop: each busy worker checkpoints its cell and ends."""

@@ -201,7 +201,7 @@ class _Dispatch:
             first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
             reason = f"Ray task lost ({type(exc).__name__}: {first}); rerun to resume from its last checkpoint"
             self.session.say(f"{label}: {reason}")
-            return lost_cell(cell, record, reason, 0, 0, self.spec.device)
+            return lost_cell(cell, record, reason, 0, 0, self.spec.device, self.session)
         unpack_into(Path(record.path), files)
         # Round trip (pack, ship, schedule, start, ship back, write) beyond the cell's own run.
         self.overheads.append(time.perf_counter() - self.submitted.pop(ref) - task_s)

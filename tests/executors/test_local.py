@@ -4,6 +4,7 @@ cores are split, progress is drawn, bad settings are one line."""
 from __future__ import annotations
 
 import io
+import json
 import os
 import signal
 import subprocess
@@ -56,14 +57,27 @@ TRAP = textwrap.dedent("""
 """)
 
 
+# A plugin (loaded with --plugin, in the driver and in every worker) logging each bench_run_end.
+END_LOG = textwrap.dedent("""
+    import json, os
+    from bench.hookspecs import hookimpl
+
+    @hookimpl
+    def bench_run_end(cell, summary):
+        with open(os.path.join(os.environ["TRAP_DIR"], "ends.jsonl"), "a") as handle:
+            handle.write(json.dumps([os.getpid(), cell["name"], summary["status"]]) + "\\n")
+""")
+
+
 def _start_trapped(tmp_path: Path, matrix: Path, outputs: Path, at: int) -> subprocess.Popen:
     script = tmp_path / "trap_run.py"
     script.write_text(TRAP)
+    (tmp_path / "end_log.py").write_text(END_LOG)
     env = {**os.environ, "TRAP_DIR": str(tmp_path), "TRAP_AT": str(at)}
     env.pop("TRAP_WORKER", None)
     return subprocess.Popen([sys.executable, str(script), "run", str(matrix), "--device", "cpu", "--jobs", "2",
-                             "--outputs", str(outputs)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            cwd=tmp_path, env=env)
+                             "--outputs", str(outputs), "--plugin", "end_log"], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, cwd=tmp_path, env=env)
 
 
 def _paused_pid(tmp_path: Path, process: subprocess.Popen, timeout: float = 120) -> int:
@@ -108,6 +122,11 @@ def test_sigkill_of_one_worker_marks_its_cell_and_the_rerun_resumes_it(matrix_fi
     lost = [s for s in statuses.values() if s["status"] == "interrupted"]
     assert len(lost) == 1 and "killed by SIGKILL" in lost[0]["reason"], err
     assert sum(s["status"] == "ok" for s in statuses.values()) == 2
+    # Every cell's end reached the hooks: the lost one's from the driver, the others' from their workers.
+    ends = [json.loads(line) for line in (tmp_path / "ends.jsonl").read_text().splitlines()]
+    assert sorted((name, status) for _, name, status in ends) == sorted((s["name"], s["status"])
+                                                                        for s in statuses.values())
+    assert [pid for pid, _, status in ends if status == "interrupted"] == [run.pid]
 
     assert cli.main(["run", str(matrix_file), "--device", "cpu", "--outputs", str(outputs)]) == 0
     err = capsys.readouterr().err
