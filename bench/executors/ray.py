@@ -11,7 +11,8 @@ writes it into ``outputs/``. So a cell interrupted on one node resumes on any ot
 or node lost under a task makes Ray run it again (``retries`` times) from the state the driver
 shipped; past that, the cell is recorded ``interrupted`` and the next run resumes it from the
 driver's copy. A stop request (Ctrl-C, SIGTERM) reaches running tasks through a small actor:
-each checkpoints, returns its folder, and the driver keeps it.
+each checkpoints, returns its folder, and the driver keeps it. Tasks still queued are cancelled
+(and one that starts anyway is refused by the actor), so their cells stay as they were.
 """
 
 from __future__ import annotations
@@ -44,13 +45,23 @@ def import_ray() -> Any:
 
 
 class StopFlag:
-    """A Ray actor (one per run) that running tasks poll for the driver's stop request."""
+    """A Ray actor (one per run) that running tasks poll for the driver's stop request. Its calls
+    run one at a time, so a task either began before the stop (and checkpoints) or is refused."""
 
     def __init__(self) -> None:
         self.cause: str | None = None
+        self.begun: set[str] = set()
 
-    def set(self, cause: str) -> None:
+    def set(self, cause: str) -> list[str]:
+        """Stop; returns the cells whose tasks began training (the driver cancels the others)."""
         self.cause = cause
+        return sorted(self.begun)
+
+    def begin(self, cell_id: str) -> str | None:
+        """A task about to train: the stop's cause if the run is stopping (then it must not), else None."""
+        if self.cause is None:
+            self.begun.add(cell_id)
+        return self.cause
 
     def get(self) -> str | None:
         return self.cause
@@ -84,9 +95,14 @@ class RemoteStop:
 
 
 def train_remotely(cell: Cell, label: str, spec: RunSpec, files: dict[str, bytes], threads: int,
-                   flag: Any) -> tuple[CellOutcome, dict[str, bytes], list[str], float]:
+                   flag: Any) -> tuple[CellOutcome, dict[str, bytes], list[str], float] | None:
     """The task body, on whichever node Ray picked: the cell trains in a private scratch folder.
-    Returns the outcome, the folder's files, the cell's output lines and the seconds ``run_cell`` took."""
+    Returns the outcome, the folder's files, the cell's output lines and the seconds ``run_cell`` took;
+    None when the run was stopped before this task began (the cell is left as it was)."""
+    import ray
+
+    if ray.get(flag.begin.remote(cell.id)):  # first: a task the stop kept from starting costs nothing
+        return None
     import torch
 
     from bench.registry import load_plugins
@@ -162,6 +178,7 @@ class _Dispatch:
         self.flag = self.ray.remote(num_cpus=0)(StopFlag).remote()
         self.threads = max(1, int(executor.num_cpus))
         self.submitted: dict[Any, float] = {}
+        self.cancelled: set[Any] = set()
         self.overheads = executor.overheads
 
     def run(self, cells: list[Cell]) -> list[CellOutcome]:
@@ -170,20 +187,31 @@ class _Dispatch:
         stop, stopping = self.session.stop, False
         try:
             while pending or running:
-                if stop is not None and stop.requested and not stopping:  # running tasks checkpoint and return
+                if stop is not None and stop.requested and not stopping:
                     pending.clear()
-                    self.flag.set.remote(stop.cause)
+                    self._stop(stop.cause, running)
                     stopping = True
                 while pending and (not self.jobs or len(running) < self.jobs):
                     cell = pending.pop(0)
                     running[self._submit(cell)] = cell
                 done, _ = self.ray.wait(list(running), num_returns=1, timeout=POLL_S)
                 for ref in done:
-                    outcomes.append(self._receive(ref, running.pop(ref)))
+                    outcome = self._receive(ref, running.pop(ref))
+                    if outcome is not None:
+                        outcomes.append(outcome)
         finally:
             for ref in running:  # only after an error in the driver itself, or a second Ctrl-C
                 self.ray.cancel(ref, force=True)
         return outcomes
+
+    def _stop(self, cause: str, running: dict[Any, Cell]) -> None:
+        """Running tasks checkpoint and return (they poll the flag); queued ones are cancelled, so a
+        stop does not start cells only to checkpoint them a step later."""
+        begun = set(self.ray.get(self.flag.set.remote(cause)))
+        for ref, cell in running.items():
+            if cell.id not in begun:
+                self.cancelled.add(ref)
+                self.ray.cancel(ref)
 
     def _submit(self, cell: Cell) -> Any:
         started = time.perf_counter()
@@ -193,18 +221,25 @@ class _Dispatch:
         self.submitted[ref] = started
         return ref
 
-    def _receive(self, ref: Any, cell: Cell) -> CellOutcome:
+    def _receive(self, ref: Any, cell: Cell) -> CellOutcome | None:
+        """The task's outcome, its folder written into ``outputs/``; None for a task the stop kept from starting."""
         record, label = self.store.cell(cell.id), self.session.label(cell)
+        submitted = self.submitted.pop(ref)
         try:
-            outcome, files, lines, task_s = self.ray.get(ref)
+            returned = self.ray.get(ref)
         except self.ray.exceptions.RayError as exc:
+            if ref in self.cancelled:
+                return None
             first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
             reason = f"Ray task lost ({type(exc).__name__}: {first}); rerun to resume from its last checkpoint"
             self.session.say(f"{label}: {reason}")
             return lost_cell(cell, record, reason, 0, 0, self.spec.device, self.session)
+        if returned is None:
+            return None
+        outcome, files, lines, task_s = returned
         unpack_into(Path(record.path), files)
         # Round trip (pack, ship, schedule, start, ship back, write) beyond the cell's own run.
-        self.overheads.append(time.perf_counter() - self.submitted.pop(ref) - task_s)
+        self.overheads.append(time.perf_counter() - submitted - task_s)
         for line in lines:
             self.session.say(line)
         return outcome
