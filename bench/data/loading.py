@@ -10,7 +10,7 @@ import torch
 
 from bench.data.corpus import SPLITS, Corpus
 from bench.data.token_cache import load_tokens
-from bench.errors import ConfigError
+from bench.errors import BenchError, ConfigError
 from bench.registry import Registered, Registry
 
 
@@ -66,12 +66,17 @@ def check_data_available(configs: list[dict[str, Any]], registry: Registry) -> N
             dataset.build(config)
         except ValueError as exc:
             raise ConfigError(f"dataset {dataset.name!r}: {exc}") from None
+        except BenchError:  # missing files: the plugin's own line names the fix
+            raise
         except Exception as exc:  # noqa: BLE001 - a plugin's bug: one line naming it, not a traceback
             raise _plugin_failed(registry.entry("dataset", dataset.name), exc) from None
         if config["tokenizer"] is not None:
             tokenizer = registry.get("tokenizer", config["tokenizer"])
             try:
-                tokenizer.build(config)
+                # Encoding makes a tokenizer that loads its files lazily (gpt2) read them now.
+                tokenizer.build(config).encode("")
+            except BenchError:
+                raise
             except Exception as exc:  # noqa: BLE001 - as above
                 raise _plugin_failed(registry.entry("tokenizer", tokenizer.name), exc) from None
 
