@@ -237,7 +237,7 @@ def report(*, outputs: str, matrix: str | None, sort: str, fmt: str, where: list
 
 
 def estimate(path: str, *, device: str, filter_expr: str | None, steps: int, cost_per_hour: float,
-             outputs: str) -> int:
+             outputs: str, plugins: PluginSelection | None = None) -> int:
     """`bench estimate`: time a few real steps of every cell, project hours and dollars, write estimate.json."""
     from bench.data.loading import check_data_available
     from bench.estimate import ESTIMATE_FILE, check_steps, estimate_cell, totals
@@ -245,7 +245,7 @@ def estimate(path: str, *, device: str, filter_expr: str | None, steps: int, cos
     from bench.report.estimate import estimate_table
 
     check_steps(steps, cost_per_hour)
-    registry = load_plugins(None).registry
+    registry = load_plugins(plugins).registry
     matrix = load_matrix(path)
     cells = [c for c in select_cells(resolve_cells(matrix, registry), filter_expr) if not c.problem]
     if not cells:
