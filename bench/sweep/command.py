@@ -37,6 +37,10 @@ def describe(spec: SweepSpec, groups: list[Group]) -> str:
     budgets = ", ".join(f"{k} {v:g}" for k, v in spec.budgets.items()) or "none"
     lines.append(f"  budget per group: {budgets}")
     if spec.strategy in PLANNED:
+        lines.append("  each rung's trials are one batch, trained together (in parallel with --jobs or Ray)")
+    elif spec.options["batch"] > 1:
+        lines.append(f"  batch: {spec.options['batch']} trials asked and trained together")
+    if spec.strategy in PLANNED:
         rows = [[b.s] + [f"{r.configs} x {r.resource}" for r in b.rungs] for b in spec.brackets()]
         lines.append(f"  brackets (configurations x units of {spec.options['resource_steps']} steps):")
         lines.append(tabulate(rows, headers=["s"] + [f"rung {i}" for i in range(len(rows[0]) - 1)]))

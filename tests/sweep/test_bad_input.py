@@ -28,6 +28,8 @@ optimizer = "adam"
     ('strategy = "random"\ntrials = 2\n[sweep.space]\nn_head = { int = [3, 3] }', "is empty"),
     ('strategy = "random"\ntrials = 2\n[sweep.space]\nn_head = { choice = [3, 4] }', "n_head"),
     ('strategy = "random"\n[sweep.space]\nlr = { loguniform = [1e-4, 1e-1] }', "needs a budget"),
+    ('strategy = "random"\ntrials = 2\nbatch = 0\n[sweep.space]\nlr = { loguniform = [1e-4, 1e-1] }',
+     "sweep.batch = 0 is impossible; it must be an integer >= 1"),
 ])
 def test_bad_sweep_is_one_line_exit_2_nothing_written(write_matrix, tmp_path, capsys, sweep, message):
     path = write_matrix(BASE + "[sweep]\n" + sweep, name="bad")
@@ -45,6 +47,7 @@ def test_dry_run_describes_the_sweep(write_matrix, tmp_path, capsys):
     assert main(["run", str(path), "--dry-run", "--outputs", str(tmp_path / "out")]) == 0
     out = capsys.readouterr().out
     assert "9 x 1" in out and "3 x 3" in out and "1 x 9" in out and "nothing trained" in out
+    assert "each rung's trials are one batch" in out
     assert not (tmp_path / "out").exists()
 
 
