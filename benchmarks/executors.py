@@ -18,7 +18,12 @@ that figure, not the core count, bounds what ``--jobs 2`` can gain.
 
 Reported: medians over rounds, the speed-up as the ratio of medians, the overheads per cell.
 
+``--sweep`` measures a sweep instead: a random search over lr on the same cells (4 trials,
+``batch = --batch``, default 2: two rounds of two cells) with ``--jobs 1`` and ``--jobs 2``,
+interleaved; the pool starts its workers once per round, and that start-up is part of the time.
+
     python benchmarks/executors.py --rounds 3 --write benchmarks/results/executors.md
+    python benchmarks/executors.py --sweep --rounds 3
 """
 
 from __future__ import annotations
@@ -63,6 +68,27 @@ def cores_available() -> float:
     return 2 * alone / together
 
 
+def sweep_matrix(steps: int, batch: int) -> dict:
+    base = matrix(steps)
+    return {**base, "name": "sweep", "matrix": {},
+            "defaults": {**base["defaults"], "optimizer": "adamw", "max_steps": steps},
+            "sweep": {"strategy": "random", "trials": 4, "batch": batch, "seed": 0,
+                      "space": {"lr": {"loguniform": [1e-4, 1e-2]}}}}
+
+
+def timed_sweep(steps: int, batch: int, registry, manager, executor, outputs: Path) -> float:
+    from bench.sweep.command import prepare
+    from bench.sweep.driver import SweepRun
+    parsed = parse_matrix(sweep_matrix(steps, batch), default_name="sweep", where="benchmark")
+    spec, groups, _ = prepare(parsed, registry, "benchmark")
+    started = time.perf_counter()
+    finished = SweepRun(parsed, spec, groups, registry, manager.hook, ResultStore(outputs, "sweep"),
+                        torch.device("cpu"), executor=executor, say=lambda line: None).run()
+    elapsed = time.perf_counter() - started
+    assert finished and len(ResultStore(outputs, "sweep").summaries()) == 4
+    return elapsed
+
+
 def timed_run(cells, registry, manager, executor, outputs: Path) -> float:
     started = time.perf_counter()
     outcome = run_cells(cells, registry=registry, hooks=manager.hook, store=ResultStore(outputs, "executors"),
@@ -78,12 +104,16 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=300, help="optimizer steps per cell")
     parser.add_argument("--no-ray", action="store_true")
     parser.add_argument("--write", help="also write the markdown result to this file")
+    parser.add_argument("--sweep", action="store_true", help="time a 4-trial random sweep instead")
+    parser.add_argument("--batch", type=int, default=2, help="the sweep's [sweep] batch (--sweep)")
     args = parser.parse_args()
 
     torch.set_num_threads(1)
     manager = plugin_manager()
     manager.unregister(name="console")
     registry = build_registry(manager)
+    if args.sweep:
+        return sweep_main(args, registry, manager)
     cells = resolve_cells(parse_matrix(matrix(args.steps), default_name="executors", where="benchmark"), registry)
     executors = {"jobs 1": LocalExecutor(1), "jobs 2": LocalExecutor(2)}
     ray_start = None
@@ -111,6 +141,37 @@ def main() -> None:
             print(f"round {round_ + 1} {name}: {times[name][-1]:.2f} s", file=sys.stderr)
     overheads = executors["ray"].overheads if "ray" in executors else []
     text = report(times, len(cells), args, ray_start, load, capacity, overheads)
+    print(text)
+    if args.write:
+        Path(args.write).write_text(text)
+
+
+def sweep_main(args: argparse.Namespace, registry, manager) -> None:
+    executors = {"jobs 1": LocalExecutor(1), "jobs 2": LocalExecutor(2)}
+    times: dict[str, list[float]] = {name: [] for name in executors}
+    load, capacity = [], []
+    for round_ in range(args.rounds):
+        capacity.append(cores_available())
+        for name in (executors if round_ % 2 == 0 else reversed(list(executors))):
+            with tempfile.TemporaryDirectory() as outputs:
+                elapsed = timed_sweep(args.steps, args.batch, registry, manager, executors[name], Path(outputs))
+            times[name].append(elapsed)
+            load.append(os.getloadavg()[0])
+            print(f"round {round_ + 1} sweep {name}: {times[name][-1]:.2f} s", file=sys.stderr)
+    median = {name: statistics.median(values) for name, values in times.items()}
+    rows = [f"| {name} | {', '.join(f'{v:.1f} s' for v in values)} | {median[name]:.1f} s |"
+            for name, values in times.items()]
+    text = "\n".join([
+        f"`python benchmarks/executors.py --sweep --batch {args.batch} --rounds {args.rounds} --steps {args.steps}`, "
+        f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC, {platform.machine()}, {cpu_cores()} CPU cores, torch "
+        f"{torch.__version__}; load average {min(load):.1f}-{max(load):.1f}; cores free before each round "
+        f"{', '.join(f'{c:.2f}' for c in capacity)}.", "",
+        f"Random sweep over lr, 4 trials of {args.steps} steps (the cells above, AdamW), `batch = {args.batch}`: "
+        f"{-(-4 // args.batch)} round(s) of the sweep, the pool started once per round; rounds of the benchmark "
+        "alternate the order.", "",
+        "| sweep | wall time per sweep (each round) | median |", "|---|---|---|", *rows, "",
+        f"- Speed-up of `--jobs 2` over `--jobs 1` (ratio of medians): "
+        f"**{median['jobs 1'] / median['jobs 2']:.2f}x**."]) + "\n"
     print(text)
     if args.write:
         Path(args.write).write_text(text)
