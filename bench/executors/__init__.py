@@ -10,7 +10,9 @@ through :func:`bench.runner.run_cell`, and returns one outcome per cell it ran. 
 failure is an outcome, never an exception; a worker that dies under a cell yields an
 ``interrupted`` outcome (the next run resumes the cell). When ``session.stop`` is requested it
 stops starting cells, lets running ones checkpoint, and returns what it has. Sweeps submit
-batches of cells the same way, so one batch trains in parallel.
+batches of cells the same way, so one batch trains in parallel. Optionally, ``kept()`` is a
+context manager inside which the executor may keep its workers between ``execute`` calls (a
+sweep's rounds); ``local`` does.
 
 Built-in: ``local`` (in this process, or ``jobs`` worker processes) and ``ray``.
 """

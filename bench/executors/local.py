@@ -18,9 +18,10 @@ import os
 import signal
 import sys
 from collections import deque
+from contextlib import contextmanager
 from dataclasses import dataclass
 from multiprocessing.connection import wait
-from typing import Any
+from typing import Any, Iterator
 
 from bench.cells import Cell
 from bench.executors.progress import ProgressBoard, terminal_is_live
@@ -66,12 +67,34 @@ class LocalExecutor:
         if jobs < 1:
             raise ValueError(f"jobs must be >= 1, got {jobs}")
         self.jobs = jobs
+        self.pool: Pool | None = None
+        self.keep = False  # inside kept(): workers stay up between execute() calls
 
     def execute(self, cells: list[Cell], spec: RunSpec, session: Session) -> list[CellOutcome]:
         if self.jobs == 1 or len(cells) < 2:
             return run_sequentially(cells, spec, session)
         slots = plan_slots(min(self.jobs, len(cells)), spec.device, session.say)
-        return Pool(slots, spec, session).run(cells)
+        lock_fd = getattr(session.lock, "fd", None)
+        if self.pool is None or (self.pool.slots, self.pool.spec, self.pool.lock_fd) != (slots, spec, lock_fd):
+            self.close()
+            self.pool = Pool(slots, spec, lock_fd)
+        return self.pool.run(cells, session, keep=self.keep)
+
+    @contextmanager
+    def kept(self) -> Iterator[None]:
+        """Keep the worker processes between batches (a sweep's rounds): each batch then skips their
+        start-up (a fresh interpreter importing torch and the plugins). They end when this block does."""
+        self.keep = True
+        try:
+            yield
+        finally:
+            self.keep = False
+            self.close()
+
+    def close(self) -> None:
+        if self.pool is not None:
+            self.pool.shut_down()
+            self.pool = None
 
 
 @dataclass
@@ -86,22 +109,23 @@ class Worker:
 
 
 class Pool:
-    """Hands cells to idle workers and collects outcomes until every cell has one."""
+    """Hands cells to idle workers and collects outcomes until every cell has one. Its workers end
+    with each run, or stay for the next one (``keep``) unless a stop request came."""
 
-    def __init__(self, slots: list[Slot], spec: RunSpec, session: Session):
-        self.slots, self.spec, self.session = slots, spec, session
-        # Redrawn in place only when the run prints to a terminal itself; a caller's own ``say`` gets plain lines.
-        live = session.say is stderr_line and terminal_is_live(sys.stderr)
-        self.board = ProgressBoard(live=live, plain=session.say)
+    def __init__(self, slots: list[Slot], spec: RunSpec, lock_fd: int | None):
+        self.slots, self.spec, self.lock_fd = slots, spec, lock_fd
         self.context = multiprocessing.get_context("spawn")
         self.store = ResultStore(spec.outputs, spec.matrix)
-        lock_fd = getattr(session.lock, "fd", None)
         self.lock = SharedFd(lock_fd) if lock_fd is not None else None
         self.workers: list[Worker] = []
 
-    def run(self, cells: list[Cell]) -> list[CellOutcome]:
-        pending, outcomes = deque(cells), []
-        self.workers = [self._start(slot) for slot in self.slots]
+    def run(self, cells: list[Cell], session: Session, keep: bool = False) -> list[CellOutcome]:
+        self.session = session
+        # Redrawn in place only when the run prints to a terminal itself; a caller's own ``say`` gets plain lines.
+        live = session.say is stderr_line and terminal_is_live(sys.stderr)
+        self.board = ProgressBoard(live=live, plain=session.say)
+        pending, outcomes, finished = deque(cells), list[CellOutcome](), False
+        self.workers = self.workers or [self._start(slot) for slot in self.slots]
         try:
             while pending or self._busy():
                 stopping = self.session.stop is not None and self.session.stop.requested
@@ -120,8 +144,10 @@ class Pool:
                         except OSError:  # it died just now: _collect finds it and records the cell
                             pass
                 outcomes += self._collect()
+            finished = not (self.session.stop is not None and self.session.stop.requested)
         finally:
-            self._shut_down()
+            if not (keep and finished):  # a stopped worker has ended; an error in the driver ends them all
+                self.shut_down()
             self.board.close()
         return outcomes
 
@@ -197,7 +223,7 @@ class Pool:
                 os.kill(worker.process.pid, signal.SIGTERM)
                 worker.signalled = True
 
-    def _shut_down(self) -> None:
+    def shut_down(self) -> None:
         for worker in self.workers:
             try:
                 worker.conn.send(None)
@@ -209,3 +235,4 @@ class Pool:
                 worker.process.kill()
                 worker.process.join()
             worker.conn.close()
+        self.workers = []

@@ -12,6 +12,7 @@ executor, so neither do the proposals.
 from __future__ import annotations
 
 import json
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -92,7 +93,12 @@ class SweepRun:
     interrupted: str | None = None
 
     def run(self) -> bool:
-        """Run every group's search, then the final seeds; False when a stop request ended it early."""
+        """Run every group's search, then the final seeds; False when a stop request ended it early.
+        An executor that can keep its workers between batches (``kept()``) keeps them for the sweep."""
+        with getattr(self.executor, "kept", nullcontext)():
+            return self._rounds()
+
+    def _rounds(self) -> bool:
         storage = open_storage(self.store.path)
         contexts = {g.label: self._context(storage, g) for g in self.groups}
         strategies: dict[str, Strategy] = {label: strategy_for(ctx) for label, (ctx, _) in contexts.items()}

@@ -64,12 +64,15 @@ def reference(matrix_file, tmp_path_factory):
 
 def test_each_round_is_one_executor_call_and_two_jobs_give_the_same_sweep(matrix_file, reference, tmp_path,
                                                                            monkeypatch):
-    batches = []
+    batches, workers, executors = [], [], []
     execute = LocalExecutor.execute
 
     def recording(self, cells, spec, session):  # watches the real pool, changes nothing
         batches.append(sorted(session.label(c) for c in cells))
-        return execute(self, cells, spec, session)
+        outcomes = execute(self, cells, spec, session)
+        executors.append(self)
+        workers.append([w.process for w in self.pool.workers])
+        return outcomes
 
     monkeypatch.setattr(LocalExecutor, "execute", recording)
     outputs = tmp_path / "out"
@@ -79,6 +82,9 @@ def test_each_round_is_one_executor_call_and_two_jobs_give_the_same_sweep(matrix
     assert [len(b) for b in batches] == [6, 2, 4]
     assert sum(label.startswith("sweep optimizer=sgd") for label in batches[0]) == 3
     assert sweep_state(outputs) == reference
+    # The same two worker processes served every round, and ended with the sweep.
+    assert len(workers[0]) == 2 and all(w == workers[0] for w in workers)
+    assert executors[0].pool is None and not any(p.is_alive() for p in workers[0])
 
 
 class StopAfterFirstCell:
