@@ -20,7 +20,7 @@ Reported: medians over rounds, the speed-up as the ratio of medians, the overhea
 
 ``--sweep`` measures a sweep instead: a random search over lr on the same cells (4 trials,
 ``batch = --batch``, default 2: two rounds of two cells) with ``--jobs 1`` and ``--jobs 2``,
-interleaved; the pool starts its workers once per round, and that start-up is part of the time.
+interleaved. The pool keeps its two workers for the whole sweep (started once, part of the time).
 
     python benchmarks/executors.py --rounds 3 --write benchmarks/results/executors.md
     python benchmarks/executors.py --sweep --rounds 3
@@ -167,8 +167,8 @@ def sweep_main(args: argparse.Namespace, registry, manager) -> None:
         f"{torch.__version__}; load average {min(load):.1f}-{max(load):.1f}; cores free before each round "
         f"{', '.join(f'{c:.2f}' for c in capacity)}.", "",
         f"Random sweep over lr, 4 trials of {args.steps} steps (the cells above, AdamW), `batch = {args.batch}`: "
-        f"{-(-4 // args.batch)} round(s) of the sweep, the pool started once per round; rounds of the benchmark "
-        "alternate the order.", "",
+        f"{-(-4 // args.batch)} round(s) of the sweep, the pool's workers started once per sweep; rounds of the "
+        "benchmark alternate the order.", "",
         "| sweep | wall time per sweep (each round) | median |", "|---|---|---|", *rows, "",
         f"- Speed-up of `--jobs 2` over `--jobs 1` (ratio of medians): "
         f"**{median['jobs 1'] / median['jobs 2']:.2f}x**."]) + "\n"
