@@ -73,7 +73,7 @@ def run_sweep_matrix(matrix: Matrix, path: str, *, registry: Registry, hooks: An
     if not finished:
         print(f"bench: stopped by {sweep.interrupted}; run the same command again to resume the sweep",
               file=sys.stderr)
-        return stop.exit_code
+        return stop.exit_code if stop.requested else 1
     from bench.report.render import render_document
     from bench.sweep.report import sweep_sections
     print(render_document({matrix.name: sweep_sections(store)}, "github"))

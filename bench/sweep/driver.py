@@ -41,6 +41,7 @@ from bench.sweep.strategies import (
 from bench.sweep.trials import GroupTrials, Outcome, open_storage
 
 FINAL = ("ok", "diverged", "pruned")
+LOST_RETRIES = 1  # times a round's cells whose worker died are run again before the sweep gives up
 EXTENSIBLE = ("trials", "max_flops", "max_time", "max_cost", "cost_per_hour", "final_seeds", "final_overrides")
 
 
@@ -177,14 +178,24 @@ class SweepRun:
         return _reached(self.store.cell(cell.id).read_summary() or {}, halt)
 
     def _train(self, cells: list[Cell], labels: dict[str, str]) -> bool:
-        """One run_cells call for a round's cells; False when a stop request ended it."""
-        if self.stop is not None and self.stop.requested:
-            self.interrupted = self.stop.cause
-            return False
-        result = run_cells(cells, registry=self.registry, hooks=self.hooks, store=self.store, device=self.device,
-                           stop=self.stop, say=self.say, executor=self.executor, lock=self.lock, labels=labels)
-        self.interrupted = result.interrupted
-        return not result.interrupted
+        """One run_cells call for a round's cells; False when a stop request ended it, or when a cell
+        stayed ``interrupted`` (its worker died twice): a trial is never told an outcome it did not reach."""
+        for _ in range(LOST_RETRIES + 1):
+            if self.stop is not None and self.stop.requested:
+                self.interrupted = self.stop.cause
+                return False
+            result = run_cells(cells, registry=self.registry, hooks=self.hooks, store=self.store,
+                               device=self.device, stop=self.stop, say=self.say, executor=self.executor,
+                               lock=self.lock, labels=labels)
+            if result.interrupted:
+                self.interrupted = result.interrupted
+                return False
+            cells = [c for c in cells if (self.store.cell(c.id).read_summary() or {}).get("status") == "interrupted"]
+            if not cells:
+                return True
+            self.say(f"sweep: {len(cells)} cell(s) lost their worker; resuming them from their checkpoints")
+        self.interrupted = "workers that died under their cells"
+        return False
 
     def _ran(self, budget: Budget, cell: Cell | None, request: Request) -> Outcome:
         """A trained (or already trained) trial's outcome, read from its cell; its spending is counted."""

@@ -14,6 +14,7 @@ from bench import cli
 from bench.executors.local import LocalExecutor
 from bench.matrix import load_matrix
 from bench.registry import build_registry, plugin_manager
+from bench.runner import lost_cell
 from bench.store import ResultStore
 from bench.sweep.command import prepare
 from bench.sweep.driver import SweepRun
@@ -125,3 +126,34 @@ def test_batch_enters_the_fingerprint_only_where_it_changes_proposals(write_matr
         code = cli.main(["run", str(write_matrix(body.format(s=strategy, batch="batch = 2\n"), name="fp")),
                          "--outputs", str(outputs)])
         assert (code, "changed since" in capsys.readouterr().err) == ((0, False) if strategy == "random" else (2, True))
+
+
+class LosesFirstCell:
+    """Fault injection around the real local executor: the first cell of the first batch is
+    recorded as its worker dying before it trained (the pool's own lost_cell), the rest train."""
+
+    def __init__(self) -> None:
+        self.real, self.lost = LocalExecutor(1), list[str]()
+
+    def execute(self, cells, spec, session):
+        if self.lost:
+            return self.real.execute(cells, spec, session)
+        first, rest = cells[0], cells[1:]
+        self.lost.append(first.name)
+        record = ResultStore(spec.outputs, spec.matrix).cell(first.id)
+        return [lost_cell(first, record, "worker died (injected)", 0, 0, spec.device, session),
+                *self.real.execute(rest, spec, session)]
+
+
+def test_a_cell_whose_worker_died_is_resumed_before_its_trial_is_told(matrix_file, reference, tmp_path):
+    outputs, said = tmp_path / "out", []
+    manager = plugin_manager()
+    registry = build_registry(manager)
+    matrix = load_matrix(matrix_file)
+    spec, groups, _ = prepare(matrix, registry, str(matrix_file))
+    executor = LosesFirstCell()
+    sweep = SweepRun(matrix, spec, groups, registry, manager.hook, ResultStore(outputs, "hb"), torch.device("cpu"),
+                     executor=executor, say=said.append)
+    assert sweep.run() is True and len(executor.lost) == 1
+    assert "sweep: 1 cell(s) lost their worker; resuming them from their checkpoints" in said
+    assert sweep_state(outputs) == reference  # no trial was told the lost cell's "interrupted"
