@@ -60,7 +60,8 @@ def run_matrix(path: str, *, device: str, filter_expr: str | None, dry_run: bool
     if matrix.sweep:  # a search: the sweep proposes the cells (bench/sweep/)
         from bench.sweep.command import run_sweep_matrix
         return run_sweep_matrix(matrix, path, registry=registry, hooks=loaded.hooks, device=device, outputs=outputs,
-                                dry_run=dry_run, filter_expr=filter_expr, force=force, executor=runner)
+                                dry_run=dry_run, filter_expr=filter_expr, force=force, executor=runner,
+                                plugins=loaded.selection)
     cells = select_cells(resolve_cells(matrix, registry), filter_expr)
     if dry_run:
         return _dry_run(cells, registry, matrix.name, resolve_device(device))

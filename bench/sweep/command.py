@@ -52,7 +52,8 @@ def describe(spec: SweepSpec, groups: list[Group]) -> str:
 
 
 def run_sweep_matrix(matrix: Matrix, path: str, *, registry: Registry, hooks: Any, device: str, outputs: str,
-                     dry_run: bool, filter_expr: str | None, force: bool, executor: Any = None) -> int:
+                     dry_run: bool, filter_expr: str | None, force: bool, executor: Any = None,
+                     plugins: Any = None) -> int:
     if filter_expr or force:
         raise BenchError(f"{path}: --filter and --force do not apply to a sweep; narrow the sweep with "
                          f"sweep.per or [matrix], or move outputs/{matrix.name} away to start over")
@@ -68,7 +69,7 @@ def run_sweep_matrix(matrix: Matrix, path: str, *, registry: Registry, hooks: An
         print(f"bench: sweep of {matrix.name!r} on {target}, results in {store.path}", file=sys.stderr)
         print(describe(spec, groups), file=sys.stderr)
         sweep = SweepRun(matrix, spec, groups, registry, hooks, store, target, stop=stop, executor=executor, lock=lock,
-                         say=lambda line: print(line, file=sys.stderr, flush=True))
+                         say=lambda line: print(line, file=sys.stderr, flush=True), plugins=plugins)
         finished = sweep.run()
     if not finished:
         print(f"bench: stopped by {sweep.interrupted}; run the same command again to resume the sweep",

@@ -92,6 +92,7 @@ class SweepRun:
     lock: Any = None
     say: Callable[[str], None] = print
     interrupted: str | None = None
+    plugins: Any = None  # the run's bench.registry.PluginSelection, so worker processes load the same plugins
 
     def run(self) -> bool:
         """Run every group's search, then the final seeds; False when a stop request ended it early.
@@ -186,7 +187,7 @@ class SweepRun:
                 return False
             result = run_cells(cells, registry=self.registry, hooks=self.hooks, store=self.store,
                                device=self.device, stop=self.stop, say=self.say, executor=self.executor,
-                               lock=self.lock, labels=labels)
+                               lock=self.lock, labels=labels, plugins=self.plugins)
             if result.interrupted:
                 self.interrupted = result.interrupted
                 return False

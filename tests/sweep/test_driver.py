@@ -73,6 +73,7 @@ def test_each_round_is_one_executor_call_and_two_jobs_give_the_same_sweep(matrix
         outcomes = execute(self, cells, spec, session)
         executors.append(self)
         workers.append([w.process for w in self.pool.workers])
+        assert spec.plugins is not None  # the workers load the plugins this run selected
         return outcomes
 
     monkeypatch.setattr(LocalExecutor, "execute", recording)
