@@ -22,10 +22,10 @@ Durability costs three fsyncs per save, each one an ordering a power loss could 
    bytes behind it, an empty index, and the cell would start from scratch (a few hundred bytes).
 3. the directory, after both renames and before any delete: otherwise the deletes of the old
    latest could reach the disk while the rename of the index that stopped naming it did not,
-   bringing back an index that names a deleted file. One directory fsync covers both renames;
-   the state file's rename needs none of its own because nothing deleted depends on it alone.
-   (Journaling filesystems persist the two renames in the order they were made, which is what
-   keeps the index from landing before the state file's name.)
+   bringing back an index that names a deleted file. One directory fsync covers both renames:
+   the state file's rename needs no fsync of its own before the index's rename, because
+   journaling filesystems (ext4, XFS) commit the renames of one directory in the order they
+   were made, so no crash keeps the new index's name without the state file's.
 
 Merging 1 and 2 would need one file for both, giving up the small index that every reader
 (executors, sweeps) opens without touching the states. Measured on ext4, 2 and 3 cost about
@@ -94,6 +94,7 @@ class CheckpointStore:
         self.verified = False  # whether a save of this cell has been read back with weights_only
         self.disabled = False  # the state cannot be loaded with weights_only: saves do nothing
         self._pending: _BackgroundWrite | None = None
+        self._copier = StateCopier()
 
     @property
     def index_path(self) -> Path:
@@ -107,7 +108,7 @@ class CheckpointStore:
         if self.disabled:
             return None
         if self.asynchronous and self.verified:
-            snapshot = cpu_snapshot(state)  # training changes the originals as soon as this returns
+            snapshot = self._copier.copy(state)  # training changes the originals as soon as this returns
             self._pending = _BackgroundWrite(lambda: self._write(snapshot, step, best))
             return None
         return self._write(state, step, best)
@@ -276,30 +277,58 @@ class _BackgroundWrite:
         return self.result
 
 
-def cpu_snapshot(obj: Any, copies: dict[Any, torch.Tensor] | None = None) -> Any:
-    """A deep copy of a training state with every tensor copied to the CPU.
+class StateCopier:
+    """Deep copies of training states into CPU memory, for a background thread to write.
 
     Sharing is kept as ``torch.save`` sees it, so the file is byte for byte the one the original
     state gives: one tensor found twice is one copy found twice; two tensors viewing the same
     memory the same way (tied input and output embeddings) become two views of one copy.
+
+    The buffers of one copy are refilled by the next (a state has the same tensors save after
+    save): memory touched before skips the page faults of fresh memory, which were most of the
+    copy's time (3.2 -> under 1 ms for 5 MB). So a copy's memory stays allocated between saves;
+    the caller must be done with a copy before it asks for the next. Copies of CUDA tensors go to
+    pinned memory.
     """
-    copies = {} if copies is None else copies
-    if isinstance(obj, torch.Tensor):
-        if id(obj) not in copies:
-            key = (obj.device, obj.data_ptr(), obj.dtype, tuple(obj.shape), obj.stride())
-            base = copies.get(key)
-            copies[key] = copies[id(obj)] = (obj.detach().to("cpu", copy=True) if base is None
-                                             else base.view_as(base))
-        return copies[id(obj)]
-    if isinstance(obj, dict):
-        # copy.copy keeps the class and attributes: a module's state_dict is an OrderedDict whose
-        # _metadata load_state_dict reads, and torch.save writes both.
-        copied = copy.copy(obj)
-        for key, value in obj.items():
-            copied[key] = cpu_snapshot(value, copies)
-        return copied
-    if isinstance(obj, list):
-        return [cpu_snapshot(value, copies) for value in obj]
-    if isinstance(obj, tuple) and not isinstance(obj, torch.Size):
-        return tuple(cpu_snapshot(value, copies) for value in obj)
-    return copy.deepcopy(obj)  # numbers and strings come back as they are
+
+    def __init__(self) -> None:
+        self._buffers: list[torch.Tensor] = []  # the previous copy's, in the order they were made
+
+    def copy(self, state: Any) -> Any:
+        self._spare, self._buffers = self._buffers, []
+        return self._copy(state, {})
+
+    def _copy(self, obj: Any, copies: dict[Any, torch.Tensor]) -> Any:
+        if isinstance(obj, torch.Tensor):
+            if id(obj) not in copies:
+                key = (obj.device, obj.data_ptr(), obj.dtype, tuple(obj.shape), obj.stride())
+                base = copies.get(key)
+                copies[key] = copies[id(obj)] = self._tensor(obj) if base is None else base.view_as(base)
+            return copies[id(obj)]
+        if isinstance(obj, dict):
+            # copy.copy keeps the class and attributes: a module's state_dict is an OrderedDict whose
+            # _metadata load_state_dict reads, and torch.save writes both.
+            copied = copy.copy(obj)
+            for key, value in obj.items():
+                copied[key] = self._copy(value, copies)
+            return copied
+        if isinstance(obj, list):
+            return [self._copy(value, copies) for value in obj]
+        if isinstance(obj, tuple) and not isinstance(obj, torch.Size):
+            return tuple(self._copy(value, copies) for value in obj)
+        return copy.deepcopy(obj)  # numbers and strings come back as they are
+
+    def _tensor(self, tensor: torch.Tensor) -> torch.Tensor:
+        if not tensor.is_contiguous():  # rare in a state; copied afresh, as .to() lays it out
+            return tensor.detach().to("cpu", copy=True)
+        index = len(self._buffers)
+        spare = self._spare[index] if index < len(self._spare) else None
+        if spare is None or spare.shape != tensor.shape or spare.dtype != tensor.dtype:
+            spare = torch.empty(tensor.shape, dtype=tensor.dtype, pin_memory=tensor.is_cuda)
+        self._buffers.append(spare)
+        return spare.copy_(tensor.detach())
+
+
+def cpu_snapshot(state: Any) -> Any:
+    """A deep copy of ``state`` with every tensor copied to the CPU (see :class:`StateCopier`)."""
+    return StateCopier().copy(state)

@@ -287,3 +287,20 @@ def test_a_failed_background_write_is_raised_by_the_next_save_and_never_indexed(
     assert store.load().state["step"] == 1
     store.save(_state(4), step=4, best=False)
     assert store.load().state["step"] == 4 and calls == [2, 4]  # step 3 was refused, not written
+
+
+def test_the_copier_refills_the_previous_copy_s_memory_and_keeps_sharing():
+    from bench.checkpoint import StateCopier
+
+    copier, state = StateCopier(), _tied_state(1)
+    first = copier.copy(state)
+    pointers = {k: v.data_ptr() for k, v in first["model"].items()}
+    assert first["model"]["weight"] is not state["model"]["weight"]
+    assert first["model"]["weight"].data_ptr() == first["model"]["head.weight"].data_ptr()  # still tied
+    assert type(first["model"]) is type(state["model"]) and first["model"]._metadata == state["model"]._metadata
+    for tensor in state["model"].values():
+        tensor.add_(1.0)
+    second = copier.copy(state)
+    assert {k: v.data_ptr() for k, v in second["model"].items()} == pointers  # no fresh memory
+    assert all(torch.equal(second["model"][k], v) for k, v in state["model"].items())
+    assert second["loop"] == state["loop"] and second["loop"] is not state["loop"]
