@@ -19,7 +19,7 @@ from bench.param_roles import probe_parameters
 from bench.provenance import cell_provenance
 from bench.registry import DuplicateComponentError, Registered, Registry
 from bench.schema import TRAINER_KEYS, check_trainer_values, type_error
-from bench.shapes import shapes_only
+from bench.shapes import optimizer_probe, shapes_only
 
 # Which config key names the component of each kind.
 KIND_KEYS = {"model": "model", "optimizer": "optimizer", "dataset": "dataset",
@@ -205,8 +205,9 @@ def _check_buildable(config: dict[str, Any], used: dict[str, Registered], where:
         if no_steps:
             raise ConfigError(f"{where}: {no_steps}")
         _check_weights_size(config, used, model, where)
-    _build(used["optimizer"], lambda c: c.build(config, probe_parameters(), lr=config["lr"], device_type="cpu"),
-           problems, where)
+    with optimizer_probe():
+        _build(used["optimizer"], lambda c: c.build(config, probe_parameters(), lr=config["lr"], device_type="cpu"),
+               problems, where)
     _build(used["schedule"], lambda c: c.build(config, lr=config["lr"], total_steps=config["max_steps"] or 10**9),
            problems, where)
     return problems

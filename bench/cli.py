@@ -67,6 +67,7 @@ def _run(args: argparse.Namespace) -> int:
 
 def _add_estimate(sub: argparse._SubParsersAction) -> None:
     estimate = sub.add_parser("estimate", help="time a few real steps of every cell; print hours and dollars")
+    _add_plugin_options(estimate, "")
     estimate.add_argument("matrix", help="path to a matrix TOML file")
     estimate.add_argument("--steps", type=int, default=20, help="steps to time per cell (>= 20; default 20)")
     estimate.add_argument("--cost-per-hour", type=float, default=1.50, help="dollars per device hour (default 1.50)")
@@ -80,7 +81,7 @@ def _add_estimate(sub: argparse._SubParsersAction) -> None:
 def _estimate(args: argparse.Namespace) -> int:
     from bench.commands import estimate
     return estimate(args.matrix, device=args.device, filter_expr=args.filter, steps=args.steps,
-                    cost_per_hour=args.cost_per_hour, outputs=_outputs_root(args))
+                    cost_per_hour=args.cost_per_hour, outputs=_outputs_root(args), plugins=_plugin_selection(args))
 
 
 def _add_report(sub: argparse._SubParsersAction) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 from collections.abc import Mapping
 from pathlib import Path
@@ -69,14 +70,16 @@ def run_matrix(path: str, *, device: str, filter_expr: str | None, dry_run: bool
 
 def _train(cells: list[Cell], matrix: Matrix, loaded: Plugins, *, device: torch.device, force: bool, outputs: str,
            runner: Any) -> int:
-    from bench.data.loading import check_data_available
+    from bench.data.loading import data_key, data_problems
     from bench.data.token_cache import tokens_dir
     from bench.lock import MatrixLock
     from bench.runner import run_cells
     from bench.signals import GracefulStop
 
     registry = loaded.registry
-    check_data_available([c.config for c in cells if not c.problem], registry)
+    problems = data_problems([c.config for c in cells if not c.problem], registry)
+    cells = [dataclasses.replace(c, problem=problems.get(data_key(c.config, registry))) if not c.problem else c
+             for c in cells]  # a crashing dataset or tokenizer plugin fails only the cells that use it
     store = ResultStore(outputs, matrix.name)
     # The lock refuses a second run on these outputs (exit 2); the stop turns SIGINT/SIGTERM into
     # "finish the step, checkpoint, exit".
@@ -237,7 +240,7 @@ def report(*, outputs: str, matrix: str | None, sort: str, fmt: str, where: list
 
 
 def estimate(path: str, *, device: str, filter_expr: str | None, steps: int, cost_per_hour: float,
-             outputs: str) -> int:
+             outputs: str, plugins: PluginSelection | None = None) -> int:
     """`bench estimate`: time a few real steps of every cell, project hours and dollars, write estimate.json."""
     from bench.data.loading import check_data_available
     from bench.estimate import ESTIMATE_FILE, check_steps, estimate_cell, totals
@@ -245,7 +248,7 @@ def estimate(path: str, *, device: str, filter_expr: str | None, steps: int, cos
     from bench.report.estimate import estimate_table
 
     check_steps(steps, cost_per_hour)
-    registry = load_plugins(None).registry
+    registry = load_plugins(plugins).registry
     matrix = load_matrix(path)
     cells = [c for c in select_cells(resolve_cells(matrix, registry), filter_expr) if not c.problem]
     if not cells:

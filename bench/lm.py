@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 Head = Callable[[torch.Tensor], torch.Tensor]
+HiddenAfter = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
 class LanguageModel(nn.Module):
@@ -25,6 +26,13 @@ class LanguageModel(nn.Module):
     runs the head only where it needs logits: the training and evaluation loss in chunks of
     positions (``loss_chunk``) and HellaSwag at continuation positions only. Without them it
     uses ``forward``. A model that has both may leave ``forward`` to this class.
+
+    Optional on top of the split: ``hidden_after(prefix, suffixes) -> (N, S, C)``, the hidden
+    states of each row of ``suffixes`` (N, S) read after the one ``prefix`` (1, P), equal (to
+    float rounding) to ``hidden(cat([prefix.expand(N, -1), suffixes], 1))[:, P:]`` but reading the
+    prefix once. HellaSwag scores an item's four endings after one shared context this way (see
+    :func:`prefix_reader`); the GPT models pass the prefix's keys and values to every ending, the
+    LSTM starts every ending from the prefix's final state.
     """
 
     vocab_size: int
@@ -61,4 +69,12 @@ def split(model: nn.Module) -> tuple[Callable[[torch.Tensor], torch.Tensor], Hea
     hidden, head = getattr(model, "hidden", None), getattr(model, "head", None)
     if callable(hidden) and callable(head):
         return hidden, head
+    return None
+
+
+def prefix_reader(model: nn.Module) -> tuple[HiddenAfter, Head] | None:
+    """``(hidden_after, head)`` when ``model`` has the split and ``hidden_after``, else ``None``."""
+    parts, hidden_after = split(model), getattr(model, "hidden_after", None)
+    if parts is not None and callable(hidden_after):
+        return hidden_after, parts[1]
     return None

@@ -112,7 +112,7 @@ def parse_matrix(raw: dict[str, Any], *, default_name: str, where: str) -> Matri
     if not combinations:
         raise ConfigError(f"{where}: the matrix expands to no cells; check [matrix] and exclude")
     return Matrix(name, str(raw.get("description", "")), defaults, combinations, seeds, evaluation,
-                  axes=list(grid) + [k for e in include for k in e if k not in grid],
+                  axes=list(dict.fromkeys([*grid, *(k for e in include for k in e)])),  # each key once
                   executor=dict(_table(raw, "executor", where)),
                   sweep=dict(_table(raw, "sweep", where)))
 

@@ -12,9 +12,11 @@ access that folder must already hold them, which is what the error raised here s
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import tempfile
+from typing import Any, Callable
 
 from bench.components import Component
 from bench.data.datadir import OFFLINE_ENV, offline
@@ -29,13 +31,25 @@ _GPT2_FILES = (
 
 
 class TiktokenTokenizer:
-    """A tiktoken encoding behind bench's tokenizer protocol, without special-token parsing."""
+    """A tiktoken encoding behind bench's tokenizer protocol, without special-token parsing.
 
-    def __init__(self, name: str, encoding) -> None:
+    The encoding is loaded on first use: reading GPT-2's BPE files takes ~0.3 s, and a dry run,
+    or a cell whose splits are already in the token cache, needs only the vocabulary size."""
+
+    def __init__(self, name: str, load: Callable[[], Any], vocab_size: int, eot_token: int | None) -> None:
         self.name = name
-        self._encoding = encoding
-        self.vocab_size: int = encoding.n_vocab
-        self.eot_token: int | None = encoding.eot_token
+        self.vocab_size = vocab_size
+        self.eot_token = eot_token
+        self._load = load
+
+    @functools.cached_property
+    def _encoding(self) -> Any:
+        encoding = self._load()
+        if (encoding.n_vocab, encoding.eot_token) != (self.vocab_size, self.eot_token):
+            raise DataMissingError(f"tokenizer {self.name!r}: tiktoken's encoding has vocabulary {encoding.n_vocab} "
+                                   f"and end-of-text {encoding.eot_token}, not the declared {self.vocab_size} and "
+                                   f"{self.eot_token}; reinstall tiktoken or clear TIKTOKEN_CACHE_DIR")
+        return encoding
 
     def encode(self, text: str) -> list[int]:
         return self._encoding.encode_ordinary(text)
@@ -82,8 +96,6 @@ def _tiktoken_cache_dir() -> str:
 
 def gpt2() -> TiktokenTokenizer:
     """GPT-2's 50257-token BPE; ``<|endoftext|>`` (50256) separates documents."""
-    import tiktoken
-
     cache = _tiktoken_cache_dir()
     wanted = [hashlib.sha1(url.encode()).hexdigest() for url in _GPT2_FILES]
 
@@ -95,12 +107,17 @@ def gpt2() -> TiktokenTokenizer:
 
     if offline() and not all(os.path.isfile(os.path.join(cache, f)) for f in wanted):
         raise missing(f"{OFFLINE_ENV} is set and the cache lacks them")  # don't wait on the network
-    try:
-        encoding = tiktoken.get_encoding("gpt2")
-    except Exception as exc:  # network errors, hash mismatches, unreadable cache: all mean "no files"
-        first = (str(exc).strip().splitlines() or [""])[0]
-        raise missing(f"{type(exc).__name__}: {first}") from exc
-    return TiktokenTokenizer("gpt2", encoding)
+
+    def load() -> Any:
+        import tiktoken
+
+        try:
+            return tiktoken.get_encoding("gpt2")
+        except Exception as exc:  # network errors, hash mismatches, unreadable cache: all mean "no files"
+            first = (str(exc).strip().splitlines() or [""])[0]
+            raise missing(f"{type(exc).__name__}: {first}") from exc
+
+    return TiktokenTokenizer("gpt2", load, vocab_size=50257, eot_token=50256)
 
 
 def byte() -> ByteTokenizer:

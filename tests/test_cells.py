@@ -42,6 +42,15 @@ def test_cells_get_stable_ids_and_readable_names():
     assert "gpt1-L2-sgd-seed1" in {c.name for c in cells}
 
 
+def test_a_key_set_by_several_include_entries_appears_once_in_a_name():
+    raw = {"defaults": {"dataset": "synthetic", "model": "lstm", "optimizer": "adam"},
+           "matrix": {"lr": [0.001], "include": [{"lr": 0.001, "batch_size": 8}, {"lr": 0.01, "batch_size": 4},
+                                                   {"lr": 0.1, "batch_size": 2}]}}
+    names = [c.name for c in resolve_cells(parse_matrix(raw, default_name="m", where="m"), REGISTRY)]
+    assert names == ["lstm-L1-adam-lr=0.001-batch_size=8", "lstm-L1-adam-lr=0.01-batch_size=4",
+                     "lstm-L1-adam-lr=0.1-batch_size=2"]
+
+
 FAULTY = '''
 import torch
 from torch import nn

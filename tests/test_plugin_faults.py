@@ -84,8 +84,7 @@ def test_faulty_plugins_fail_only_their_cells_and_loggers_change_nothing(plugin_
     assert json.loads((record.path / "summary.json").read_text())["status"] == "ok"
 
 
-def test_a_dataset_plugin_that_raises_stops_the_run_with_one_line_naming_it(plugin_site, write_matrix, tmp_path,
-                                                                             capsys):
+def test_a_dataset_plugin_that_raises_fails_only_the_cells_that_use_it(plugin_site, write_matrix, tmp_path, capsys):
     make_distribution(plugin_site, "bench-bad-data", "bench_bad_data", '''
 from bench import Component, hookimpl
 
@@ -96,9 +95,14 @@ def corpus():
 def bench_datasets():
     return [Component("bad-data", corpus, {}, tags={"tokens"})]
 ''', version="0.3")
-    path = write_matrix('[defaults]\nmodel = "lstm"\noptimizer = "sgd"\ndataset = "bad-data"\nvocab_size = 16\n')
-    assert cli.main(["run", str(path), "--device", "cpu", "--outputs", str(tmp_path / "outputs")]) == 2
-    (line,) = capsys.readouterr().err.strip().splitlines()
-    assert line == ("bench: error: dataset 'bad-data' from bench-bad-data 0.3 failed to load: OSError: mirror "
-                    "unreachable; fix or turn off the plugin (--disable-plugin NAME)")
-    assert not (tmp_path / "outputs").exists()
+    path = write_matrix(TINY_DEFAULTS + 'model = "lstm"\noptimizer = "adam"\nlr = 0.01\nmax_steps = 4\n'
+                        '[matrix]\ndataset = ["bad-data", "synthetic"]\n', name="data")
+    outputs = tmp_path / "outputs"
+    assert cli.main(["run", str(path), "--device", "cpu", "--outputs", str(outputs)]) == 1
+    err = capsys.readouterr().err
+    reason = ("dataset 'bad-data' from bench-bad-data 0.3 failed to load: OSError: mirror unreachable; "
+              "fix or turn off the plugin (--disable-plugin NAME)")
+    assert reason in err and "1 trained" in err and "1 failed" in err
+    summaries = {s["config"]["dataset"]: s for s in ResultStore(outputs, "data").summaries()}
+    assert summaries["bad-data"]["status"] == "error" and summaries["bad-data"]["reason"] == reason
+    assert summaries["synthetic"]["status"] == "ok"

@@ -139,3 +139,12 @@ def bench_optimizers():
     assert ("plugin bench-wrong 0.1 failed in bench_optimizers: TypeError: bench_optimizers returned a dict; "
             "return bench.Component objects") in capsys.readouterr().err
     assert next(r for r in loaded.records if r.name == "bench_wrong").status == "failed"
+
+
+@pytest.mark.parametrize("command", ["run", "estimate"])
+def test_every_command_that_builds_cells_honours_the_plugin_options(good_and_broken, write_matrix, command, capsys):
+    matrix = write_matrix(TINY_DEFAULTS + '[matrix]\nmodel = ["lstm"]\noptimizer = ["good-sgd"]\n')
+    assert cli.main(["--disable-plugin", "bench_good", command, str(matrix)]) == 2
+    assert cli.main([command, str(matrix), "--disable-plugin", "bench_good"]) == 2
+    errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("bench: error:")]
+    assert len(errors) == 2 and all("unknown optimizer 'good-sgd'" in line for line in errors)

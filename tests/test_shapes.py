@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
 
 from bench.registry import build_registry, plugin_manager
-from bench.shapes import shapes_only
+from bench.shapes import optimizer_probe, shapes_only
 
 SMALL = {"n_layer": 2, "n_embd": 16, "n_hidden": 16, "n_head": 2, "n_positions": 32}
 
@@ -46,3 +47,36 @@ def test_building_shapes_does_not_import_dynamo():
              "print('torch._dynamo' in sys.modules)\n")
     done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=300, check=True)
     assert done.stdout.strip() == "False", done.stderr
+
+
+def test_probing_optimizers_does_not_import_dynamo_and_leaves_torch_as_it_was():
+    # Every registered optimizer is built on a probe parameter inside optimizer_probe, then one
+    # outside it: only the second may import torch._dynamo, as torch itself does.
+    probe = ("import sys, torch\nfrom bench.param_roles import probe_parameters\n"
+             "from bench.registry import build_registry, plugin_manager\nfrom bench.shapes import optimizer_probe\n"
+             "registry = build_registry(plugin_manager())\n"
+             "with optimizer_probe():\n"
+             "    for name in registry.names('optimizer'):\n"
+             "        component = registry.get('optimizer', name)\n"
+             "        component.factory(probe_parameters(), lr=1e-3, device_type='cpu', **component.defaults)\n"
+             "print('torch._dynamo' in sys.modules)\n"
+             "torch.optim.SGD(probe_parameters(), lr=0.1)\nprint('torch._dynamo' in sys.modules)\n")
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=300, check=True)
+    assert done.stdout.split() == ["False", "True"], done.stderr
+
+
+def test_optimizer_probe_restores_the_methods_it_touched():
+    wrapped = torch.optim.Optimizer.add_param_group.__wrapped__
+    before = getattr(wrapped, "__dynamo_disable", None)
+    with optimizer_probe():
+        torch.optim.AdamW(torch.nn.Linear(2, 2).parameters(), lr=1e-3)
+    assert getattr(wrapped, "__dynamo_disable", None) is before
+
+
+def test_dry_run_does_not_import_dynamo(tmp_path):
+    probe = ("import sys\nfrom bench.cli import main\n"
+             f"code = main(['run', 'matrices/quickstart.toml', '--dry-run', '--outputs', {str(tmp_path)!r}])\n"
+             "print(code, 'torch._dynamo' in sys.modules)\n")
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=300, check=True,
+                          cwd=Path(__file__).resolve().parents[1])
+    assert done.stdout.split()[-2:] == ["0", "False"], done.stderr

@@ -10,7 +10,7 @@ import torch
 
 from bench.data.corpus import SPLITS, Corpus
 from bench.data.token_cache import load_tokens
-from bench.errors import ConfigError
+from bench.errors import BenchError, ConfigError
 from bench.registry import Registered, Registry
 
 
@@ -52,31 +52,60 @@ def word_count(text: str) -> int:
     return sum(len(line.split()) + 1 for line in text.splitlines())
 
 
-def check_data_available(configs: list[dict[str, Any]], registry: Registry) -> None:
-    """Open every distinct dataset and tokenizer the cells use, so missing files or tokenizer
-    caches fail the whole command up front (exit 2) instead of failing cell after cell."""
+def data_key(config: dict[str, Any], registry: Registry) -> tuple:
+    """What decides a cell's token arrays: its dataset, the dataset's settings and its tokenizer."""
+    dataset = registry.get("dataset", config["dataset"])
+    return dataset.name, repr(sorted(dataset.params(config).items())), config["tokenizer"]
+
+
+def data_problems(configs: list[dict[str, Any]], registry: Registry) -> dict[tuple, str]:
+    """Open every distinct dataset and tokenizer the cells use, before any cell starts.
+
+    Missing files, or a dataset refusing its settings, are the user's to fix: they raise (the
+    command stops with one line, exit 2) instead of failing cell after cell. A plugin that crashes
+    is returned as the problem of its :func:`data_key`: only the cells using it fail."""
+    problems: dict[tuple, str] = {}
     seen = set()
     for config in configs:
-        dataset = registry.get("dataset", config["dataset"])
-        key = (dataset.name, repr(sorted(dataset.params(config).items())), config["tokenizer"])
-        if key in seen:
-            continue
-        seen.add(key)
-        try:
-            dataset.build(config)
-        except ValueError as exc:
-            raise ConfigError(f"dataset {dataset.name!r}: {exc}") from None
-        except Exception as exc:  # noqa: BLE001 - a plugin's bug: one line naming it, not a traceback
-            raise _plugin_failed(registry.entry("dataset", dataset.name), exc) from None
-        if config["tokenizer"] is not None:
-            tokenizer = registry.get("tokenizer", config["tokenizer"])
-            try:
-                tokenizer.build(config)
-            except Exception as exc:  # noqa: BLE001 - as above
-                raise _plugin_failed(registry.entry("tokenizer", tokenizer.name), exc) from None
+        key = data_key(config, registry)
+        if key not in seen:
+            seen.add(key)
+            problem = _open_data(config, registry)
+            if problem:
+                problems[key] = problem
+    return problems
 
 
-def _plugin_failed(entry: Registered, exc: Exception) -> ConfigError:
-    return ConfigError(f"{entry.kind} {entry.component.name!r} from {entry.distribution} failed to load: "
-                       f"{type(exc).__name__}: {exc}".splitlines()[0][:400]
-                       + "; fix or turn off the plugin (--disable-plugin NAME)")
+def check_data_available(configs: list[dict[str, Any]], registry: Registry) -> None:
+    """:func:`data_problems`, with a crashing plugin stopping the command too (one line, exit 2)."""
+    for problem in data_problems(configs, registry).values():
+        raise ConfigError(problem)
+
+
+def _open_data(config: dict[str, Any], registry: Registry) -> str | None:
+    dataset = registry.get("dataset", config["dataset"])
+    try:
+        dataset.build(config)
+    except ValueError as exc:
+        raise ConfigError(f"dataset {dataset.name!r}: {exc}") from None
+    except BenchError:  # missing files: the plugin's own line names the fix
+        raise
+    except Exception as exc:  # noqa: BLE001 - a plugin's bug: one line naming it, not a traceback
+        return _plugin_failed(registry.entry("dataset", dataset.name), exc)
+    if config["tokenizer"] is None:
+        return None
+    tokenizer = registry.get("tokenizer", config["tokenizer"])
+    try:
+        # Encoding makes a tokenizer that loads its files lazily (gpt2) read them now.
+        tokenizer.build(config).encode("")
+    except BenchError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - as above
+        return _plugin_failed(registry.entry("tokenizer", tokenizer.name), exc)
+    return None
+
+
+def _plugin_failed(entry: Registered, exc: Exception) -> str:
+    failure = f"{entry.kind} {entry.component.name!r} from {entry.distribution} failed to load: " \
+              f"{type(exc).__name__}: {exc}"
+    return failure.splitlines()[0][:400] + "; fix or turn off the plugin (--disable-plugin NAME)"

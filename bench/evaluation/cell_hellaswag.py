@@ -91,9 +91,13 @@ def score_cell(run_dir: str | Path, registry: Registry, device: torch.device, *,
 
 
 def write_fields(record: CellRecord, fields: dict[str, Any]) -> None:
-    """Replace the summary's ``hellaswag_*`` fields with ``fields`` (one atomic rewrite)."""
-    summary = {k: v for k, v in (record.read_summary() or {}).items() if not k.startswith(PREFIX)}
-    record.write_summary({**summary, **fields})
+    """Replace the summary's ``hellaswag_*`` fields with ``fields`` (one atomic rewrite). A summary
+    set aside as damaged meanwhile stays gone: these fields alone are no summary (no id, no status)."""
+    summary = record.read_summary()
+    if summary is None:
+        return
+    kept = {k: v for k, v in summary.items() if not k.startswith(PREFIX)}
+    record.write_summary({**kept, **fields})
 
 
 def wanted(summary: dict[str, Any] | None, evaluation: dict[str, Any] | None) -> bool:

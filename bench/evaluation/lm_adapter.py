@@ -37,7 +37,7 @@ HellaSwag item, short enough to bound the memory of one batch.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 import torch
 from lm_eval.api.model import TemplateLM
@@ -45,7 +45,7 @@ from lm_eval.utils import get_rolling_token_windows, make_disjoint_window
 from tqdm import tqdm
 
 from bench.accel import autocast_context
-from bench.lm import split
+from bench.lm import Head, HiddenAfter, prefix_reader, split
 
 UNBOUNDED_MAX_LENGTH = 1024
 
@@ -104,17 +104,25 @@ class BenchLM(TemplateLM):
 
     def _loglikelihood_tokens(self, requests: list[TokenRequest], disable_tqdm: bool = False,
                               **kwargs) -> list[tuple[float, bool]]:
+        totals = [0.0] * len(requests)
+        greedy = [True] * len(requests)  # an empty continuation is trivially greedy
+        groups, rest = self._shared_contexts(requests)
         windows: list[Window] = []
         owners: list[int] = []
-        for owner, (_, context, continuation) in enumerate(requests):
+        for owner in rest:
+            _, context, continuation = requests[owner]
             for window in self.windows(context, continuation):
                 windows.append(window)
                 owners.append(owner)
-        totals = [0.0] * len(requests)
-        greedy = [True] * len(requests)  # an empty continuation is trivially greedy
+        bar = tqdm(total=len(windows) + sum(map(len, groups.values())), desc="bench loglikelihood",
+                   disable=disable_tqdm or not self.progress)
+        for prefix, members in groups.items():
+            scores = self._score_shared(list(prefix), [requests[owner] for owner in members])
+            for owner, (logprob, is_greedy) in zip(members, scores):
+                totals[owner], greedy[owner] = logprob, is_greedy
+            bar.update(len(members))
         # Longest first: similar lengths share a batch, and an out-of-memory error shows at once.
         order = sorted(range(len(windows)), key=lambda i: -len(windows[i][0]))
-        bar = tqdm(total=len(windows), desc="bench loglikelihood", disable=disable_tqdm or not self.progress)
         for start in range(0, len(order), self.batch_size):
             chunk = order[start:start + self.batch_size]
             for index, (logprob, is_greedy) in zip(chunk, self._score_batch([windows[i] for i in chunk])):
@@ -127,6 +135,22 @@ class BenchLM(TemplateLM):
             if strings is not None:  # rolling windows carry no strings and are cached by their caller
                 self.cache_hook.add_partial("loglikelihood", strings, score)
         return results
+
+    def _shared_contexts(self, requests: list[TokenRequest]) -> tuple[dict[tuple[int, ...], list[int]], list[int]]:
+        """Requests whose context several continuations share (a HellaSwag item's four endings),
+        grouped by the context minus its last token, when the model can read a shared prefix once
+        (``hidden_after``) and each request fits one window; the indices of all others."""
+        groups: dict[tuple[int, ...], list[int]] = {}
+        rest: list[int] = []
+        can_share = prefix_reader(self.model) is not None
+        for owner, (_, context, continuation) in enumerate(requests):
+            fits = len(context) >= 2 and continuation and len(context) + len(continuation) - 1 <= self.max_length
+            if can_share and fits:
+                groups.setdefault(tuple(context[:-1]), []).append(owner)
+            else:
+                rest.append(owner)
+        rest += [owner for members in groups.values() if len(members) == 1 for owner in members]
+        return {prefix: members for prefix, members in groups.items() if len(members) > 1}, sorted(rest)
 
     def loglikelihood_rolling(self, requests, disable_tqdm: bool = False) -> list[float]:
         """Log-likelihood of whole strings, in lm-eval's disjoint rolling windows of ``max_length``."""
@@ -202,13 +226,40 @@ class BenchLM(TemplateLM):
             rows += [row] * len(predicted)
             positions += range(first, len(inputs))
             targets += predicted
-        rows_t = torch.tensor(rows, dtype=torch.long, device=self._device)
-        positions_t = torch.tensor(positions, dtype=torch.long, device=self._device)
+        rows_t, positions_t = self._on_device(rows), self._on_device(positions)
         picked = self._continuation_logits(padded.to(self._device), rows_t, positions_t)
-        targets_t = torch.tensor(targets, dtype=torch.long, device=self._device)
-        token_logprobs = picked.log_softmax(dim=-1).gather(1, targets_t[:, None]).squeeze(1)
-        misses = (picked.argmax(dim=-1) != targets_t).to(torch.float64)
-        sums = torch.zeros(len(batch), 2, dtype=torch.float64, device=self._device)
-        sums.index_add_(0, rows_t, torch.stack([token_logprobs.double(), misses], dim=1))
+        return self._reduce(picked, rows_t, self._on_device(targets), len(batch))
+
+    @torch.inference_mode()
+    def _score_shared(self, prefix: list[int], requests: list[TokenRequest]) -> list[tuple[float, bool]]:
+        """Requests whose contexts all equal ``prefix`` + one token, the prefix read once: row r reads
+        the context's last token and its continuation but the last, and predicts the continuation."""
+        width = max(len(continuation) for _, _, continuation in requests)
+        padded = torch.full((len(requests), width), self._prefix_token, dtype=torch.long)
+        rows: list[int] = []
+        targets: list[int] = []
+        for row, (_, context, continuation) in enumerate(requests):
+            padded[row, :len(continuation)] = torch.tensor(context[-1:] + continuation[:-1], dtype=torch.long)
+            rows += [row] * len(continuation)
+            targets += continuation
+        positions = [p for _, _, continuation in requests for p in range(len(continuation))]
+        rows_t, positions_t = self._on_device(rows), self._on_device(positions)
+        hidden_after, head = cast(tuple[HiddenAfter, Head], prefix_reader(self.model))  # _shared_contexts checked
+        with autocast_context(self._device, self.dtype):
+            h = hidden_after(self._on_device(prefix)[None], padded.to(self._device))
+            picked = head(h[rows_t, positions_t]).float()
+        return self._reduce(picked, rows_t, self._on_device(targets), len(requests))
+
+    def _on_device(self, values: list[int]) -> torch.Tensor:
+        return torch.tensor(values, dtype=torch.long, device=self._device)
+
+    def _reduce(self, picked: torch.Tensor, rows: torch.Tensor, targets: torch.Tensor,
+                n_rows: int) -> list[tuple[float, bool]]:
+        """Per row: the sum of the targets' log-probabilities under ``picked`` (one logits row per
+        target) and whether every target was the argmax."""
+        token_logprobs = picked.log_softmax(dim=-1).gather(1, targets[:, None]).squeeze(1)
+        misses = (picked.argmax(dim=-1) != targets).to(torch.float64)
+        sums = torch.zeros(n_rows, 2, dtype=torch.float64, device=self._device)
+        sums.index_add_(0, rows, torch.stack([token_logprobs.double(), misses], dim=1))
         sums = sums.cpu()  # the one device-to-host copy of this batch
         return [(float(total), bool(missed == 0)) for total, missed in sums.tolist()]

@@ -9,7 +9,7 @@ import torch
 from torch.nn import functional as F
 
 from bench.components import Component
-from bench.lm import LanguageModel, split
+from bench.lm import LanguageModel, prefix_reader, split
 from bench.testing.kit import KindChecks, require
 
 BATCH, SEQ = 2, 8
@@ -202,8 +202,28 @@ def check_hidden_head(case: ModelCase) -> None:
                 "head applied to a slice of positions differs from those positions' logits")
 
 
+def check_hidden_after(case: ModelCase) -> None:
+    """Optional prefix sharing: ``hidden_after(prefix, suffixes)`` must equal ``hidden`` of each
+    suffix row read after the prefix (HellaSwag scores an item's endings after one context this way)."""
+    model = case.build().eval()
+    reader, parts = prefix_reader(model), split(model)
+    if reader is None or parts is None:
+        return  # optional: the harness then reads the context once per ending
+    hidden_after, hidden = reader[0], parts[0]
+    idx = case.tokens()
+    prefix, suffixes = idx[:1, :SEQ // 2], idx[:, SEQ // 2:]
+    with torch.no_grad():
+        shared = hidden_after(prefix, suffixes)
+        whole = hidden(torch.cat([prefix.expand(len(suffixes), -1), suffixes], 1))[:, prefix.size(1):]
+    require(shared.shape == whole.shape, f"hidden_after must give (N, S, C) = {tuple(whole.shape)}, "
+            f"got {tuple(shared.shape)}")
+    require(torch.allclose(shared, whole, rtol=1e-4, atol=1e-5),
+            "hidden_after(prefix, suffixes) differs from hidden of the prefix and each suffix read together "
+            f"(max difference {(shared - whole).abs().max().item():.2e})")
+
+
 KIND = KindChecks("model", (
     check_attributes, check_output_shape, check_causality_eval, check_causality_train, check_context_length,
     check_parameter_counts, check_flops_per_token, check_backward, check_learns, check_deterministic,
-    check_n_layer_override, check_hidden_head,
+    check_n_layer_override, check_hidden_head, check_hidden_after,
 ), make_case)

@@ -53,18 +53,33 @@ class CausalSelfAttention(nn.Module):
         self.c_proj = nn.Linear(n_embd, n_embd, bias=bias)
         self.resid_dropout = nn.Dropout(dropout)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, prefix: torch.Tensor | None = None) -> torch.Tensor:
+        """``x`` (B, T, C); ``prefix`` (1, P, C), when given, is this layer's input at P earlier
+        positions that every row of ``x`` continues: each row attends to all of it and causally
+        to itself, as if the prefix were prepended to it (see ``GPT.hidden_after``)."""
         B, T, C = x.shape
-        q, k, v = self.c_attn(x).split(C, dim=2)
-        # (B, T, C) -> (B, n_head, T, head_dim): heads become a batch dimension.
-        q, k, v = (t.view(B, T, self.n_head, C // self.n_head).transpose(1, 2) for t in (q, k, v))
-        # is_causal=True applies the lower-triangular mask inside the fused kernel
-        # (flash / memory-efficient attention on GPU), so no (T, T) mask buffer is stored.
-        y = F.scaled_dot_product_attention(
-            q, k, v, dropout_p=self.dropout if self.training else 0.0, is_causal=True
-        )
+        q, k, v = (self._heads(t) for t in self.c_attn(x).split(C, dim=2))
+        if prefix is None:
+            # is_causal=True applies the lower-triangular mask inside the fused kernel
+            # (flash / memory-efficient attention on GPU), so no (T, T) mask buffer is stored.
+            y = F.scaled_dot_product_attention(
+                q, k, v, dropout_p=self.dropout if self.training else 0.0, is_causal=True
+            )
+        else:
+            k_p, v_p = (self._heads(t).expand(B, -1, -1, -1) for t in self.c_attn(prefix).split(C, dim=2)[1:])
+            P = prefix.size(1)
+            seen = torch.ones(T, P + T, dtype=torch.bool, device=x.device).tril(P)  # row i: prefix + 0..i
+            y = F.scaled_dot_product_attention(
+                q, torch.cat([k_p, k], 2), torch.cat([v_p, v], 2), attn_mask=seen,
+                dropout_p=self.dropout if self.training else 0.0,
+            )
         y = y.transpose(1, 2).contiguous().view(B, T, C)
         return self.resid_dropout(self.c_proj(y))
+
+    def _heads(self, t: torch.Tensor) -> torch.Tensor:
+        # (B, T, C) -> (B, n_head, T, head_dim): heads become a batch dimension.
+        B, T, C = t.shape
+        return t.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)
 
 
 class MLP(nn.Module):

@@ -59,15 +59,29 @@ class GPT(LanguageModel):
         init_gpt_weights(self, residual_scale_layers=n_layer if scaled_residual_init else None)
 
     def hidden(self, idx: torch.Tensor) -> torch.Tensor:
-        T = idx.size(1)
-        if T > self.context_length:
-            raise ValueError(f"sequence length {T} exceeds n_positions={self.context_length}; "
-                             f"use shorter sequences or raise n_positions")
-        pos = torch.arange(T, device=idx.device)
-        x = self.drop(self.wte(idx) + self.wpe(pos))
+        x = self._embed(idx, 0)
         for block in self.blocks:
             x = block(x)
         return self.ln_f(x)
+
+    def hidden_after(self, prefix: torch.Tensor, suffixes: torch.Tensor) -> torch.Tensor:
+        """``hidden`` of each row of ``suffixes`` (N, S) read after ``prefix`` (1, P), computing the
+        prefix once: each block takes the prefix's input at that layer as extra keys and values."""
+        x_p = self._embed(prefix, 0)
+        x = self._embed(suffixes, prefix.size(1))
+        for block in self.blocks:
+            x = block(x, x_p)
+            x_p = block(x_p)
+        return self.ln_f(x)
+
+    def _embed(self, idx: torch.Tensor, start: int) -> torch.Tensor:
+        """Token plus position embeddings of ``idx`` placed at positions ``start, start + 1, ...``."""
+        end = start + idx.size(1)
+        if end > self.context_length:
+            raise ValueError(f"sequence length {end} exceeds n_positions={self.context_length}; "
+                             f"use shorter sequences or raise n_positions")
+        pos = torch.arange(start, end, device=idx.device)
+        return self.drop(self.wte(idx) + self.wpe(pos))
 
     def head(self, h: torch.Tensor) -> torch.Tensor:
         return self.lm_head(h)

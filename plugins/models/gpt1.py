@@ -34,8 +34,9 @@ class PostLNBlock(nn.Module):
         self.mlp = MLP(n_embd, dropout, bias)
         self.ln_2 = nn.LayerNorm(n_embd, bias=bias)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.ln_1(x + self.attn(x))
+    def forward(self, x: torch.Tensor, prefix: torch.Tensor | None = None) -> torch.Tensor:
+        # ``prefix``: this block's input at earlier positions all rows continue (GPT.hidden_after).
+        x = self.ln_1(x + self.attn(x, prefix))
         return self.ln_2(x + self.mlp(x))
 
 

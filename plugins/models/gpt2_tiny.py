@@ -39,8 +39,9 @@ class PreLNBlock(nn.Module):
         self.ln_2 = nn.LayerNorm(n_embd, bias=bias)
         self.mlp = MLP(n_embd, dropout, bias)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x + self.attn(self.ln_1(x))
+    def forward(self, x: torch.Tensor, prefix: torch.Tensor | None = None) -> torch.Tensor:
+        # ``prefix``: this block's input at earlier positions all rows continue (GPT.hidden_after).
+        x = x + self.attn(self.ln_1(x), None if prefix is None else self.ln_1(prefix))
         return x + self.mlp(self.ln_2(x))
 
 

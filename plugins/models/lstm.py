@@ -51,6 +51,15 @@ class LSTMLanguageModel(LanguageModel):
         out, _ = self.lstm(self.embedding(idx))
         return self.drop(out)
 
+    def hidden_after(self, prefix: torch.Tensor, suffixes: torch.Tensor) -> torch.Tensor:
+        """``hidden`` of each row of ``suffixes`` (N, S) read after ``prefix`` (1, P): the prefix is
+        scanned once and every row starts from its final state."""
+        _, (h, c) = self.lstm(self.embedding(prefix))
+        n = suffixes.size(0)
+        state = (h.expand(-1, n, -1).contiguous(), c.expand(-1, n, -1).contiguous())
+        out, _ = self.lstm(self.embedding(suffixes), state)
+        return self.drop(out)
+
     # ``head`` (the nn.Linear above) maps hidden states to logits; with ``hidden`` it is the
     # optional split of bench's model contract, and LanguageModel.forward is head(hidden(idx)).
 

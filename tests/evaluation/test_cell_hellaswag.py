@@ -138,3 +138,12 @@ def test_eval_command_rejects_a_folder_that_is_not_a_cell(tmp_path, capsys):
 def test_impossible_eval_settings_are_config_errors(setting, message):
     with pytest.raises(ConfigError, match=message):
         check_eval_settings({"hellaswag": True, "limit": 0, "batch_size": 16, **setting}, "m.toml")
+
+
+def test_scores_are_not_written_over_a_summary_set_aside_as_damaged(tmp_path, capsys):
+    record = CellRecord(tmp_path / "cell")
+    record.path.mkdir()
+    (record.path / "summary.json").write_text("{not json")
+    cell_hellaswag.write_fields(record, {"hellaswag_acc": 0.25})
+    assert not (record.path / "summary.json").exists()  # set aside, not replaced by the score alone
+    assert list(record.path.glob("summary.json.corrupt*")) and "summary.json" in capsys.readouterr().err

@@ -185,3 +185,45 @@ def test_cuda_scores_match_cpu_scores():
     cuda = BenchLM(build("gpt2-tiny"), tokenizers.byte(), batch_size=4, device="cuda")._loglikelihood_tokens(requests)
     for (a, _), (b, _) in zip(cpu, cuda):
         assert a == pytest.approx(b, abs=1e-3)
+
+
+class WithoutPrefixSharing(torch.nn.Module):
+    """The same model with its hidden/head split but without ``hidden_after``."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.inner = model
+        self.context_length = getattr(model, "context_length", None)
+
+    def hidden(self, idx):
+        return self.inner.hidden(idx)
+
+    def head(self, h):
+        return self.inner.head(h)
+
+
+def item_requests(seed: int = 2, items: int = 5, endings: int = 4):
+    """HellaSwag-shaped requests: each item's endings follow one context of that item."""
+    g = torch.Generator().manual_seed(seed)
+    requests = []
+    for _ in range(items):
+        context = torch.randint(0, VOCAB, (int(torch.randint(2, 8, (1,), generator=g)),), generator=g).tolist()
+        for _ in range(endings):
+            ending = torch.randint(0, VOCAB, (int(torch.randint(1, 5, (1,), generator=g)),), generator=g).tolist()
+            requests.append((None, context, ending))
+    return requests
+
+
+@pytest.mark.parametrize("name", sorted(SMALL))
+def test_endings_read_after_one_shared_context_score_as_read_whole(name):
+    model = build(name)
+    requests = item_requests() + mixed_requests(count=5)  # shared contexts, and requests that cannot share
+    lm = BenchLM(model, tokenizers.byte(), batch_size=4, max_length=MAX_LENGTH)
+    groups, rest = lm._shared_contexts(requests)
+    assert sorted(map(len, groups.values())) == [4] * 5 and len(rest) == 5
+    shared = lm._loglikelihood_tokens(requests)
+    whole = BenchLM(WithoutPrefixSharing(model), tokenizers.byte(), batch_size=4,
+                    max_length=MAX_LENGTH)._loglikelihood_tokens(requests)
+    for (a, greedy_a), (b, greedy_b), (_, context, continuation) in zip(shared, whole, requests):
+        assert a == pytest.approx(b, abs=1e-5) and greedy_a == greedy_b
+        assert a == pytest.approx(direct_loglikelihood(model, context, continuation, MAX_LENGTH)[0], abs=1e-5)

@@ -109,3 +109,29 @@ def test_gpt2_without_cached_files_offline_says_what_to_set(tmp_path, monkeypatc
     msg = str(info.value)
     assert "TIKTOKEN_CACHE_DIR" in msg and str(tmp_path / "empty") in msg and "\n" not in msg
     assert "6d1cbeee0f20b3d9449abfede4726ed8212e3aee" in msg  # the cache name of vocab.bpe
+
+
+def test_gpt2_reads_its_bpe_files_only_when_it_encodes(monkeypatch):
+    # A fault injected where tiktoken loads the files: building must not reach it, encoding must.
+    import tiktoken
+
+    calls = []
+
+    def unreadable(name):
+        calls.append(name)
+        raise OSError("cache file unreadable")
+
+    monkeypatch.setattr(tiktoken, "get_encoding", unreadable)
+    monkeypatch.delenv("BENCH_OFFLINE", raising=False)
+    tok = tokenizers.gpt2()
+    assert (tok.vocab_size, tok.eot_token) == (50257, 50256) and calls == []
+    with pytest.raises(DataMissingError, match="could not load tiktoken's BPE files .OSError: cache file unreadable"):
+        tok.encode("x")
+    assert calls == ["gpt2"]
+
+
+def test_gpt2_declared_sizes_are_the_encodings(gpt2):
+    import tiktoken
+
+    encoding = tiktoken.get_encoding("gpt2")
+    assert (gpt2.vocab_size, gpt2.eot_token) == (encoding.n_vocab, encoding.eot_token)

@@ -30,6 +30,21 @@ def test_a_model_leaking_the_future_only_in_train_mode_fails_the_train_mode_chec
     assert "the model sees the future" in message and "\n" not in message
 
 
+def test_a_hidden_after_that_forgets_the_prefix_fails_its_check():
+    from bench_plugins.models import lstm
+
+    class Forgetful(lstm.LSTMLanguageModel):
+        def hidden_after(self, prefix, suffixes):
+            return self.hidden(suffixes)  # as if every ending started a new text
+
+    forgetful = Component("forgetful", lambda vocab_size, n_embd=8: Forgetful(
+        vocab_size, n_layer=1, n_embd=n_embd, n_hidden=n_embd, dropout=0.0, tie_weights=False), {"n_embd": 8})
+    checks = iter_model_checks(forgetful)
+    checks["check_hidden_head"]()
+    with pytest.raises(ContractViolation, match="fails check_hidden_after: hidden_after.prefix, suffixes. differs"):
+        checks["check_hidden_after"]()
+
+
 def test_factory_returning_the_wrong_type_is_named():
     wrong = Component("linear", lambda vocab_size: nn.Linear(4, vocab_size), {})
     with pytest.raises(ContractViolation, match="factory returned Linear, not a bench.lm.LanguageModel"):
