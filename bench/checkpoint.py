@@ -111,7 +111,11 @@ class CheckpointStore:
             snapshot = self._copier.copy(state)  # training changes the originals as soon as this returns
             self._pending = _BackgroundWrite(lambda: self._write(snapshot, step, best))
             return None
-        return self._write(state, step, best)
+        # Written by a thread even when training waits for it: the serializer's large temporary
+        # buffers then come from that thread's malloc arena, and freeing them cannot make glibc
+        # trim the training thread's heap, after which the next steps fault all their activation
+        # memory back in (measured: ~10,000 more page faults and 15-30 ms per 5 MB save).
+        return _BackgroundWrite(lambda: self._write(state, step, best)).join()
 
     def wait(self) -> Path | None:
         """Block until a background save is on disk and return its file; raise its error if it failed."""
