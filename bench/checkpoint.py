@@ -31,9 +31,14 @@ Merging 1 and 2 would need one file for both, giving up the small index that eve
 (executors, sweeps) opens without touching the states. Measured on ext4, 2 and 3 cost about
 0.2 ms each and 1 about 4 ms for a 5 MB state; see benchmarks/results/checkpoint_cost.md.
 
+Every save is written by a thread of its own; a synchronous save waits for it at once. Freed in
+the training thread, the serializer's large temporary buffers made glibc trim that thread's heap,
+and the steps after each save faulted all their memory back in (see :meth:`CheckpointStore.save`).
+
 **Asynchronous saves** (``checkpoint_async``): :meth:`CheckpointStore.save` copies the state to
-the CPU (every tensor cloned, so training may change the originals at once) and one background
-thread writes the copy as above. A save first waits for the previous one, so two are never in
+the CPU (every tensor cloned, so training may change the originals at once; the copy's buffers
+are reused save after save, see :class:`StateCopier`) and the thread writes the copy as above
+while training goes on. A save first waits for the previous one, so two are never in
 flight and files appear in step order. A write that failed raises its error from the next
 ``save``, ``wait``, ``load`` or ``clear``: never lost. The copy is taken at the same point a
 synchronous save would write, so the file holds the same state and resuming from it is the
@@ -115,12 +120,19 @@ class CheckpointStore:
         # buffers then come from that thread's malloc arena, and freeing them cannot make glibc
         # trim the training thread's heap, after which the next steps fault all their activation
         # memory back in (measured: ~10,000 more page faults and 15-30 ms per 5 MB save).
-        return _BackgroundWrite(lambda: self._write(state, step, best)).join()
+        self._pending = _BackgroundWrite(lambda: self._write(state, step, best))
+        return self.wait()
 
     def wait(self) -> Path | None:
         """Block until a background save is on disk and return its file; raise its error if it failed."""
-        pending, self._pending = self._pending, None
-        return pending.join() if pending is not None else None
+        pending = self._pending
+        if pending is None:
+            return None
+        try:
+            return pending.join()
+        finally:
+            if not pending.thread.is_alive():  # still pending if a KeyboardInterrupt cut the join short
+                self._pending = None
 
     def _write(self, state: dict[str, Any], step: int, best: bool) -> Path | None:
         payload = {"format": FORMAT, "cell_id": self.cell_id, "step": step, **state}
@@ -148,7 +160,7 @@ class CheckpointStore:
                       "torch.load(weights_only=True) refuses, so no checkpoint could ever be resumed; training "
                       "goes on without them (keep optimizer state in tensors or Python numbers)")
             path.unlink(missing_ok=True)
-            self.clear()
+            self._remove()  # not clear(): this runs in the writer thread, which cannot wait for itself
             self.disabled = True
             return False
         self.verified = True
@@ -188,6 +200,9 @@ class CheckpointStore:
 
     def clear(self) -> None:
         self.wait()  # a write still going would recreate the folder
+        self._remove()
+
+    def _remove(self) -> None:
         # The index goes first: a kill halfway through leaves unindexed files (removed by the
         # next save), never an index naming files that are gone.
         self.index_path.unlink(missing_ok=True)
