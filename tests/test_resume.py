@@ -150,6 +150,8 @@ def _assert_consistent(outputs: Path, matrix: str) -> None:
 @pytest.mark.parametrize("background", [False, True], ids=["sync", "async"])
 def test_sigkill_at_random_points_loses_nothing(write_matrix, tmp_path, runner, capsys, background):
     # The reference always saves synchronously: an async run killed anywhere must resume to its curves.
+    # With async on, a cell's first save is synchronous and its later ones are background writes, so
+    # the second .pt rename and the second and third index renames are kills inside the writer thread.
     assert cli.main(["run", str(write_matrix(MATRIX, "reference")), "--device", "cpu",
                      "--outputs", str(tmp_path / "reference")]) == 0
     path = write_matrix(with_async(MATRIX, background))
@@ -199,7 +201,7 @@ def test_sigkill_at_random_points_loses_nothing(write_matrix, tmp_path, runner, 
     assert len(kills) >= 5
     assert lost == 0
     assert all(cell["status"] == "ok" for cell in resumed.values())
-    assert difference <= 1e-6
+    assert difference == 0.0  # bit for bit, async included
     log = "".join(messages)
     assert "taking over the stale lock" in log and "resuming after step" in log
     assert not any((outputs / "tiny" / cell / CHECKPOINT_DIR).exists() for cell in resumed)
