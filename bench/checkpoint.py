@@ -119,7 +119,8 @@ class CheckpointStore:
         # Written by a thread even when training waits for it: the serializer's large temporary
         # buffers then come from that thread's malloc arena, and freeing them cannot make glibc
         # trim the training thread's heap, after which the next steps fault all their activation
-        # memory back in (measured: ~10,000 more page faults and 15-30 ms per 5 MB save).
+        # memory back in (measured for a 5 MB state: 7,000-20,000 more page faults and 25-35 ms
+        # more training time per save; benchmarks/results/checkpoint_cost.md).
         self._pending = _BackgroundWrite(lambda: self._write(state, step, best))
         return self.wait()
 
