@@ -321,7 +321,9 @@ class StateCopier:
     def _copy(self, obj: Any, copies: dict[Any, torch.Tensor]) -> Any:
         if isinstance(obj, torch.Tensor):
             if id(obj) not in copies:
-                key = (obj.device, obj.data_ptr(), obj.dtype, tuple(obj.shape), obj.stride())
+                # Sparse tensors have no data pointer: they are only shared as the same object.
+                key = ((obj.device, obj.data_ptr(), obj.dtype, tuple(obj.shape), obj.stride())
+                       if obj.layout == torch.strided else id(obj))
                 base = copies.get(key)
                 copies[key] = copies[id(obj)] = self._tensor(obj) if base is None else base.view_as(base)
             return copies[id(obj)]
@@ -339,7 +341,7 @@ class StateCopier:
         return copy.deepcopy(obj)  # numbers and strings come back as they are
 
     def _tensor(self, tensor: torch.Tensor) -> torch.Tensor:
-        if not tensor.is_contiguous():  # rare in a state; copied afresh, as .to() lays it out
+        if tensor.layout != torch.strided or not tensor.is_contiguous():  # rare in a state: copied afresh
             return tensor.detach().to("cpu", copy=True)
         index = len(self._buffers)
         spare = self._spare[index] if index < len(self._spare) else None
