@@ -49,8 +49,8 @@ class Cell:
 # halt_at_step only says how far this invocation trains: a sweep continues the same cell later.
 # target_loss/target_ppl only say how the report reads the results.
 # max_checkpoint_mb is a limit on what is accepted, not on what is computed.
-OPERATIONAL_KEYS = frozenset({"checkpoint", "checkpoint_every", "memory_interval_ms", "peak_tflops", "halt_at_step",
-                              "target_loss", "target_ppl", "max_checkpoint_mb"})
+OPERATIONAL_KEYS = frozenset({"checkpoint", "checkpoint_every", "checkpoint_async", "memory_interval_ms", "peak_tflops",
+                              "halt_at_step", "target_loss", "target_ppl", "max_checkpoint_mb"})
 
 
 # Keys added after results were first stored, with the value that computes exactly what a cell

@@ -8,9 +8,41 @@ Layout under ``<cell>/checkpoints/``:
 * ``index.json``: which file is ``latest`` and which is ``best`` (the state at the end of the
   epoch with the lowest validation loss so far), each with its step and SHA-256.
 
-A save writes the state to a temp file (fsync), renames it into place, then replaces the index
-the same way, then deletes every file the index does not name (older states, temp files of a
-killed write). A kill between any two of these leaves a complete index whose files all exist.
+A save writes the state to a temp file, hashing the bytes as they go (no second read), renames it
+into place, then replaces the index the same way, then deletes every file the index does not name
+(older states, temp files of a killed write). A kill between any two of these leaves a complete
+index whose files all exist.
+
+Durability costs three fsyncs per save, each one an ordering a power loss could otherwise break
+(a killed process needs none of them: the page cache outlives it):
+
+1. the state file's data, before its rename: otherwise the index could name a file whose
+   name reached the disk before its bytes. It is the only fsync of any size (the whole state).
+2. the index temp file's data, before its rename: otherwise the new name could land with no
+   bytes behind it, an empty index, and the cell would start from scratch (a few hundred bytes).
+3. the directory, after both renames and before any delete: otherwise the deletes of the old
+   latest could reach the disk while the rename of the index that stopped naming it did not,
+   bringing back an index that names a deleted file. One directory fsync covers both renames:
+   the state file's rename needs no fsync of its own before the index's rename, because
+   journaling filesystems (ext4, XFS) commit the renames of one directory in the order they
+   were made, so no crash keeps the new index's name without the state file's.
+
+Merging 1 and 2 would need one file for both, giving up the small index that every reader
+(executors, sweeps) opens without touching the states. Measured on ext4, 2 and 3 cost about
+0.2 ms each and 1 about 4 ms for a 5 MB state; see benchmarks/results/checkpoint_cost.md.
+
+Every save is written by a thread of its own; a synchronous save waits for it at once. Freed in
+the training thread, the serializer's large temporary buffers made glibc trim that thread's heap,
+and the steps after each save faulted all their memory back in (see :meth:`CheckpointStore.save`).
+
+**Asynchronous saves** (``checkpoint_async``): :meth:`CheckpointStore.save` copies the state to
+the CPU (every tensor cloned, so training may change the originals at once; the copy's buffers
+are reused save after save, see :class:`StateCopier`) and the thread writes the copy as above
+while training goes on. A save first waits for the previous one, so two are never in
+flight and files appear in step order. A write that failed raises its error from the next
+``save``, ``wait``, ``load`` or ``clear``: never lost. The copy is taken at the same point a
+synchronous save would write, so the file holds the same state and resuming from it is the
+same. The first save of a cell stays synchronous (it is read back, see below).
 
 Loading tries ``latest``, then ``best``. A file whose SHA-256 differs from the index (truncated,
 damaged) or that torch cannot read is skipped with a warning. Falling back to ``best`` loses
@@ -27,16 +59,18 @@ would fail it again at the same point on every rerun, after the same wasted epoc
 
 from __future__ import annotations
 
+import copy
 import json
 import shutil
 import sys
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
 import torch
 
-from bench.fileio import atomic_open, atomic_write_json, fsync_directory, sha256_file
+from bench.fileio import HashingWriter, atomic_open, atomic_write_json, fsync_directory, sha256_file
 
 CHECKPOINT_DIR = "checkpoints"
 INDEX = "index.json"
@@ -56,27 +90,57 @@ class Restored:
 
 
 class CheckpointStore:
-    def __init__(self, directory: Path, cell_id: str, warn: Callable[[str], None] = _stderr):
+    def __init__(self, directory: Path, cell_id: str, warn: Callable[[str], None] = _stderr, *,
+                 asynchronous: bool = False):
         self.directory = Path(directory)
         self.cell_id = cell_id
         self.warn = warn
+        self.asynchronous = asynchronous  # write saves from a background thread (see the module docstring)
         self.verified = False  # whether a save of this cell has been read back with weights_only
         self.disabled = False  # the state cannot be loaded with weights_only: saves do nothing
+        self._pending: _BackgroundWrite | None = None
+        self._copier = StateCopier()
 
     @property
     def index_path(self) -> Path:
         return self.directory / INDEX
 
     def save(self, state: dict[str, Any], *, step: int, best: bool) -> Path | None:
-        """Write ``state`` as the latest checkpoint (and the best one when ``best``); None when
-        checkpoints are off for this cell (see the module docstring)."""
+        """Write ``state`` as the latest checkpoint (and the best one when ``best``) and return its
+        file; None when checkpoints are off for this cell or when a background thread writes it
+        (:meth:`wait` returns that file)."""
+        self.wait()  # never two writes in flight; a failed one raises here
         if self.disabled:
             return None
+        if self.asynchronous and self.verified:
+            snapshot = self._copier.copy(state)  # training changes the originals as soon as this returns
+            self._pending = _BackgroundWrite(lambda: self._write(snapshot, step, best))
+            return None
+        # Written by a thread even when training waits for it: the serializer's large temporary
+        # buffers then come from that thread's malloc arena, and freeing them cannot make glibc
+        # trim the training thread's heap, after which the next steps fault all their activation
+        # memory back in (measured for a 5 MB state: 7,000-20,000 more page faults and 25-35 ms
+        # more training time per save; benchmarks/results/checkpoint_cost.md).
+        self._pending = _BackgroundWrite(lambda: self._write(state, step, best))
+        return self.wait()
+
+    def wait(self) -> Path | None:
+        """Block until a background save is on disk and return its file; raise its error if it failed."""
+        pending = self._pending
+        if pending is None:
+            return None
+        try:
+            return pending.join()
+        finally:
+            if not pending.thread.is_alive():  # still pending if a KeyboardInterrupt cut the join short
+                self._pending = None
+
+    def _write(self, state: dict[str, Any], step: int, best: bool) -> Path | None:
         payload = {"format": FORMAT, "cell_id": self.cell_id, "step": step, **state}
         with atomic_open(self.directory / f"step-{step:08d}") as out:
-            torch.save(payload, out.handle)
-            out.handle.flush()
-            digest = sha256_file(out.temp)  # of the bytes on disk, which is what a load will check
+            writer = HashingWriter(out.handle)
+            torch.save(payload, writer)  # type: ignore[arg-type]  # torch only calls write()
+            digest = writer.hexdigest()  # of the bytes on disk, which is what a load will check
             out.target = self.directory / f"step-{step:08d}-{digest[:16]}.pt"
         if not self.verified and not self._loadable(out.target, payload):
             return None
@@ -97,7 +161,7 @@ class CheckpointStore:
                       "torch.load(weights_only=True) refuses, so no checkpoint could ever be resumed; training "
                       "goes on without them (keep optimizer state in tensors or Python numbers)")
             path.unlink(missing_ok=True)
-            self.clear()
+            self._remove()  # not clear(): this runs in the writer thread, which cannot wait for itself
             self.disabled = True
             return False
         self.verified = True
@@ -105,6 +169,7 @@ class CheckpointStore:
 
     def load(self) -> Restored | None:
         """The newest readable state, or None (with a warning when something was unreadable)."""
+        self.wait()
         index = self._read_index()
         if index is None:
             if self.directory.is_dir() and any(self.directory.glob("*.pt")):
@@ -135,6 +200,10 @@ class CheckpointStore:
         return None
 
     def clear(self) -> None:
+        self.wait()  # a write still going would recreate the folder
+        self._remove()
+
+    def _remove(self) -> None:
         # The index goes first: a kill halfway through leaves unindexed files (removed by the
         # next save), never an index naming files that are gone.
         self.index_path.unlink(missing_ok=True)
@@ -203,3 +272,85 @@ def _foreign_object(obj: Any, where: str = "") -> tuple[str, str] | None:
         if found:
             return found
     return None
+
+
+class _BackgroundWrite:
+    """One save running in a thread of its own; :meth:`join` returns its file or raises its error."""
+
+    def __init__(self, write: Callable[[], Path | None]):
+        self.result: Path | None = None
+        self.error: BaseException | None = None
+        # Not a daemon: an interpreter exiting mid-write finishes the file rather than leaving a temp.
+        self.thread = threading.Thread(target=self._run, args=(write,), name="bench-checkpoint-writer")
+        self.thread.start()
+
+    def _run(self, write: Callable[[], Path | None]) -> None:
+        try:
+            self.result = write()
+        except BaseException as exc:  # noqa: BLE001 - handed to the training thread by join()
+            self.error = exc
+
+    def join(self) -> Path | None:
+        self.thread.join()
+        if self.error is not None:
+            raise self.error
+        return self.result
+
+
+class StateCopier:
+    """Deep copies of training states into CPU memory, for a background thread to write.
+
+    Sharing is kept as ``torch.save`` sees it, so the file is byte for byte the one the original
+    state gives: one tensor found twice is one copy found twice; two tensors viewing the same
+    memory the same way (tied input and output embeddings) become two views of one copy.
+
+    The buffers of one copy are refilled by the next (a state has the same tensors save after
+    save): memory touched before skips the page faults of fresh memory, which were most of the
+    copy's time (3.2 -> under 1 ms for 5 MB). So a copy's memory stays allocated between saves;
+    the caller must be done with a copy before it asks for the next. Copies of CUDA tensors go to
+    pinned memory.
+    """
+
+    def __init__(self) -> None:
+        self._buffers: list[torch.Tensor] = []  # the previous copy's, in the order they were made
+
+    def copy(self, state: Any) -> Any:
+        self._spare, self._buffers = self._buffers, []
+        return self._copy(state, {})
+
+    def _copy(self, obj: Any, copies: dict[Any, torch.Tensor]) -> Any:
+        if isinstance(obj, torch.Tensor):
+            if id(obj) not in copies:
+                # Sparse tensors have no data pointer: they are only shared as the same object.
+                key = ((obj.device, obj.data_ptr(), obj.dtype, tuple(obj.shape), obj.stride())
+                       if obj.layout == torch.strided else id(obj))
+                base = copies.get(key)
+                copies[key] = copies[id(obj)] = self._tensor(obj) if base is None else base.view_as(base)
+            return copies[id(obj)]
+        if isinstance(obj, dict):
+            # copy.copy keeps the class and attributes: a module's state_dict is an OrderedDict whose
+            # _metadata load_state_dict reads, and torch.save writes both.
+            copied = copy.copy(obj)
+            for key, value in obj.items():
+                copied[key] = self._copy(value, copies)
+            return copied
+        if isinstance(obj, list):
+            return [self._copy(value, copies) for value in obj]
+        if isinstance(obj, tuple) and not isinstance(obj, torch.Size):
+            return tuple(self._copy(value, copies) for value in obj)
+        return copy.deepcopy(obj)  # numbers and strings come back as they are
+
+    def _tensor(self, tensor: torch.Tensor) -> torch.Tensor:
+        if tensor.layout != torch.strided or not tensor.is_contiguous():  # rare in a state: copied afresh
+            return tensor.detach().to("cpu", copy=True)
+        index = len(self._buffers)
+        spare = self._spare[index] if index < len(self._spare) else None
+        if spare is None or spare.shape != tensor.shape or spare.dtype != tensor.dtype:
+            spare = torch.empty(tensor.shape, dtype=tensor.dtype, pin_memory=tensor.is_cuda)
+        self._buffers.append(spare)
+        return spare.copy_(tensor.detach())
+
+
+def cpu_snapshot(state: Any) -> Any:
+    """A deep copy of ``state`` with every tensor copied to the CPU (see :class:`StateCopier`)."""
+    return StateCopier().copy(state)

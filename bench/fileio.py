@@ -85,6 +85,30 @@ def atomic_write_json(path: Path, obj: Any) -> None:
     atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n").encode())
 
 
+class HashingWriter:
+    """A binary handle that feeds a SHA-256 with every byte it passes on to ``handle``.
+
+    Writers that only ever append (``torch.save`` to a file object does) thus get the digest of
+    the file they wrote without reading it back. ``seek`` is deliberately missing: a writer that
+    rewound would make the digest differ from the bytes on disk, so it fails loudly instead.
+    """
+
+    def __init__(self, handle: BinaryIO):
+        self.handle = handle
+        self._digest = hashlib.sha256()
+
+    def write(self, data: bytes | bytearray | memoryview) -> int:
+        written = self.handle.write(data)
+        self._digest.update(data)  # a buffered handle takes every byte, so written == len(data)
+        return written
+
+    def flush(self) -> None:
+        self.handle.flush()
+
+    def hexdigest(self) -> str:
+        return self._digest.hexdigest()
+
+
 def sha256_file(path: Path) -> str:
     """Hex SHA-256 of a file, read in 1 MiB blocks so a large file never sits in memory."""
     digest = hashlib.sha256()

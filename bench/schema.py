@@ -72,6 +72,8 @@ TRAINER_KEYS: dict[str, Key] = {
                              "(10^6 bytes); 0 disables", _non_negative, ">= 0"),
     "checkpoint": Key(True, "save resumable training state at epoch ends and every checkpoint_every steps"),
     "checkpoint_every": Key(0, "also checkpoint every N steps; 0 means at epoch ends only", _non_negative, ">= 0"),
+    "checkpoint_async": Key(False, "write checkpoints from a background thread: the state is copied to CPU memory "
+                            "at the save and training goes on while it is written (same files, same resume)"),
     "divergence_factor": Key(0.0, "stop as diverged once the logged train loss exceeds k x its running minimum; "
                              "0 disables (a non-finite loss always stops)", lambda v: v == 0 or v > 1,
                              "0 (off) or > 1"),

@@ -28,7 +28,8 @@ def test_unknown_key_suggests_the_closest():
 
 def test_cell_id_ignores_keys_that_do_not_change_the_computation():
     base = resolve()
-    assert cell_id(base) == cell_id({**base, "checkpoint_every": 50, "memory_interval_ms": 10})
+    operational = {"checkpoint_every": 50, "memory_interval_ms": 10, "checkpoint_async": True}
+    assert cell_id(base) == cell_id({**base, **operational})
     assert cell_id(base) != cell_id({**base, "lr": base["lr"] * 2})
 
 

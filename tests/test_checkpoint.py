@@ -195,3 +195,112 @@ def test_a_cell_with_such_an_optimizer_finishes_without_checkpoints(tmp_path, wr
     assert err.count("checkpoints of this cell are turned off") == 1
     (record,) = ResultStore(tmp_path / "out", "tiny").records()
     assert record.read_summary()["status"] == "ok" and not (record.path / "checkpoints").exists()
+
+
+# -- hashing while writing, asynchronous saves -------------------------------------------------
+
+def test_the_recorded_digest_is_of_the_bytes_on_disk(store):
+    from bench.fileio import sha256_file
+
+    store.save(_state(1), step=1, best=True)
+    path = store.save(_state(2), step=2, best=False)
+    assert _index(store)["latest"]["sha256"] == sha256_file(path)
+    assert path.name == f"step-00000002-{sha256_file(path)[:16]}.pt"
+
+
+def _tied_state(step: int) -> dict:
+    """A state whose two keys hold one tensor, as tied embedding and output weights do."""
+    state = _state(step)
+    weight = state["model"]["weight"]
+    state["model"]["head.weight"] = weight.detach()
+    return state
+
+
+def test_an_async_save_writes_the_bytes_a_sync_save_writes(tmp_path):
+    sync = CheckpointStore(tmp_path / "sync", "cell123")
+    background = CheckpointStore(tmp_path / "async", "cell123", asynchronous=True)
+    torch.manual_seed(0)
+    first, second = _tied_state(1), _tied_state(2)
+    torch.manual_seed(0)
+    twin_first, twin_second = _tied_state(1), _tied_state(2)  # the same states, built again
+    assert background.save(first, step=1, best=True) is not None  # the first save is read back, so synchronous
+    assert background.save(second, step=2, best=False) is None
+    for tensor in second["model"].values():
+        tensor.add_(1.0)  # training goes on changing the originals while the copy is written
+    written = background.wait()
+    sync.save(twin_first, step=1, best=True)
+    assert written.read_bytes() == sync.save(twin_second, step=2, best=False).read_bytes()
+    restored = background.load().state["model"]
+    assert all(torch.equal(restored[k], v) for k, v in twin_second["model"].items())
+    # The tied pair is stored once and comes back as one tensor, as the original state would.
+    assert restored["weight"].data_ptr() == restored["head.weight"].data_ptr()
+
+
+def test_never_two_writes_in_flight_and_files_appear_in_step_order(tmp_path, monkeypatch):
+    import threading
+    import time
+
+    import bench.checkpoint
+
+    store = CheckpointStore(tmp_path / "checkpoints", "cell123", asynchronous=True)
+    active, most, lock, real_save = [0], [0], threading.Lock(), torch.save
+
+    def slow_save(obj, f):  # a slow disk, around the real write
+        with lock:
+            active[0] += 1
+            most[0] = max(most[0], active[0])
+        time.sleep(0.05)
+        real_save(obj, f)
+        with lock:
+            active[0] -= 1
+
+    monkeypatch.setattr(bench.checkpoint.torch, "save", slow_save)
+    for step in range(1, 6):
+        store.save(_state(step), step=step, best=step == 1)
+        assert store.wait() is None or step > 1  # wait() hands back the file of the write it waited for
+    assert most[0] == 1
+    for step in range(6, 9):
+        store.save(_state(step), step=step, best=False)
+    assert store.wait().name.startswith("step-00000008-") and most[0] == 1
+    assert (_index(store)["best"]["step"], _index(store)["latest"]["step"]) == (1, 8)
+
+
+def test_a_failed_background_write_is_raised_by_the_next_save_and_never_indexed(tmp_path, monkeypatch):
+    import bench.checkpoint
+
+    store = CheckpointStore(tmp_path / "checkpoints", "cell123", asynchronous=True)
+    store.save(_state(1), step=1, best=True)
+    real_save, calls = torch.save, []
+
+    def full_disk_once(obj, f):
+        calls.append(obj["step"])
+        if len(calls) == 1:
+            raise OSError(28, "No space left on device")
+        real_save(obj, f)
+
+    monkeypatch.setattr(bench.checkpoint.torch, "save", full_disk_once)
+    assert store.save(_state(2), step=2, best=False) is None  # the error happens in the thread
+    with pytest.raises(OSError, match="No space left"):
+        store.save(_state(3), step=3, best=False)
+    # The failed write left no temp file and the index still names the last complete state.
+    assert sorted(p.name for p in store.directory.iterdir()) == sorted([INDEX, _index(store)["latest"]["file"]])
+    assert store.load().state["step"] == 1
+    store.save(_state(4), step=4, best=False)
+    assert store.load().state["step"] == 4 and calls == [2, 4]  # step 3 was refused, not written
+
+
+def test_the_copier_refills_the_previous_copy_s_memory_and_keeps_sharing():
+    from bench.checkpoint import StateCopier
+
+    copier, state = StateCopier(), _tied_state(1)
+    first = copier.copy(state)
+    pointers = {k: v.data_ptr() for k, v in first["model"].items()}
+    assert first["model"]["weight"] is not state["model"]["weight"]
+    assert first["model"]["weight"].data_ptr() == first["model"]["head.weight"].data_ptr()  # still tied
+    assert type(first["model"]) is type(state["model"]) and first["model"]._metadata == state["model"]._metadata
+    for tensor in state["model"].values():
+        tensor.add_(1.0)
+    second = copier.copy(state)
+    assert {k: v.data_ptr() for k, v in second["model"].items()} == pointers  # no fresh memory
+    assert all(torch.equal(second["model"][k], v) for k, v in state["model"].items())
+    assert second["loop"] == state["loop"] and second["loop"] is not state["loop"]

@@ -30,8 +30,8 @@ def _text(frame: pd.DataFrame, column: str) -> pd.Series:
 
 
 # Shown as their own columns already, or bookkeeping that never distinguishes results.
-_NOT_AXES = frozenset({"model", "optimizer", "n_layer", "checkpoint", "checkpoint_every", "memory_interval_ms",
-                       "peak_tflops", "halt_at_step", "log_every", "eval_every"})
+_NOT_AXES = frozenset({"model", "optimizer", "n_layer", "checkpoint", "checkpoint_every", "checkpoint_async",
+                       "memory_interval_ms", "peak_tflops", "halt_at_step", "log_every", "eval_every"})
 
 
 def varying_axes(frame: pd.DataFrame) -> list[str]:

@@ -5,7 +5,9 @@ Resuming: at every ``checkpoint_every`` steps, at each epoch end, on a graceful 
 schedule, sampler position, every RNG and the :class:`~bench.training.state.LoopState`). The loss
 accumulators are saved as they are, so a checkpoint in the middle of an epoch or of a ``log_every``
 window keeps its partial sums and a resumed run adds the same floats in the same order: its loss
-curve equals an uninterrupted run's. Time spent writing checkpoints is not training time.
+curve equals an uninterrupted run's. Time spent writing checkpoints is not training time. With
+``checkpoint_async`` the state is copied and written by a background thread; the loop waits for that
+write before the next save and before it returns or raises (:func:`finish_saving`).
 
 The device is synchronised only where a number must be read: at logging steps (the train loss),
 around steps 10-19 (their exact times) and at evaluations.
@@ -99,7 +101,23 @@ def train_steps(run: Run, stop: Any) -> str | None:
     finally:
         # Also on failure: the thread stops now, and an out-of-memory cell still reports its memory.
         loop.memory = memory.run_memory(run.device, sampler.stop())
+        finish_saving(run)
     return stopped_by
+
+
+def finish_saving(run: Run) -> None:
+    """Wait for a background checkpoint write before anything reports on or reads the cell: the
+    summary, a graceful stop's exit, a retry that resumes. A write that failed raises here (as a
+    synchronous save would have), in place of whatever ended the loop."""
+    if run.checkpoints is None:
+        return
+    # The train clock is stopped here, or running in a segment that an exception keeps out of its total.
+    save_clock = run.loop.clocks["save"]
+    save_clock.start()
+    try:
+        run.checkpoints.wait()
+    finally:
+        save_clock.stop()
 
 
 def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> float:

@@ -108,8 +108,8 @@ def build_run(cell: Cell, registry: Registry, hooks: Any, device: torch.device, 
     schedule = schedule_component.build(config, lr=config["lr"], total_steps=plan.total_steps)
     sampler = _train_sampler(config, data, device)
     loop.start(device, config["batch_size"], config["grad_accum"])
-    checkpoints = (CheckpointStore(record.path / CHECKPOINT_DIR, cell.id, warn=say)
-                   if config["checkpoint"] else None)
+    checkpoints = (CheckpointStore(record.path / CHECKPOINT_DIR, cell.id, warn=say,
+                                   asynchronous=config["checkpoint_async"]) if config["checkpoint"] else None)
     run = Run(cell, device, data, model, optimizer, schedule, sampler, plan, loop, record, checkpoints, hooks, say,
               scaler=grad_scaler(device, config["dtype"]))
     if checkpoints is not None:

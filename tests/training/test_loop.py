@@ -212,3 +212,22 @@ def test_wikitext2_cells_report_per_word_perplexity(tmp_path):
     assert summary["test_word_ppl"] == pytest.approx(expected, rel=1e-9)
     assert summary["best_val_word_ppl"] > summary["best_val_ppl"]  # several bytes per word
     assert summary["eval_windows"].startswith("non-overlapping windows of 16 tokens")
+
+
+def test_a_failed_background_checkpoint_fails_the_cell_before_its_summary(tmp_path, monkeypatch):
+    import bench.checkpoint
+
+    real_save, saved = torch.save, []
+
+    def full_disk_after_the_first(obj, f):  # the first save is synchronous; the last one fails
+        saved.append(obj["step"])
+        if obj["step"] == 20:
+            raise OSError(28, "No space left on device")
+        real_save(obj, f)
+
+    monkeypatch.setattr(bench.checkpoint.torch, "save", full_disk_after_the_first)
+    with pytest.raises(OSError, match="No space left"):
+        train(tmp_path, model="lstm", optimizer="adamw", epochs=2, checkpoint_every=5, checkpoint_async=True)
+    assert saved == [5, 10, 15, 20]  # the last write failed in the thread; the trainer waited and raised it
+    record = ResultStore(tmp_path, "loop").cell(make_cell(model="lstm", optimizer="adamw", epochs=2).id)
+    assert record.read_summary() is None
