@@ -125,10 +125,13 @@ def run_cells(cells: list[Cell], *, registry: Registry, hooks: Any, store: Resul
             if stale:  # the stored state came from other code: start over
                 say(f"{session.label(cell)}: stored result came from other plugin versions ({stale}); training again")
                 CheckpointStore(record.path / CHECKPOINT_DIR, cell.id).clear()
+            if previous.get("status") in FINAL_STATUSES:  # stale or --force: kept until a new result settles
+                store.set_aside(cell.id)
             todo.append(cell)
     spec = RunSpec(str(store.root), store.path.name, device.type, force, evaluation, plugins)
     results = executor.execute(todo, spec, session) if executor is not None else run_sequentially(todo, spec, session)
     outcome.results = results
+    _settle_superseded(store, todo, results, session)
     for result in results:
         if result.stopped:
             outcome.interrupted = stop.cause if stop is not None and stop.requested else "a stop request"
@@ -139,6 +142,22 @@ def run_cells(cells: list[Cell], *, registry: Registry, hooks: Any, store: Resul
     if stop is not None and stop.requested and outcome.interrupted is None and len(results) < len(todo):
         outcome.interrupted = stop.cause
     return outcome
+
+
+def _settle_superseded(store: ResultStore, cells: list[Cell], results: list[CellOutcome], session: Session) -> None:
+    """A set-aside result goes once its cell has a settled result again, comes back when a stop
+    came before the cell started, and otherwise stays where the lines printed here say."""
+    status = {result.id: result.status for result in results}
+    for cell in cells:
+        aside = store.superseded(cell.id)
+        if not aside.exists():
+            continue
+        if status.get(cell.id) in FINAL_STATUSES:
+            store.drop_superseded(cell.id)
+        elif not store.cell(cell.id).path.exists():
+            store.restore(cell.id)
+        else:
+            session.say(f"{session.label(cell)}: its earlier result is kept in {aside} until the cell finishes again")
 
 
 def run_sequentially(cells: list[Cell], spec: RunSpec, session: Session) -> list[CellOutcome]:

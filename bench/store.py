@@ -16,6 +16,8 @@ Files damaged afterwards (a disk error, a hand edit, a copy cut short) never sto
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import sys
 from pathlib import Path
 from typing import Any, Callable, Iterable
@@ -39,6 +41,9 @@ FINGERPRINTED = (BEST_WEIGHTS, METRICS)
 # A summary with one of these statuses is the cell's last word, so its files must still match it.
 # (An unfinished cell rewrites metrics.jsonl when it resumes; its record is only informative.)
 SETTLED_STATUSES = ("ok", "diverged", "pruned")
+# Settled results being trained again (stale plugin versions, --force) wait here, outside every
+# cell folder (executors ship cell folders; reports read them), until a new settled result replaces them.
+SUPERSEDED = ".superseded"
 REQUIRED_SUMMARY_KEYS = ("id", "status")
 
 
@@ -172,6 +177,28 @@ class ResultStore:
 
     def cell(self, cell_id: str) -> CellRecord:
         return CellRecord(self.path / cell_id)
+
+    def superseded(self, cell_id: str) -> Path:
+        """Where the settled result of ``cell_id`` waits while the cell is trained again."""
+        return self.path / SUPERSEDED / cell_id
+
+    def set_aside(self, cell_id: str) -> Path:
+        """Move the cell's whole folder to :meth:`superseded` (replacing an older one there), so a
+        retrain that fails loses nothing; one rename, so a kill leaves it in one place or the other."""
+        aside = self.superseded(cell_id)
+        aside.parent.mkdir(parents=True, exist_ok=True)
+        if aside.exists():
+            shutil.rmtree(aside)
+        os.replace(self.cell(cell_id).path, aside)
+        return aside
+
+    def restore(self, cell_id: str) -> None:
+        """Put a set-aside result back (its cell never started training again)."""
+        os.replace(self.superseded(cell_id), self.cell(cell_id).path)
+
+    def drop_superseded(self, cell_id: str) -> None:
+        """Delete the set-aside result once the cell has a settled result again."""
+        shutil.rmtree(self.superseded(cell_id), ignore_errors=True)
 
     def records(self) -> list[CellRecord]:
         if not self.path.is_dir():

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 
+import torch
+
 from bench import cli
 from bench.provenance import stale_reason
 from bench.store import ResultStore
@@ -71,3 +73,72 @@ def test_an_upgraded_plugin_retrains_its_cells_and_the_report_shows_versions(plu
     header, row = lines[lines.index(next(line for line in lines if line.startswith("Cell,"))):][:2]
     assert header.split(",")[:6] == ["Cell", "Cell id", "Model", "Optimizer", "Dataset", "Schedule"]
     assert "bench-plain-sgd 1.1" in row and "bench-lm 0.1.0" in row
+
+
+def test_a_retrain_that_fails_keeps_the_earlier_result_until_a_new_one_settles(plugin_site, write_matrix, tmp_path,
+                                                                                monkeypatch, capsys):
+    make_distribution(plugin_site, "bench-plain-sgd", "bench_plain_sgd", OPTIMIZER, version="1.0")
+    outputs = tmp_path / "outputs"
+    path = write_matrix(TINY_DEFAULTS.replace("epochs = 2", "epochs = 1") + 'model = "lstm"\noptimizer = "plain-sgd"\n',
+                        name="prov")
+    run = ["run", str(path), "--device", "cpu", "--outputs", str(outputs)]
+    assert cli.main(run) == 0
+    (record,) = ResultStore(outputs, "prov").records()
+    first = {name: (record.path / name).read_bytes() for name in ("summary.json", "metrics.jsonl", "best.pt")}
+
+    make_distribution(plugin_site, "bench-plain-sgd", "bench_plain_sgd", OPTIMIZER, version="1.1")
+
+    def broken(self, closure=None):
+        raise RuntimeError("step is broken in 1.1")
+
+    capsys.readouterr()
+    with monkeypatch.context() as patch:
+        patch.setattr(torch.optim.SGD, "step", broken)  # the fault: version 1.1 cannot train
+        assert cli.main(run) == 1
+    store = ResultStore(outputs, "prov")
+    aside = store.superseded(record.path.name)
+    assert f"its earlier result is kept in {aside}" in capsys.readouterr().err
+    assert {name: (aside / name).read_bytes() for name in first} == first  # not a byte lost
+    assert record.read_summary()["status"] == "error" and [r.path for r in store.records()] == [record.path]
+
+    make_distribution(plugin_site, "bench-plain-sgd", "bench_plain_sgd", OPTIMIZER, version="1.2")
+    assert cli.main(run) == 0
+    assert record.read_summary()["status"] == "ok" and not aside.exists()  # a new settled result replaces it
+
+
+def test_force_sets_the_result_aside_and_drops_it_once_the_retrain_settles(write_matrix, tmp_path, capsys):
+    outputs = tmp_path / "outputs"
+    path = write_matrix(TINY_DEFAULTS.replace("epochs = 2", "epochs = 1") + 'model = "lstm"\noptimizer = "sgd"\n',
+                        name="force")
+    run = ["run", str(path), "--device", "cpu", "--outputs", str(outputs)]
+    assert cli.main(run) == 0
+    assert cli.main([*run, "--force"]) == 0
+    store = ResultStore(outputs, "force")
+    (record,) = store.records()
+    assert record.read_summary()["status"] == "ok"
+    assert not store.superseded(record.path.name).exists()
+
+
+def test_a_result_set_aside_for_a_cell_that_never_started_comes_back(write_matrix, tmp_path):
+    from bench.cells import resolve_cells
+    from bench.matrix import load_matrix
+    from bench.registry import build_registry, plugin_manager
+    from bench.runner import run_cells
+
+    class StoppedAlready:
+        requested, cause = True, "SIGTERM"
+
+    outputs = tmp_path / "outputs"
+    path = write_matrix(TINY_DEFAULTS.replace("epochs = 2", "epochs = 1") + 'model = "lstm"\noptimizer = "sgd"\n',
+                        name="stop")
+    assert cli.main(["run", str(path), "--device", "cpu", "--outputs", str(outputs)]) == 0
+    store = ResultStore(outputs, "stop")
+    (record,) = store.records()
+    before = {p.name: p.read_bytes() for p in record.path.iterdir() if p.is_file()}
+    manager = plugin_manager()
+    registry = build_registry(manager)
+    outcome = run_cells(resolve_cells(load_matrix(path), registry), registry=registry, hooks=manager.hook,
+                        store=store, device=torch.device("cpu"), force=True, stop=StoppedAlready())
+    assert outcome.interrupted == "SIGTERM" and not outcome.results
+    assert {p.name: p.read_bytes() for p in record.path.iterdir() if p.is_file()} == before
+    assert not store.superseded(record.path.name).exists()
