@@ -178,16 +178,17 @@ class SweepRun:
         halt = request.halt_at_step if isinstance(request, Run) else 0
         return _reached(self.store.cell(cell.id).read_summary() or {}, halt)
 
-    def _train(self, cells: list[Cell], labels: dict[str, str]) -> bool:
+    def _train(self, cells: list[Cell], labels: dict[str, str], evaluation: dict[str, Any] | None = None) -> bool:
         """One run_cells call for a round's cells; False when a stop request ended it, or when a cell
-        stayed ``interrupted`` (its worker died twice): a trial is never told an outcome it did not reach."""
+        stayed ``interrupted`` (its worker died twice): a trial is never told an outcome it did not reach.
+        ``evaluation`` (the matrix's ``[eval]``) scores the cells that finish, as in a plain run."""
         for _ in range(LOST_RETRIES + 1):
             if self.stop is not None and self.stop.requested:
                 self.interrupted = self.stop.cause
                 return False
             result = run_cells(cells, registry=self.registry, hooks=self.hooks, store=self.store,
                                device=self.device, stop=self.stop, say=self.say, executor=self.executor,
-                               lock=self.lock, labels=labels, plugins=self.plugins)
+                               lock=self.lock, labels=labels, plugins=self.plugins, evaluation=evaluation)
             if result.interrupted:
                 self.interrupted = result.interrupted
                 return False
@@ -251,7 +252,9 @@ class SweepRun:
                            for s in self.spec.final_seeds]
             ctx.trials.study.set_user_attr("final_cells", [c.id for c in group_cells])
             cells += group_cells
-        return self._train(cells, {c.id: f"final seeds {c.name}" for c in cells})
+        # Only the final cells are scored on [eval]'s benchmarks: they are the sweep's results, while
+        # scoring every trial would spend evaluation time on configurations the search discards.
+        return self._train(cells, {c.id: f"final seeds {c.name}" for c in cells}, self.matrix.evaluation)
 
 
 def _reached(summary: dict[str, Any], halt: int) -> bool:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -147,3 +148,42 @@ def test_scores_are_not_written_over_a_summary_set_aside_as_damaged(tmp_path, ca
     cell_hellaswag.write_fields(record, {"hellaswag_acc": 0.25})
     assert not (record.path / "summary.json").exists()  # set aside, not replaced by the score alone
     assert list(record.path.glob("summary.json.corrupt*")) and "summary.json" in capsys.readouterr().err
+
+
+def test_a_sweep_scores_its_final_cells_and_not_its_trials(hellaswag_data, tmp_path, capsys):
+    from bench.cli import main
+
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("The quick brown fox jumps over the lazy dog. A man is sitting on a roof.\n" * 20)
+    matrix = tmp_path / "hsweep.toml"
+    matrix.write_text(f"""
+[defaults]
+model = "lstm"
+optimizer = "adam"
+dataset = "text"
+tokenizer = "byte"
+train_path = "{corpus}"
+valid_path = "{corpus}"
+test_path = "{corpus}"
+seq_len = 16
+batch_size = 4
+max_steps = 4
+n_embd = 16
+n_hidden = 16
+[sweep]
+strategy = "random"
+trials = 2
+final_seeds = [1]
+[sweep.space]
+lr = {{ loguniform = [1e-3, 1e-1] }}
+[eval]
+hellaswag = true
+limit = 2
+batch_size = 4
+""")
+    outputs = tmp_path / "outputs"
+    assert main(["run", str(matrix), "--device", "cpu", "--outputs", str(outputs)]) == 0
+    summaries = [json.loads(p.read_text()) for p in (outputs / "hsweep").glob("*/summary.json")]
+    final = [s for s in summaries if s["config"]["seed"] == 1 and "hellaswag_acc" in s]
+    assert len(summaries) == 3 and len(final) == 1 and final[0]["hellaswag_items"] == 2
+    assert sum("hellaswag_acc" in s for s in summaries) == 1  # the two trials were not scored
