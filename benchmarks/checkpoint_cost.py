@@ -41,6 +41,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from memory import extract  # noqa: E402 - the benchmarks folder is not a package
+from one_cell import trained_cell  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 BEFORE = "d6f0bb8"  # main before issue 11's checkpoint work
@@ -55,19 +56,11 @@ SIDES = {"none": {"checkpoint": False}, "before": {"checkpoint_every": EVERY},
 def child(side: str, halt: int) -> dict:
     """``bench run`` of the cell in this process; the summary's times, and the checkpoint's size
     when ``halt`` keeps it on disk (a paused cell keeps its checkpoints)."""
-    from bench.cli import main
-
     settings = {**CELL, **SIDES[side], **({"halt_at_step": halt} if halt else {})}
-    with tempfile.TemporaryDirectory() as folder:
-        matrix = Path(folder) / "m.toml"
-        defaults = "".join(f"{k} = {json.dumps(v)}\n" for k, v in settings.items())
-        matrix.write_text('name = "ckpt"\n[defaults]\n' + defaults + '[matrix]\nseed = [0]\n')
-        if main(["run", str(matrix), "--device", "cpu", "--outputs", str(Path(folder) / "out")]) != 0:
-            raise SystemExit("bench run failed")
+    with trained_cell("ckpt", settings) as cell:
         if halt:
-            return {"checkpoint_bytes": max(p.stat().st_size for p in Path(folder).glob("out/*/*/checkpoints/*.pt"))}
-        (summary_path,) = Path(folder, "out", "ckpt").glob("*/summary.json")
-        summary = json.loads(summary_path.read_text())
+            return {"checkpoint_bytes": max(p.stat().st_size for p in cell.glob("checkpoints/*.pt"))}
+        summary = json.loads((cell / "summary.json").read_text())
     return {"train_s": summary["train_time_s"], "save_s": summary["checkpoint_time_s"]}
 
 

@@ -42,6 +42,8 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
+from one_cell import trained_cell
+
 ROOT = Path(__file__).resolve().parents[1]
 TODAY = "970de96"  # main before issue 11's memory work
 STEPS = 20
@@ -64,20 +66,12 @@ def peak_rss_mib() -> float:
 
 def child_bench_run(cell: str, loss_chunk: int | None) -> dict:
     """``bench run`` of a one-cell matrix, in this process; returns peak RSS and step times."""
-    from bench.cli import main
-
     imported = peak_rss_mib()
     settings = {**CELLS[cell], "max_steps": STEPS, "steps_per_epoch": STEPS, "log_every": 10}
     if loss_chunk is not None:
         settings["loss_chunk"] = loss_chunk
-    with tempfile.TemporaryDirectory() as folder:
-        matrix = Path(folder) / "m.toml"
-        defaults = "".join(f"{k} = {json.dumps(v)}\n" for k, v in settings.items())
-        matrix.write_text('name = "mem"\n[defaults]\n' + defaults + '[matrix]\nseed = [0]\n')
-        if main(["run", str(matrix), "--device", "cpu", "--outputs", str(Path(folder) / "out")]) != 0:
-            raise SystemExit("bench run failed")
-        (summary_path,) = Path(folder, "out", "mem").glob("*/summary.json")
-        summary = json.loads(summary_path.read_text())
+    with trained_cell("mem", settings) as cell:
+        summary = json.loads((cell / "summary.json").read_text())
     # The summary's OS peak is read when training ends (before the test evaluation and the closing
     # table, whose pandas import adds ~60 MiB to a small cell's process peak).
     train_peak = summary["memory"]["rss_peak_bytes"] / 2**20
