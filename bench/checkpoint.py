@@ -313,6 +313,7 @@ class StateCopier:
 
     def __init__(self) -> None:
         self._buffers: list[torch.Tensor] = []  # the previous copy's, in the order they were made
+        self._spare: list[torch.Tensor] = []  # during a copy: the previous copy's buffers, refilled in order
 
     def copy(self, state: Any) -> Any:
         self._spare, self._buffers = self._buffers, []
@@ -349,8 +350,3 @@ class StateCopier:
             spare = torch.empty(tensor.shape, dtype=tensor.dtype, pin_memory=tensor.is_cuda)
         self._buffers.append(spare)
         return spare.copy_(tensor.detach())
-
-
-def cpu_snapshot(state: Any) -> Any:
-    """A deep copy of ``state`` with every tensor copied to the CPU (see :class:`StateCopier`)."""
-    return StateCopier().copy(state)
