@@ -17,7 +17,7 @@ from bench.lm import LanguageModel
 from bench.matrix import Matrix, closest
 from bench.param_roles import probe_parameters
 from bench.provenance import cell_provenance
-from bench.registry import DuplicateComponentError, Registered, Registry
+from bench.registry import DuplicateComponentError, Registered, Registry, unknown_name_message
 from bench.schema import TRAINER_KEYS, check_trainer_values, type_error
 from bench.shapes import optimizer_probe, shapes_only
 
@@ -49,8 +49,9 @@ class Cell:
 # halt_at_step only says how far this invocation trains: a sweep continues the same cell later.
 # target_loss/target_ppl only say how the report reads the results.
 # max_checkpoint_mb is a limit on what is accepted, not on what is computed.
+# trackers only copy what a cell logs to other tools.
 OPERATIONAL_KEYS = frozenset({"checkpoint", "checkpoint_every", "checkpoint_async", "memory_interval_ms", "peak_tflops",
-                              "halt_at_step", "target_loss", "target_ppl", "max_checkpoint_mb"})
+                              "halt_at_step", "target_loss", "target_ppl", "max_checkpoint_mb", "trackers"})
 
 
 # Keys added after results were first stored, with the value that computes exactly what a cell
@@ -137,6 +138,9 @@ def _resolve(user: dict[str, Any], registry: Registry,
         used["tokenizer"] = _lookup(registry, "tokenizer", config["tokenizer"], problems)
     config.update(_component_values(user, used, where))
     check_trainer_values(config, where)
+    for tracker in config["trackers"]:  # a misspelt tracker stops the command, like a misspelt model
+        if not registry.has("tracker", tracker):
+            raise ConfigError(f"{where}: {unknown_name_message('tracker', tracker, registry.names('tracker'))}")
     return config, used, problems
 
 

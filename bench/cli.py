@@ -53,6 +53,9 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
     run.add_argument("--executor", help="how cells run: local (default) or ray; `bench list` shows every executor")
     run.add_argument("--jobs", type=int, help="cells trained at once (local: worker processes; default 1)")
     run.add_argument("--ray-address", help="Ray cluster to use with --executor ray (default: start a local one)")
+    run.add_argument("--tracker", action="append", metavar="NAME", default=[],
+                     help="also record every cell with this experiment tracker (tensorboard, wandb, mlflow or a "
+                          "plugin's; repeatable); adds to the matrix's `trackers` key")
     run.set_defaults(handler=_run)
 
 
@@ -62,7 +65,7 @@ def _run(args: argparse.Namespace) -> int:
                 "address": args.ray_address}
     return run_matrix(args.matrix, device=args.device, filter_expr=args.filter, dry_run=args.dry_run,
                       force=args.force, outputs=_outputs_root(args), executor=executor,
-                      plugins=_plugin_selection(args))
+                      plugins=_plugin_selection(args), trackers=args.tracker)
 
 
 def _add_estimate(sub: argparse._SubParsersAction) -> None:

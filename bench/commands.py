@@ -6,7 +6,7 @@ import dataclasses
 import sys
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import torch
 from tabulate import tabulate
@@ -51,10 +51,14 @@ def _format_defaults(defaults: Mapping[str, Any]) -> str:
 
 
 def run_matrix(path: str, *, device: str, filter_expr: str | None, dry_run: bool, force: bool,
-               outputs: str, executor: dict | None = None, plugins: PluginSelection | None = None) -> int:
+               outputs: str, executor: dict | None = None, plugins: PluginSelection | None = None,
+               trackers: Sequence[str] = ()) -> int:
     loaded = load_plugins(plugins)
     registry = loaded.registry
     matrix = load_matrix(path)
+    if trackers:  # --tracker: every cell (and sweep trial) also records to these
+        named = list(matrix.defaults.get("trackers") or [])
+        matrix.defaults["trackers"] = list(dict.fromkeys([*named, *trackers]))
     check_eval_settings(matrix.evaluation, path)
     runner = build_executor(registry, executor_settings(matrix.executor, executor or {}), path)
     if matrix.sweep:  # a search: the sweep proposes the cells (bench/sweep/)

@@ -5,8 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
-# Executors are components too: they run cells rather than configure them (see bench.executors).
-KINDS = ("model", "optimizer", "dataset", "tokenizer", "schedule", "executor")
+# Executors are components too: they run cells rather than configure them (see bench.executors);
+# trackers observe cells (see bench.trackers).
+KINDS = ("model", "optimizer", "dataset", "tokenizer", "schedule", "executor", "tracker")
 
 
 @dataclass(frozen=True)

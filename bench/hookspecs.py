@@ -60,6 +60,13 @@ the named arguments are passed by bench, and a declared ``lr`` arrives once, as 
   on each text)
 * executor:  ``factory(**options) -> executor`` with ``execute(cells, spec, session)`` (runs cells; see
   :mod:`bench.executors`)
+* tracker:   ``factory(*, cell: dict, folder: pathlib.Path, **options) -> tracker``: an object with any
+  of the lifecycle methods below (same names and arguments), built for each cell whose ``trackers``
+  key names it, in the process that trains the cell. ``folder`` is the matrix's results folder
+  (``outputs/<matrix>``), ``cell`` as the lifecycle hooks receive it. An optional ``close(status)``
+  is called once when the cell ends, whatever happened (``status`` is the summary's, or
+  ``"failed"`` when the cell raised). A tracker whose factory or method raises gets one warning and
+  is dropped for that cell; the cell's outcome never changes (see :mod:`bench.trackers`).
 
 Factory errors: a factory raising ``ValueError`` says the matrix asks for something impossible; bench
 refuses the matrix (exit 2) with the message, before anything trains. Every factory is tried at
@@ -154,6 +161,16 @@ def bench_executors() -> list[Component]:
     :return: ``Component`` objects whose ``factory(**options)`` builds an object with
         ``execute(cells, spec, session) -> list[bench.runner.CellOutcome]`` (see :mod:`bench.executors`);
         ``defaults`` are the options a matrix's ``[executor]`` table may set.
+    """
+    raise NotImplementedError  # a specification: only implementations are called
+
+
+@hookspec
+def bench_trackers() -> list[Component]:
+    """Return the experiment trackers this plugin provides (TensorBoard, W&B, MLflow, ...).
+
+    :return: ``Component`` objects whose factory is ``factory(*, cell, folder, **options)`` and returns
+        an object with any of the lifecycle hook methods (and optionally ``close(status)``).
     """
     raise NotImplementedError  # a specification: only implementations are called
 

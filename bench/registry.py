@@ -35,6 +35,7 @@ _HOOK_BY_KIND = {
     "dataset": "bench_datasets",
     "tokenizer": "bench_tokenizers",
     "executor": "bench_executors",
+    "tracker": "bench_trackers",
 }
 
 

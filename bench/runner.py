@@ -24,6 +24,7 @@ from bench.provenance import stale_reason, stored_provenance
 from bench.registry import Registry
 from bench.selection import resolve_device
 from bench.store import SETTLED_STATUSES, CellRecord, ResultStore
+from bench.trackers import attach_trackers
 from bench.training import Diverged, Halted, Interrupted, LoopState, is_out_of_memory, train_cell
 
 TRACEBACK_FILE = "traceback.txt"
@@ -182,7 +183,8 @@ def run_cell(cell: Cell, context: CellContext, label: str, out: Callable[[str], 
         out(f"{label}: {line}")
 
     record = context.store.cell(cell.id)
-    device, stop, hooks = context.device, context.stop, context.hooks
+    device, stop = context.device, context.stop
+    hooks = attach_trackers(context.hooks, cell.as_dict(), context.registry, context.store.path, say)
     if context.force:
         CheckpointStore(record.path / CHECKPOINT_DIR, cell.id).clear()
     (record.path / TRACEBACK_FILE).unlink(missing_ok=True)
@@ -224,6 +226,7 @@ def run_cell(cell: Cell, context: CellContext, label: str, out: Callable[[str], 
         score_in_run(record, context.evaluation, registry=context.registry, device=device,
                      say=out, prefix=label)
         result = CellOutcome(cell.id, cell.name, "ok", record.read_summary())
+    hooks.close(result.status)
     # Outside the except block, so the exception's frames (and the tensors they hold) are gone.
     free_memory(device)
     return result

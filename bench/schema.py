@@ -89,6 +89,9 @@ TRAINER_KEYS: dict[str, Key] = {
     "cost_per_hour": Key(1.50, "dollars per hour of training, for max_cost and cost reports", _positive, "> 0"),
     "halt_at_step": Key(0, "train to this step, validate, checkpoint and stop as 'paused' (a sweep continues the "
                         "cell later with a larger value); 0 = off", _non_negative, ">= 0"),
+    "trackers": Key([], "experiment trackers that also record this cell, e.g. [\"tensorboard\", \"wandb\", "
+                    "\"mlflow\"] (`bench list` shows every tracker; `bench run --tracker NAME` adds one); a failing "
+                    "tracker never fails the cell", lambda v: all(isinstance(n, str) for n in v), "a list of names"),
     "oom_retry": Key(False, "after out-of-memory, retry the cell once with half the micro-batch and twice "
                      "grad_accum (same effective batch)"),
 }
