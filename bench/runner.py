@@ -17,6 +17,7 @@ import torch
 
 from bench.cells import Cell
 from bench.checkpoint import CHECKPOINT_DIR, CheckpointStore
+from bench.eta import MatrixEta
 from bench.evaluation.cell_hellaswag import score_in_run
 from bench.evaluation.perplexity import format_ppl
 from bench.hooks import stderr_line  # noqa: F401 - also bench.runner's public name for it
@@ -67,9 +68,16 @@ class Session:
     say: Callable[[str], None] = stderr_line
     lock: Any = None  # the bench.lock.MatrixLock held for the run; worker processes share it
     labels: dict[str, str] = field(default_factory=dict)  # cell id -> "[3/12] gpt1-L1-adam"
+    eta: MatrixEta | None = None  # the matrix's time left, said after each settled cell
 
     def label(self, cell: Cell) -> str:
         return self.labels.get(cell.id, cell.name)
+
+    def settled(self, outcome: CellOutcome) -> None:
+        """Every executor calls this as each cell's outcome arrives (finished, failed or lost)."""
+        line = self.eta.settled(outcome.id, (outcome.summary or {}).get("step")) if self.eta else None
+        if line and not outcome.stopped:
+            self.say(line)
 
 
 @dataclass
@@ -100,11 +108,12 @@ def run_cells(cells: list[Cell], *, registry: Registry, hooks: Any, store: Resul
               device: torch.device, force: bool = False, stop: Any = None,
               evaluation: dict[str, Any] | None = None, say: Callable[[str], None] = stderr_line,
               executor: Any = None, lock: Any = None, plugins: Any = None,
-              labels: dict[str, str] | None = None) -> RunOutcome:
+              labels: dict[str, str] | None = None, eta: bool = True) -> RunOutcome:
     """Skip finished cells, hand the rest to ``executor`` (default: one after another in this
     process). ``stop`` (a :class:`bench.signals.GracefulStop`) ends the run after the current
     step with the cell checkpointed; ``force`` retrains every cell from scratch. ``labels`` name
-    cells in progress lines (default ``[i/N] name``)."""
+    cells in progress lines (default ``[i/N] name``); ``eta`` says the time left after each settled
+    cell (a sweep, which calls this once per round, turns it off: its rounds are not the whole run)."""
     outcome = RunOutcome()
     if labels is None:
         labels = {c.id: f"[{i}/{len(cells)}] {c.name}" for i, c in enumerate(cells, start=1)}
@@ -130,6 +139,7 @@ def run_cells(cells: list[Cell], *, registry: Registry, hooks: Any, store: Resul
                 store.set_aside(cell.id)
             todo.append(cell)
     spec = RunSpec(str(store.root), store.path.name, device.type, force, evaluation, plugins)
+    session.eta = MatrixEta(todo) if eta else None
     results = executor.execute(todo, spec, session) if executor is not None else run_sequentially(todo, spec, session)
     outcome.results = results
     _settle_superseded(store, todo, results, session)
@@ -170,6 +180,7 @@ def run_sequentially(cells: list[Cell], spec: RunSpec, session: Session) -> list
         if session.stop is not None and session.stop.requested:
             break
         outcomes.append(run_cell(cell, context, session.label(cell), session.say))
+        session.settled(outcomes[-1])
         if outcomes[-1].stopped:
             break
     return outcomes

@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 import time
 
+from bench.eta import format_duration  # noqa: F401 - also this module's public name
 from bench.hookspecs import hookimpl
 
 
@@ -63,16 +64,6 @@ class ConsoleLogger:
             print("\r\033[K", end="", file=self.stream)
         print(f"  {cell['name']}: epoch {epoch} step {step}: val loss {metrics['loss']:.4f} "
               f"ppl {metrics['ppl']:.2f}", file=self.stream, flush=True)
-
-
-def format_duration(seconds: float) -> str:
-    """``1h02m``, ``3m05s`` or ``12s``: precise enough for a time-left estimate."""
-    seconds = int(round(seconds))
-    if seconds >= 3600:
-        return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
-    if seconds >= 60:
-        return f"{seconds // 60}m{seconds % 60:02d}s"
-    return f"{seconds}s"
 
 
 console = ConsoleLogger()

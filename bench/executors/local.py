@@ -200,6 +200,7 @@ class Pool:
         elif kind == "done":
             self.board.finish(label)
             worker.cell = None
+            self.session.settled(message[1])
             return message[1]
         return None
 
@@ -213,8 +214,10 @@ class Pool:
         self.board.finish(label)
         self.board.say(f"{label}: {reason}")
         worker.cell = None  # the next cell for this slot gets a fresh worker
-        return lost_cell(cell, self.store.cell(cell.id), reason, worker.step, worker.total, self.spec.device,
-                         self.session)
+        outcome = lost_cell(cell, self.store.cell(cell.id), reason, worker.step, worker.total, self.spec.device,
+                            self.session)
+        self.session.settled(outcome)
+        return outcome
 
     def _forward_stop(self) -> None:
         """The driver was asked to stop: each busy worker checkpoints its cell and ends."""

@@ -199,6 +199,7 @@ class _Dispatch:
                     outcome = self._receive(ref, running.pop(ref))
                     if outcome is not None:
                         outcomes.append(outcome)
+                        self.session.settled(outcome)
         finally:
             for ref in running:  # only after an error in the driver itself, or a second Ctrl-C
                 self.ray.cancel(ref, force=True)

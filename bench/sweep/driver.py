@@ -188,7 +188,8 @@ class SweepRun:
                 return False
             result = run_cells(cells, registry=self.registry, hooks=self.hooks, store=self.store,
                                device=self.device, stop=self.stop, say=self.say, executor=self.executor,
-                               lock=self.lock, labels=labels, plugins=self.plugins, evaluation=evaluation)
+                               lock=self.lock, labels=labels, plugins=self.plugins, evaluation=evaluation,
+                               eta=False)
             if result.interrupted:
                 self.interrupted = result.interrupted
                 return False
