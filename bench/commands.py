@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import sys
 from collections.abc import Mapping
 from pathlib import Path
@@ -248,7 +249,7 @@ def estimate(path: str, *, device: str, filter_expr: str | None, steps: int, cos
              outputs: str, plugins: PluginSelection | None = None) -> int:
     """`bench estimate`: time a few real steps of every cell, project hours and dollars, write estimate.json."""
     from bench.data.loading import check_data_available
-    from bench.estimate import ESTIMATE_FILE, check_steps, estimate_cell, totals
+    from bench.estimate import ESTIMATE_FILE, check_steps, measure_cell, noisy_warning, project, shape_key, totals
     from bench.fileio import atomic_write_json
     from bench.report.estimate import estimate_table
 
@@ -260,23 +261,36 @@ def estimate(path: str, *, device: str, filter_expr: str | None, steps: int, cos
         raise BenchError(f"--filter {filter_expr!r} matches none of the matrix's cells")
     target = resolve_device(device)
     check_data_available([c.config for c in cells], registry)
-    estimates = []
+    shapes = {shape_key(c.config) for c in cells}
+    say = functools.partial(print, file=sys.stderr, flush=True)
+    say(f"bench: {len(cells)} cells, {len(shapes)} distinct step shapes to time ({steps} steps each) on {target}")
+    estimates, measured = [], {}
     for position, cell in enumerate(cells, start=1):
-        print(f"[{position}/{len(cells)}] {cell.name}: timing {steps} steps on {target}", file=sys.stderr, flush=True)
-        done = estimate_cell(cell, registry, target, steps=steps, cost_per_hour=cost_per_hour,
-                             say=lambda line: print(line, file=sys.stderr, flush=True))
-        print(f"[{position}/{len(cells)}] {cell.name}: worst step {done.worst_step_ms:.1f} ms x {done.planned_steps:,} "
-              f"steps = {done.hours:.3f} h, ${done.cost:.2f}", file=sys.stderr, flush=True)
+        key = shape_key(cell.config)
+        if key not in measured:
+            say(f"[{position}/{len(cells)}] {cell.name}: timing {steps} steps on {target}")
+            measured[key] = measure_cell(cell, registry, target, steps=steps, say=say)
+        done = project(cell, measured[key], cost_per_hour)
         estimates.append(done)
+        running = totals(estimates)
+        source = f" (steps timed on {done.measured_by})" if done.measured_by else ""
+        say(f"[{position}/{len(cells)}] {cell.name}: worst step {done.worst_step_ms:.1f} ms x {done.planned_steps:,} "
+            f"steps = {done.hours:.3f} h, ${done.cost:.2f} (median step {done.median_step_ms:.1f} ms: "
+            f"{done.median_hours:.3f} h){source}; running total {running['hours']:.3f} h, ${running['cost']:.2f}")
+        warning = None if done.measured_by else noisy_warning(done)
+        if warning:
+            say(warning)
     total = totals(estimates)
     print(estimate_table(estimates, total))
     store = ResultStore(outputs, matrix.name)
     atomic_write_json(store.path / ESTIMATE_FILE, {
         "matrix": matrix.name, "device": str(target), "steps": steps, "cost_per_hour": cost_per_hour,
-        "rule": "hours = worst of steps 10-19 (ms) x planned steps / 3.6e6; cost = hours x cost_per_hour",
+        "rule": "hours = worst of steps 10-19 (ms) x planned steps / 3.6e6; cost = hours x cost_per_hour; "
+                "median_hours uses the median of the same steps; cells of one step shape share one timing",
         "cells": [e.as_dict() for e in estimates], "totals": total})
-    print(f"bench: {len(cells)} cells, {total['hours']:.3f} hours, ${total['cost']:.2f} at ${cost_per_hour:.2f}/hour; "
-          f"written to {store.path / ESTIMATE_FILE}", file=sys.stderr)
+    say(f"bench: matrix total {total['hours']:.3f} hours, ${total['cost']:.2f} at ${cost_per_hour:.2f}/hour "
+        f"(median-step total {total['median_hours']:.3f} hours); {len(cells)} cells, {len(measured)} timed; "
+        f"written to {store.path / ESTIMATE_FILE}")
     return 0
 
 

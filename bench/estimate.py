@@ -5,12 +5,21 @@ device, trains ``steps`` real optimizer steps (batch sampling included) in a tem
 that is deleted afterwards, and times steps 10-19 exactly with :class:`bench.timing.StepWindowTimer`.
 The slowest of those steps, times the cell's planned steps, gives the estimate:
 ``hours = worst ms x planned steps / 3.6e6`` and ``cost = hours x cost_per_hour`` (10-605 HW5's rule:
-the worst step past warm-up, so the estimate errs high).
+the worst step past warm-up, so the estimate errs high). Beside it stand the median of the same ten
+steps and the hours it projects, and their spread (worst / median): on a shared or noisy machine one
+slow step can multiply the worst-step figure, and a spread above :data:`NOISY_SPREAD` says so.
+
+Cells that differ only in keys that cannot change how long one step takes (:data:`TIME_NEUTRAL_KEYS`:
+the seed, the learning rate, how many steps, budgets, evaluation and checkpoint settings) share one
+measurement: the first such cell is timed, the others are projected from its steps with their own
+planned steps, and the table names the cell that was measured.
 """
 
 from __future__ import annotations
 
 import io
+import json
+import statistics
 import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -26,6 +35,21 @@ from bench.store import CellRecord
 
 ESTIMATE_FILE = "estimate.json"
 MIN_STEPS = timing.WORST_WINDOW[1] + 1  # the window must be complete
+NOISY_SPREAD = 1.25  # worst / median of steps 10-19 above this: the machine was busy while timing
+
+# Harness keys whose value cannot change the time of one optimizer step (only how many steps run,
+# when the run stops, or what it records). Cells equal in every other key share a measurement.
+TIME_NEUTRAL_KEYS = frozenset({
+    "seed", "lr", "epochs", "max_steps", "steps_per_epoch", "max_flops", "max_tokens", "max_time", "max_cost",
+    "cost_per_hour", "eval_every", "eval_stride", "eval_batch_size", "target_loss", "target_ppl", "halt_at_step",
+    "checkpoint", "checkpoint_every", "checkpoint_async", "max_checkpoint_mb", "divergence_factor",
+    "divergence_margin", "memory_interval_ms", "peak_tflops", "trackers", "oom_retry",
+})
+
+
+def shape_key(config: dict[str, Any]) -> str:
+    """What decides the time of one step: the config without :data:`TIME_NEUTRAL_KEYS`."""
+    return json.dumps({k: v for k, v in config.items() if k not in TIME_NEUTRAL_KEYS}, sort_keys=True, default=str)
 
 
 @dataclass
@@ -45,6 +69,10 @@ class CellEstimate:
     peak_memory_source: str
     checkpoint_bytes: int  # the resumable training state (model, optimizer, RNGs, sampler, loop)
     weights_bytes: int  # best.pt: the model's weights alone
+    median_step_ms: float = 0.0  # median of steps 10-19
+    median_hours: float = 0.0  # the same projection at the median step
+    spread: float = 1.0  # worst / median of steps 10-19
+    measured_by: str = ""  # the cell whose steps were timed, when another cell of the same shape was
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -74,8 +102,25 @@ def _size(obj: Any) -> int:
     return buffer.tell()
 
 
-def estimate_cell(cell: Cell, registry: Registry, device: torch.device, *, steps: int, cost_per_hour: float,
-                  say: Callable[[str], None]) -> CellEstimate:
+@dataclass
+class Measurement:
+    """What timing one cell's first steps tells about every cell of its shape."""
+
+    cell_name: str
+    params: int
+    flops_per_token: float
+    train_tokens: int
+    step_times_s: list[float]  # steps 10-19 in order
+    worst_step_index: int
+    peak_memory_bytes: int | None
+    peak_memory_source: str
+    checkpoint_bytes: int
+    weights_bytes: int
+
+
+def measure_cell(cell: Cell, registry: Registry, device: torch.device, *, steps: int,
+                 say: Callable[[str], None]) -> Measurement:
+    """Build the cell's real run in a scratch folder and time ``steps`` optimizer steps."""
     # Imported here: the training package is heavy and only this command needs it.
     from bench.timing import synchronize
     from bench.training.loop import set_lr, train_step
@@ -101,19 +146,37 @@ def estimate_cell(cell: Cell, registry: Registry, device: torch.device, *, steps
         finally:
             figures = memory.run_memory(device, sampler.stop())
         checkpoint_bytes, weights_bytes = _size(run.checkpoint_state()), _size(run.model.state_dict())
-    return summarize(cell, run, timer.result(), figures, device, checkpoint_bytes, weights_bytes, cost_per_hour)
-
-
-def summarize(cell: Cell, run: Any, timed: dict[str, Any], figures: dict[str, Any], device: torch.device,
-              checkpoint_bytes: int, weights_bytes: int, cost_per_hour: float) -> CellEstimate:
-    plan = run.plan
-    worst = timed["worst_step_10_19_s"]
-    hours, cost = projected(worst, plan.total_steps, cost_per_hour)
+    timed = timer.result()
     peak, source = peak_memory(device, figures)
+    return Measurement(cell.name, int(run.model.parameter_counts()["total"]), run.plan.flops_per_token,
+                       int(run.data.splits["train"].numel()), timed["step_times_10_19_s"],
+                       timed["worst_step_10_19_index"], peak, source, checkpoint_bytes, weights_bytes)
+
+
+def project(cell: Cell, measured: Measurement, cost_per_hour: float) -> CellEstimate:
+    """The cell's hours and dollars from a measurement of its shape (its own, or a twin's)."""
+    from bench.budget import make_plan
+
+    plan = make_plan(cell.config, measured.train_tokens, int(measured.flops_per_token))
+    worst, median = max(measured.step_times_s), statistics.median(measured.step_times_s)
+    hours, cost = projected(worst, plan.total_steps, cost_per_hour)
     tokens = plan.total_steps * plan.tokens_per_step
-    return CellEstimate(cell.id, cell.name, int(run.model.parameter_counts()["total"]), plan.flops_per_token,
-                        plan.total_steps, tokens, plan.flops_per_token * tokens, worst * 1000,
-                        timed["worst_step_10_19_index"], hours, cost, peak, source, checkpoint_bytes, weights_bytes)
+    return CellEstimate(cell.id, cell.name, measured.params, measured.flops_per_token, plan.total_steps, tokens,
+                        measured.flops_per_token * tokens, worst * 1000, measured.worst_step_index, hours, cost,
+                        measured.peak_memory_bytes, measured.peak_memory_source, measured.checkpoint_bytes,
+                        measured.weights_bytes, median_step_ms=median * 1000,
+                        median_hours=projected(median, plan.total_steps, cost_per_hour)[0],
+                        spread=worst / median if median > 0 else 1.0,
+                        measured_by="" if measured.cell_name == cell.name else measured.cell_name)
+
+
+def noisy_warning(estimate: CellEstimate) -> str | None:
+    """One line when steps 10-19 varied enough that the worst-step figure is mostly noise."""
+    if estimate.spread <= NOISY_SPREAD:
+        return None
+    return (f"warning: {estimate.name}: steps 10-19 vary {estimate.spread:.2f}x (worst {estimate.worst_step_ms:.1f} "
+            f"ms, median {estimate.median_step_ms:.1f} ms): the machine is busy or noisy, so the worst-step hours "
+            "err high; the median column is the steadier figure (or estimate again on a quiet machine)")
 
 
 def check_steps(steps: int, cost_per_hour: float) -> None:
@@ -126,5 +189,7 @@ def check_steps(steps: int, cost_per_hour: float) -> None:
 
 def totals(estimates: list[CellEstimate]) -> dict[str, float]:
     return {"cells": len(estimates), "hours": sum(e.hours for e in estimates),
+            "median_hours": sum(e.median_hours for e in estimates),
+            "measured": sum(1 for e in estimates if not e.measured_by),
             "cost": sum(e.cost for e in estimates), "train_flops": sum(e.train_flops for e in estimates),
             "planned_steps": sum(e.planned_steps for e in estimates)}

@@ -16,15 +16,18 @@ MB = 1e6
 
 
 def estimate_table(estimates: list[CellEstimate], totals: dict[str, float]) -> str:
-    rows = [[e.name, f"{e.params:,}", f"{e.flops_per_token:.3g}", f"{e.planned_steps:,}", f"{e.planned_tokens:,}",
-             f"{e.worst_step_ms:.1f} [{e.worst_step_index}]", f"{e.hours:.3f}", f"${e.cost:.2f}",
+    rows = [[e.name, f"{e.params:,}", f"{e.flops_per_token:.3g}", f"{e.planned_steps:,}",
+             f"{e.worst_step_ms:.1f} [{e.worst_step_index}]", f"{e.median_step_ms:.1f}", f"{e.spread:.2f}x",
+             f"{e.hours:.3f}", f"{e.median_hours:.3f}", f"${e.cost:.2f}",
              f"{e.peak_memory_bytes / MB:.0f}" if e.peak_memory_bytes else "-",
-             f"{e.checkpoint_bytes / MB:.1f}", f"{e.weights_bytes / MB:.1f}"] for e in estimates]
-    rows.append(["total", "", "", f"{int(totals['planned_steps']):,}", "", "", f"{totals['hours']:.3f}",
-                 f"${totals['cost']:.2f}", "", "", ""])
-    return tabulate(rows, headers=["cell", "params", "FLOPs/token", "planned steps", "planned tokens",
-                                   "worst step 10-19 ms [step]", "hours", "cost", "peak mem MB",
-                                   "checkpoint MB", "weights MB"], tablefmt="github", disable_numparse=True)
+             f"{e.checkpoint_bytes / MB:.1f}", f"{e.weights_bytes / MB:.1f}", e.measured_by or "itself"]
+            for e in estimates]
+    rows.append(["total", "", "", f"{int(totals['planned_steps']):,}", "", "", "", f"{totals['hours']:.3f}",
+                 f"{totals['median_hours']:.3f}", f"${totals['cost']:.2f}", "", "", "", ""])
+    return tabulate(rows, headers=["cell", "params", "FLOPs/token", "planned steps", "worst step 10-19 ms [step]",
+                                   "median ms", "spread", "hours (worst)", "hours (median)", "cost (worst)",
+                                   "peak mem MB", "checkpoint MB", "weights MB", "steps timed on"],
+                    tablefmt="github", disable_numparse=True)
 
 
 def read_estimate(folder: Path) -> dict[str, Any] | None:
