@@ -91,7 +91,8 @@ def _add_report(sub: argparse._SubParsersAction) -> None:
     report = sub.add_parser("report", help="print tables from finished runs")
     report.add_argument("--matrix", help="matrix name (default: every matrix under the outputs folder)")
     report.add_argument("--sort", default="ppl", help="ppl, time, memory, params or name")
-    report.add_argument("--format", default="github", help="github, markdown, latex, html, csv or json")
+    report.add_argument("--format", default="text",
+                        help="text (terminal, the default), github, markdown, latex, html, csv or json")
     report.add_argument("--outputs", help=f"results folder (default: $BENCH_OUTPUTS or ./{DEFAULT_OUTPUTS})")
     report.add_argument("--where", action="append", metavar="COND",
                         help="keep cells where key=value (also !=, <, <=, >, >=; comma-separated or repeated), "

@@ -23,6 +23,7 @@ from bench.report.select import filter_summaries
 from bench.selection import resolve_device, select_cells
 from bench.shapes import shapes_only
 from bench.store import CellRecord, ResultStore, matrix_names
+from bench.words import plural
 
 # Modules only some commands need are imported inside those commands: pandas (report tables),
 # matplotlib (plots), the trainer and the data loaders would otherwise add ~0.6 s to every
@@ -91,7 +92,7 @@ def _train(cells: list[Cell], matrix: Matrix, loaded: Plugins, *, device: torch.
     # "finish the step, checkpoint, exit".
     with MatrixLock(store.path) as lock, GracefulStop() as stop:
         store.sweep_temp_files(tokens_dir())  # left by writes a kill interrupted
-        print(f"bench: {len(cells)} cells of {matrix.name!r} on {device}, results in {store.path}",
+        print(f"bench: {plural(len(cells), 'cell')} of {matrix.name!r} on {device}, results in {store.path}",
               file=sys.stderr)
         outcome = run_cells(cells, registry=registry, hooks=loaded.hooks, store=store, device=device,
                             force=force, stop=stop, evaluation=matrix.evaluation, executor=runner, lock=lock,
@@ -111,7 +112,7 @@ def _print_perplexities(store: ResultStore, cells: list[Cell]) -> None:
 
     summaries = [s for s in store.summaries() if s["id"] in {c.id for c in cells}]
     frame = tables.sort_frame(tables.summaries_frame(summaries), "name")
-    print(tables.render(_with_hellaswag(tables.perplexity_table(frame), frame), "github"))
+    print(tables.render(_with_hellaswag(tables.perplexity_table(frame), frame), "text"))
 
 
 def _dry_run(cells: list[Cell], registry: Registry, matrix_name: str, device: torch.device) -> int:
@@ -123,7 +124,7 @@ def _dry_run(cells: list[Cell], registry: Registry, matrix_name: str, device: to
         if cell.problem:
             print(f"bench: error: {cell.problem}", file=sys.stderr)
     unbuildable = f", {len(cells) - len(buildable)} of them unbuildable" if len(buildable) < len(cells) else ""
-    print(f"{len(cells)} cells in matrix {matrix_name!r}{unbuildable}; nothing trained (--dry-run)")
+    print(f"{plural(len(cells), 'cell')} in matrix {matrix_name!r}{unbuildable}; nothing trained (--dry-run)")
     return 2 if len(buildable) < len(cells) else 0
 
 
@@ -263,7 +264,8 @@ def estimate(path: str, *, device: str, filter_expr: str | None, steps: int, cos
     check_data_available([c.config for c in cells], registry)
     shapes = {shape_key(c.config) for c in cells}
     say = functools.partial(print, file=sys.stderr, flush=True)
-    say(f"bench: {len(cells)} cells, {len(shapes)} distinct step shapes to time ({steps} steps each) on {target}")
+    say(f"bench: {plural(len(cells), 'cell')}, {plural(len(shapes), 'distinct step shape')} to time ({steps} steps "
+        f"each) on {target}")
     estimates, measured = [], {}
     for position, cell in enumerate(cells, start=1):
         key = shape_key(cell.config)
@@ -289,7 +291,7 @@ def estimate(path: str, *, device: str, filter_expr: str | None, steps: int, cos
                 "median_hours uses the median of the same steps; cells of one step shape share one timing",
         "cells": [e.as_dict() for e in estimates], "totals": total})
     say(f"bench: matrix total {total['hours']:.3f} hours, ${total['cost']:.2f} at ${cost_per_hour:.2f}/hour "
-        f"(median-step total {total['median_hours']:.3f} hours); {len(cells)} cells, {len(measured)} timed; "
+        f"(median-step total {total['median_hours']:.3f} hours); {plural(len(cells), 'cell')}, {len(measured)} timed; "
         f"written to {store.path / ESTIMATE_FILE}")
     return 0
 

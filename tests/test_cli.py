@@ -68,7 +68,7 @@ def test_run_then_report_end_to_end(bench, write_matrix, outputs):
         assert [row["epoch"] for row in epochs if row["kind"] == "epoch"] == [1, 2]
         assert summary["eval_tokens"]["test"] == 599  # every test token but the first, exactly once
 
-    report = bench("report", "--sort", "time")
+    report = bench("report", "--sort", "time", "--format", "github")
     assert report.returncode == 0, report.stderr
     perplexity = report.stdout.split("## tiny: perplexity")[1].split("\n## ")[0]
     table_rows = [line for line in perplexity.splitlines()
@@ -166,9 +166,9 @@ def test_filter_that_matches_nothing_suggests(expression, expected, bench, write
 
 def test_filter_selects_by_key_and_by_name(bench, write_matrix):
     chosen = bench("run", str(write_matrix(GPT1_GRID)), "--filter", "model=gpt1,n_layer=1", "--dry-run")
-    assert "1 cells" in chosen.stdout and "gpt1-L1-sgd" in chosen.stdout
+    assert "1 cell in matrix" in chosen.stdout and "gpt1-L1-sgd" in chosen.stdout
     by_name = bench("run", str(write_matrix(GPT1_GRID)), "--filter", "lstm", "--dry-run")
-    assert "1 cells" in by_name.stdout and "lstm-L1-sgd" in by_name.stdout
+    assert "1 cell in matrix" in by_name.stdout and "lstm-L1-sgd" in by_name.stdout
 
 
 def test_matrix_path_that_is_a_directory(bench, outputs):

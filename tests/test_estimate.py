@@ -85,7 +85,7 @@ def test_cells_of_one_shape_are_timed_once(write_matrix, tmp_path, capsys):
     path.write_text(text)
     assert main(["estimate", str(path), "--outputs", str(tmp_path / "out")]) == 0
     captured = capsys.readouterr()
-    assert "4 cells, 1 distinct step shapes to time" in captured.err
+    assert "4 cells, 1 distinct step shape to time" in captured.err
     assert captured.err.count("timing 20 steps") == 1
     saved = json.loads((tmp_path / "out" / "shared" / "estimate.json").read_text())
     first, *others = saved["cells"]

@@ -189,7 +189,7 @@ def test_failing_cells_get_their_status_and_the_rest_finish(faulty_cli, write_ma
     assert LIVE_MODELS and all(ref() is None for ref in LIVE_MODELS)
 
     capsys.readouterr()
-    assert faulty_cli("report") == 0
+    assert faulty_cli("report", "--format", "github") == 0
     table = capsys.readouterr().out
     for word in ("diverged", "oom", "error", "ok"):  # the status column (best cells are in bold)
         assert re.search(rf"\|\s*(\*\*)?{word}(\*\*)?\s*\|", table), word

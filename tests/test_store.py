@@ -187,7 +187,7 @@ def test_run_resumes_every_other_cell_around_damaged_results_and_report_goes_on(
         assert record.read_summary(verify_files=True)["status"] == "ok"
 
     (intact.path / "summary.json").write_bytes(b'"ok"')
-    assert cli.main(["report", "--outputs", outputs]) == 0
+    assert cli.main(["report", "--outputs", outputs, "--format", "github"]) == 0
     out, err = capsys.readouterr()
     assert f"warning: {intact.path / 'summary.json'} holds a JSON string, not an object" in err
     perplexity = out.split("## damaged: perplexity")[1].split("\n## ")[0]

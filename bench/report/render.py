@@ -20,8 +20,11 @@ from tabulate import tabulate
 
 from bench.errors import BenchError
 
-FORMATS = {"github": "github", "markdown": "pipe", "latex": "latex_raw", "html": "unsafehtml", "csv": None,
-           "json": None}
+# "text" is for a terminal (the default): plain columns, a best row marked with a trailing "*";
+# "github"/"markdown" are for pasting into a report, best rows in **bold**.
+FORMATS = {"text": "simple", "github": "github", "markdown": "pipe", "latex": "latex_raw", "html": "unsafehtml",
+           "csv": None, "json": None}
+BEST_MARK = " *"  # the text format's bold
 MISSING = "-"
 BEST = "best"
 # Columns for machines: csv and json carry them, the formats for people leave them out.
@@ -139,7 +142,11 @@ def render(table: pd.DataFrame, fmt: str, formats: dict[str, Callable[[float], s
     rows = []
     for position, (_, row) in enumerate(shown.iterrows()):
         cells = [_escape(_display(row[c], column_formats.get(c)), fmt) for c in shown.columns]
-        rows.append([_bold(c, fmt) for c in cells] if best[position] else cells)
+        if best[position] and fmt == "text":
+            cells = [cells[0] + BEST_MARK, *cells[1:]]
+        elif best[position]:
+            cells = [_bold(c, fmt) for c in cells]
+        rows.append(cells)
     align = ["right" if _numeric(shown[c]) else "left" for c in shown.columns]
     headers = [_escape(str(c), fmt) for c in shown.columns]
     return tabulate(rows, headers=headers, tablefmt=FORMATS[fmt], colalign=align or None, disable_numparse=True)
@@ -184,6 +191,9 @@ def render_document(matrices: dict[str, list[Section]], fmt: str) -> str:
             elif fmt == "html":
                 block = f"<h2>{html.escape(heading)}</h2>\n{body}"
                 notes = [f"<p>{html.escape(n)}</p>" for n in section.notes]
+            elif fmt == "text":
+                block = f"{heading}\n{'=' * len(heading)}\n{body}"
+                notes = list(section.notes)
             else:
                 block = f"## {heading}\n\n{body}"
                 notes = [f"_{n}_" if fmt == "markdown" else n for n in section.notes]

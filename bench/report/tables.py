@@ -235,7 +235,7 @@ def build_sections(frame: pd.DataFrame, *, sort: str = "ppl", peak_tflops: float
         notes = []
         if _num(frame, "entropy_floor_ppl").notna().any():
             notes.append("Floor PPL is exp(entropy rate) of the synthetic source: no model can beat it.")
-        sections.append(Section("perplexity", "perplexity (best cell per architecture in bold)",
+        sections.append(Section("perplexity", "perplexity (best cell per architecture: bold, or * in text)",
                                 perplexity_table(frame), notes, axis_formats))
     if "time" in which:
         sections.append(Section("time", "time", time_table(frame), [

@@ -149,7 +149,7 @@ def resume(run: Run, checkpoints: CheckpointStore) -> None:
     state = restored.state
     mismatch = _state_mismatch(run.model.state_dict(), state["model"])
     if mismatch:
-        run.say(f"warning: {run.cell.name}: checkpoint {restored.path} does not fit the model ({mismatch}); "
+        run.say(f"warning: checkpoint {restored.path} does not fit the model ({mismatch}); "
                 "starting this cell from scratch")
         checkpoints.clear()
         return
@@ -163,7 +163,8 @@ def resume(run: Run, checkpoints: CheckpointStore) -> None:
     run.loop.load_dict(state["loop"])
     rng.restore(state["rng"])
     run.loop.resumed_at.append(run.loop.step)
-    run.say(f"  {run.cell.name}: resuming after step {run.loop.step} from the {restored.source} checkpoint")
+    # run.say prefixes the cell's label ("[2/12] gpt1-L1-adam: "), so the line does not name it again
+    run.say(f"resuming after step {run.loop.step} from the {restored.source} checkpoint")
     if run.loop.best_epoch is not None and restored.best is not None:
         run.best_weights = restored.best["model"]
 

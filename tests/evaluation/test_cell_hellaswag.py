@@ -39,7 +39,7 @@ def test_matrix_run_report_and_rescore(bench_cli, offline_hf, monkeypatch, tmp_p
     assert "hellaswag acc" in run.stderr and "hellaswag skipped" in run.stderr
 
     monkeypatch.setenv("BENCH_DATA_DIR", str(data))  # offline_hf already cut the network in here
-    assert main(["report", "--outputs", str(tmp_path / "outputs")]) == 0
+    assert main(["report", "--outputs", str(tmp_path / "outputs"), "--format", "github"]) == 0
     report = capsys.readouterr().out
     assert "HellaSwag acc" in report and "HellaSwag acc_norm" in report and "## hs: HellaSwag" in report
     assert f"{text['hellaswag_acc']:.4f}" in report and "token ids" in report

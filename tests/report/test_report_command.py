@@ -58,7 +58,7 @@ def _sections(text: str) -> dict[str, list[str]]:
 
 
 def test_report_prints_every_table_non_empty_and_plot_writes_pngs(bench, tmp_path):
-    report = bench("report", "--sort", "time")
+    report = bench("report", "--sort", "time", "--format", "github")
     assert report.returncode == 0, report.stderr
     sections = _sections(report.stdout)
     for heading in HEADINGS:
@@ -72,6 +72,15 @@ def test_report_prints_every_table_non_empty_and_plot_writes_pngs(bench, tmp_pat
     assert plot.returncode == 0, plot.stderr
     pngs = sorted((tmp_path / "pngs" / "tiny").glob("*.png"))
     assert [p.name for p in pngs] == ["all_cells_val_ppl.png", "gpt1-L1-adamw.png", "lstm-L1-adamw.png"]
+
+
+def test_the_terminal_default_has_no_markdown(bench):
+    report = bench("report", "--tables", "perplexity")
+    assert report.returncode == 0, report.stderr
+    assert "**" not in report.stdout and "|" not in report.stdout and "## " not in report.stdout
+    heading = next(line for line in report.stdout.splitlines() if line.startswith("tiny: perplexity"))
+    assert "* in text" in heading
+    assert any(line.split()[0].endswith("*") or " * " in line for line in report.stdout.splitlines()[3:])
 
 
 def test_report_json_where_and_tables(bench):
