@@ -70,8 +70,9 @@ run and resumed run (so the optimizer may start, and a checkpoint may load, in e
 mode, so the test split is scored on them) and every checkpoint save (so a checkpoint holds the
 evaluation weights and the optimizer's eval-mode state). Each call must be idempotent, ``step()`` is
 only called in train mode, and ``state_dict`` must record the mode (Schedule-Free keeps it in its
-param groups). An eval/train round trip need not be bitwise the identity, so such an optimizer's run
-depends, in the last bits, on when it is evaluated and checkpointed; resuming stays exact.
+param groups). An eval/train round trip should give the training weights back bitwise (the kit
+accepts a float-rounding difference); one that does not makes a run depend, in the last bits, on when
+it was evaluated and checkpointed, and a halted-and-continued run leave the uninterrupted path.
 ``bench.optimizer_modes`` has the helpers; ``bench.testing`` checks the switch.
 
 Factory errors: a factory raising ``ValueError`` says the matrix asks for something impossible; bench

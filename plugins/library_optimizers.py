@@ -179,6 +179,35 @@ def adam_mini(params: Params, *, lr: float, device_type: str, betas: Sequence[fl
     return opt
 
 
+class ScheduleFreeAdamW(schedulefree.AdamWScheduleFree):
+    """The library's Schedule-Free AdamW, with an eval/train round trip that is bitwise the identity.
+
+    The library's ``train()`` recomputes the training point y from the average x and z by a lerp,
+    which is not exact in floating point, so every evaluation or checkpoint would nudge training in
+    the last bits, and a run halted and continued (a sweep's promotion) would leave the path of an
+    uninterrupted one. ``eval()`` here keeps y in the optimizer state (so a checkpoint holds it too)
+    and ``train()`` puts it back; the update rule itself is the library's.
+    """
+
+    @torch.no_grad()
+    def eval(self) -> None:
+        for group in self.param_groups:
+            if group["train_mode"]:
+                for p in group["params"]:
+                    if "z" in self.state[p]:
+                        self.state[p]["y"] = p.detach().clone()
+        super().eval()
+
+    @torch.no_grad()
+    def train(self) -> None:
+        super().train()
+        for group in self.param_groups:
+            for p in group["params"]:
+                y = self.state[p].pop("y", None)
+                if y is not None:
+                    p.copy_(y)
+
+
 def schedulefree_adamw(params: Params, *, lr: float, device_type: str, betas: Sequence[float] = (0.9, 0.999),
                        eps: float = 1e-8, weight_decay: float = 0.0, warmup_steps: int = 0, r: float = 0.0,
                        weight_lr_power: float = 2.0, decay_exclude: Sequence[str] = ()) -> torch.optim.Optimizer:
@@ -190,10 +219,9 @@ def schedulefree_adamw(params: Params, *, lr: float, device_type: str, betas: Se
     _positive(eps=eps)
     if warmup_steps < 0:
         raise ValueError(f"warmup_steps must be >= 0, got {warmup_steps}")
-    return schedulefree.AdamWScheduleFree(decay_groups(params, weight_decay, decay_exclude), lr=lr,
-                                          betas=(beta1, beta2), eps=eps, weight_decay=weight_decay,
-                                          warmup_steps=warmup_steps, r=r, weight_lr_power=weight_lr_power,
-                                          foreach=True)
+    return ScheduleFreeAdamW(decay_groups(params, weight_decay, decay_exclude), lr=lr, betas=(beta1, beta2), eps=eps,
+                             weight_decay=weight_decay, warmup_steps=warmup_steps, r=r,
+                             weight_lr_power=weight_lr_power, foreach=True)
 
 
 _EXCLUDE: dict[str, Any] = {"decay_exclude": []}
