@@ -2,7 +2,8 @@
 
 Sources (pinned in ``constraints.txt``; the installed version is printed by ``bench list``):
 
-* ``pytorch-optimizer`` (kozistr, Apache-2.0, tested on every release): Lion, SOAP, Shampoo, AdEMAMix, MARS, Prodigy, Adam-mini, Signum (its ``SignSGD`` with momentum), ADOPT;
+* ``pytorch-optimizer`` (kozistr, Apache-2.0, tested on every release): Lion, SOAP, Shampoo,
+  AdEMAMix, MARS, Prodigy, Adam-mini, Signum (its ``SignSGD`` with momentum), ADOPT;
 * ``schedulefree`` (facebookresearch, Apache-2.0, the authors' reference code): Schedule-Free AdamW.
 
 Each factory takes the library's own hyperparameters under the library's names, with the library's

@@ -22,11 +22,11 @@ from typing import Any, Callable
 import torch
 
 from bench import memory, timing
-from bench.optimizer_modes import evaluating, training
 from bench.accel import autocast_context
 from bench.cells import Cell
 from bench.evaluation.perplexity import perplexity
 from bench.loss import lm_loss
+from bench.optimizer_modes import evaluating, training
 from bench.registry import Registry
 from bench.store import CellRecord
 from bench.training.outcomes import Halted, Interrupted, check_divergence

@@ -155,7 +155,8 @@ def test_library_optimizers_train_in_a_matrix(write_matrix, tmp_path):
     [matrix]
     model = ["gpt1"]
     optimizer = ["soap", "schedulefree-adamw", "prodigy"]
-    include = [{ model = "gpt1", optimizer = "adam-mini", lr = 3e-3 }, { model = "gpt1", optimizer = "lion", lr = 1e-3 }]
+    include = [{ model = "gpt1", optimizer = "adam-mini", lr = 3e-3 },
+               { model = "gpt1", optimizer = "lion", lr = 1e-3 }]
     schedule = ["constant"]
     """, name="library")
     assert cli.main(["run", str(matrix), "--device", "cpu", "--outputs", str(tmp_path / "out")]) == 0
