@@ -342,31 +342,3 @@ def _fit_summaries(matrix: str, outputs: str, where: list[str] | None) -> tuple[
     """MATRIX is a matrix file (its name picks the results) or a results folder name."""
     name = load_matrix(matrix).name if matrix.endswith(".toml") or Path(matrix).is_file() else matrix
     return name, _matrix_summaries(outputs, name, where)[name]
-
-
-def fit_isoflop(*, matrix: str, outputs: str, where: list[str] | None, budgets: list[float], size: str,
-                bootstrap: int, seed: int, out: str | None) -> int:
-    """CS336's IsoFLOP fit and Chinchilla's parametric fit over a matrix's finished cells."""
-    from bench.report import fit_plots, fits
-    name, summaries = _fit_summaries(matrix, outputs, where)
-    result = fits.isoflop_report(summaries, matrix=name, size=size, extrapolate=budgets, n_boot=bootstrap, seed=seed)
-    path = Path(out or Path(outputs) / "plots") / name / "isoflop.png"
-    fit_plots.save(fit_plots.isoflop_figure(result.cells, result.fit, result.parametric, budgets,
-                                            f"{name}: IsoFLOP fits"), path)
-    print(result.text)
-    print(f"\nfigure: {path}")
-    return 0
-
-
-def fit_hparam(*, matrix: str, outputs: str, where: list[str] | None, x: str, y: str, at: float | None,
-               out: str | None) -> int:
-    """The best value of a hyperparameter at each scale, its power law and its extrapolation."""
-    from bench.report import fit_plots, fits
-    name, summaries = _fit_summaries(matrix, outputs, where)
-    result = fits.hparam_report(summaries, matrix=name, x=x, y=y, at=at)
-    path = Path(out or Path(outputs) / "plots") / name / f"hparam_{y}_vs_{x}.png"
-    fit_plots.save(fit_plots.hparam_figure(result.cells, result.best, result.law, x, y, at,
-                                           f"{name}: {y} transfer across {x}"), path)
-    print(result.text)
-    print(f"\nfigure: {path}")
-    return 0

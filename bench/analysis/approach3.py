@@ -149,7 +149,8 @@ def _objective_and_gradient(theta: np.ndarray, cells: Cells, delta: float) -> tu
     coef, objective, r, (x1, x2) = project(cells, theta[0], theta[1], delta=delta)
     psi = np.clip(r, -delta, delta) / len(r)
     grad = np.array([-coef[1] * psi @ (cells.ln_n * x1), -coef[2] * psi @ (cells.ln_d * x2)])
-    return float(objective), grad
+    # In units of delta^2: L-BFGS-B judges progress relative to max(|f|, 1), and the objective is ~1e-6.
+    return float(objective) / delta ** 2, grad / delta ** 2
 
 
 @dataclass(frozen=True)
@@ -170,7 +171,7 @@ def fit(n, d, loss, *, delta: float = HUBER_DELTA, step: float = GRID_STEP) -> A
     start = int(np.argmin(objective))
     result = optimize.minimize(_objective_and_gradient, np.array([alpha[start], beta[start]]), args=(cells, delta),
                                jac=True, method="L-BFGS-B", bounds=[EXPONENT_BOUNDS, EXPONENT_BOUNDS])
-    theta = result.x if result.fun <= objective[start] else np.array([alpha[start], beta[start]])
+    theta = result.x if result.fun * delta ** 2 <= objective[start] else np.array([alpha[start], beta[start]])
     coef, value, _, _ = project(cells, theta[0], theta[1], delta=delta)
     e, a, b = cells.constants(coef, theta[0], theta[1])
     if not a > 0 or not b > 0:

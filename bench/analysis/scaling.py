@@ -31,6 +31,7 @@ from bench.errors import BenchError
 
 CONFIDENCE = 0.95
 HUBER_DELTA = 1e-3
+BUDGET_SPREAD = 1.25  # runs whose training FLOPs lie within this factor share an inferred budget
 
 
 @dataclass(frozen=True)
@@ -132,6 +133,22 @@ class IsoflopFit:
         return value, float(low), float(high)
 
 
+def group_budgets(flops) -> np.ndarray:
+    """Each run's compute budget when none was declared: runs sorted by training FLOPs, a new budget
+    starting wherever one exceeds BUDGET_SPREAD x the first of its budget; labelled by the largest
+    (steps are floored, so the largest is closest to the budget that was aimed at)."""
+    flops = np.asarray(flops, dtype=float)
+    budgets = np.empty_like(flops)
+    order = np.argsort(flops)
+    start = 0
+    for i in range(1, len(order) + 1):
+        if i == len(order) or flops[order[i]] > BUDGET_SPREAD * flops[order[start]]:
+            group = order[start:i]
+            budgets[group] = flops[group].max()
+            start = i
+    return budgets
+
+
 def check_grid(frame: pd.DataFrame, group: str = "budget", size: str = "n") -> None:
     """At least three budgets, each with at least three distinct sizes; one line otherwise."""
     budgets = frame[group].nunique()
@@ -197,6 +214,16 @@ def resample_counts(sizes: list[int], draws: int, rng: np.random.Generator) -> l
         picks = rng.integers(0, k, (draws, k))
         counts.append((picks[:, :, None] == np.arange(k)).sum(axis=1))
     return counts
+
+
+def counts_within_budgets(budgets, draws: int, rng: np.random.Generator) -> np.ndarray:
+    """Resamples of whole cell lists, within each budget, as counts (draws, cells) in row order."""
+    budgets = np.asarray(budgets, dtype=float)
+    out = np.zeros((draws, len(budgets)), dtype=int)
+    groups = [np.flatnonzero(budgets == b) for b in np.unique(budgets)]
+    for rows, counts in zip(groups, resample_counts([len(g) for g in groups], draws, rng)):
+        out[:, rows] = counts
+    return out
 
 
 def _bootstrap(frame: pd.DataFrame, n_boot: int, rng: np.random.Generator, method: str = "vertex") -> np.ndarray:
