@@ -153,7 +153,8 @@ def _floats(text: str) -> list[float]:
 
 
 def _add_fit(sub: argparse._SubParsersAction) -> None:
-    fit = sub.add_parser("fit", help="scaling-law and hyperparameter-transfer fits over finished cells or a file of runs")
+    fit = sub.add_parser("fit", help="scaling-law and hyperparameter-transfer fits over finished cells or a "
+                                     "file of runs")
     kind = fit.add_subparsers(dest="fit_kind", required=True)
     isoflop = kind.add_parser("isoflop", help="CS336 IsoFLOP fit (N_opt, D_opt power laws) and Chinchilla's "
                                               "parametric L(N, D)")
@@ -167,7 +168,8 @@ def _add_fit(sub: argparse._SubParsersAction) -> None:
         parser.add_argument("--where", action="append", metavar="COND", help="same filters as `bench report --where`; "
                             "with --from they test the file's columns, e.g. experiment=NAME")
         parser.add_argument("--out", metavar="DIR", help="where the PNG goes (default: <outputs>/plots/<matrix>/)")
-        parser.add_argument("--loss-column", metavar="NAME", help="--from: the loss column (default final_loss or loss)")
+        parser.add_argument("--loss-column", metavar="NAME",
+                            help="--from: the loss column (default final_loss or loss)")
     isoflop.add_argument("--budgets", default="1e19,1e23,1e24", type=_floats,
                          help="comma-separated compute budgets (FLOPs) to extrapolate to (default 1e19,1e23,1e24)")
     isoflop.add_argument("--n", dest="size", default="params", choices=["params", "non_embedding_params"],
@@ -177,7 +179,8 @@ def _add_fit(sub: argparse._SubParsersAction) -> None:
                               "side by side")
     isoflop.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for the intervals")
     isoflop.add_argument("--seed", type=int, default=0, help="seed of the bootstrap")
-    isoflop.add_argument("--params-column", metavar="NAME", help="--from: parameter count N (default parameters, params)")
+    isoflop.add_argument("--params-column", metavar="NAME",
+                         help="--from: parameter count N (default parameters, params)")
     isoflop.add_argument("--tokens-column", metavar="NAME",
                          help="--from: training tokens D (default tokens; absent: D = C / 6N)")
     isoflop.add_argument("--budget-column", metavar="NAME",

@@ -46,7 +46,8 @@ def fit_isoflop(*, matrix: str | None, from_file: str | None, outputs: str, wher
         result = fits.isoflop_report(summaries, matrix=name, size=size, extrapolate=budgets, n_boot=bootstrap,
                                      seed=seed, methods=methods)
     path = _plot_path(out, outputs, name, "isoflop.png")
-    fit_plots.save(fit_plots.isoflop_figure(result.cells, result.fits, result.parametric and result.parametric.law,
+    law = result.parametric.law if result.parametric is not None else None
+    fit_plots.save(fit_plots.isoflop_figure(result.cells, result.fits, law,
                                             budgets, f"{name}: IsoFLOP fits"), path)
     print(result.text)
     print(f"\nfigure: {path}")

@@ -48,7 +48,8 @@ def read_records(path: str | Path) -> list[dict[str, Any]]:
         else:
             raise BenchError(f"--from {path}: unknown file type {suffix or '(none)'}; give a .csv or .json file")
     except (json.JSONDecodeError, UnicodeDecodeError, csv.Error) as exc:
-        raise BenchError(f"--from {path}: not readable as {suffix[1:].upper()} ({exc}); fix or re-export the file") from None
+        raise BenchError(f"--from {path}: not readable as {suffix[1:].upper()} ({exc}); "
+                         "fix or re-export the file") from None
     if not isinstance(rows, list) or not all(isinstance(r, dict) for r in rows):
         raise BenchError(f"--from {path}: expected a JSON list of objects, one per run, e.g. "
                          '[{"parameters": 1e8, "compute_budget": 1e18, "final_loss": 3.2}, ...]')
@@ -98,7 +99,8 @@ def single_experiment(rows: list[dict[str, Any]], source: str) -> None:
                          f"pick one with --where {GROUP_COLUMN}={names[0]}")
 
 
-def isoflop_frame(rows: list[dict[str, Any]], source: str, columns: dict[str, str | None]) -> tuple[pd.DataFrame, str]:
+def isoflop_frame(rows: list[dict[str, Any]], source: str,
+                  columns: dict[str, str | None]) -> tuple[pd.DataFrame, str]:
     """The frame ``isoflop_fit`` takes (budget, n, d, loss, name) and a sentence saying where each came from."""
     single_experiment(rows, source)
     n_col = column(rows, "params", columns.get("params"), source)
@@ -109,7 +111,7 @@ def isoflop_frame(rows: list[dict[str, Any]], source: str, columns: dict[str, st
     if c_col is not None:
         budget = numbers(rows, c_col, source)
         d = numbers(rows, d_col, source) if d_col else budget / (6 * n)
-        how = f"budget C = column {c_col}" + ("" if d_col else f"; D = C / (6 N) (no tokens column)")
+        how = f"budget C = column {c_col}"
     else:
         d = numbers(rows, d_col, source)  # type: ignore[arg-type]
         budget = group_budgets(6 * n * d)
@@ -117,7 +119,8 @@ def isoflop_frame(rows: list[dict[str, Any]], source: str, columns: dict[str, st
                f"largest (no budget column)")
     names = [str(r.get("name") or r.get("model") or i + 1) for i, r in enumerate(rows)]
     frame = pd.DataFrame({"budget": budget, "n": n, "d": d, "loss": loss, "name": names})
-    return frame, f"N = column {n_col}, D = {f'column {d_col}' if d_col else 'C / (6 N)'}, loss = column {loss_col}; {how}"
+    tokens = f"column {d_col}" if d_col else "C / (6 N) (no tokens column)"
+    return frame, f"N = column {n_col}, D = {tokens}, loss = column {loss_col}; {how}"
 
 
 def hparam_frame(rows: list[dict[str, Any]], source: str, x: str, y: str, loss: str | None) -> pd.DataFrame:

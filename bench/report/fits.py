@@ -90,7 +90,8 @@ def isoflop_cells(summaries: list[dict[str, Any]], size: str) -> tuple[pd.DataFr
 def isoflop_report(summaries: list[dict[str, Any]], *, matrix: str, size: str, extrapolate: list[float],
                    n_boot: int, seed: int, methods: tuple[str, ...] = scaling.METHODS) -> IsoflopReport:
     cells, how = isoflop_cells(summaries, size)
-    header = (f"IsoFLOP fit of {matrix!r}: {len(cells)} finished cells, {cells['budget'].nunique()} budgets, dataset "
+    header = (f"IsoFLOP fit of {matrix!r}: {len(cells)} finished cells, {cells['budget'].nunique()} budgets, "
+              f"dataset "
               f"{_dataset(summaries[0]) if summaries else '?'}; N = {SCALES[size]}, D = training tokens, {LOSS_NOTE}; "
               f"{how}.")
     return isoflop_analysis(cells, header, extrapolate=extrapolate, n_boot=n_boot, seed=seed, methods=methods)
@@ -148,8 +149,8 @@ def _laws_text(fits: dict[str, scaling.IsoflopFit], n_boot: int, extrapolate: li
         lines.append(f"Method {METHOD_NAMES[method]}:")
         for label, law, column in (("N_opt", fit.n_law, 1), ("D_opt", fit.d_law, 3)):
             low, high = fit.bootstrap_interval(column)
-            lines.append(f"  {label} = {law.a:.3g} x C^{law.b:.3f}   exponent 95% CI: bootstrap [{low:.3f}, {high:.3f}], "
-                         f"t [{law.b_low:.3f}, {law.b_high:.3f}]   (R^2 {law.r2:.3f})")
+            lines.append(f"  {label} = {law.a:.3g} x C^{law.b:.3f}   exponent 95% CI: bootstrap "
+                         f"[{low:.3f}, {high:.3f}], t [{law.b_low:.3f}, {law.b_high:.3f}]   (R^2 {law.r2:.3f})")
     fit = next(iter(fits.values()))
     lines.append(f"Least squares in log-log space over the {len(fit.budgets)} budget optima; bootstrap: "
                  f"{len(fit.bootstrap)} of {n_boot} resamples of cells within each budget, refitted; t: Student-t "
@@ -232,8 +233,8 @@ def _holdout_text(held: list[holdout.HeldOut] | None, methods: tuple[str, ...], 
     last = held[-1]
     parts = [f"{_pct(last.n_error(law))} ({law})" for law in laws if law in last.predicted]
     mean = {law: np.nanmean([abs(h.n_error(law)) for h in held]) for law in laws}
-    headline = (f"Extrapolation, the headline quality figure: with the largest budget C = {last.budget:.3g} held out and "
-                f"every law refitted on the others, the predicted N_opt there is off by {', '.join(parts)}"
+    headline = (f"Extrapolation, the headline quality figure: with the largest budget C = {last.budget:.3g} "
+                f"held out and every law refitted on the others, the predicted N_opt there is off by {', '.join(parts)}"
                 + (f"; approach 3 predicts that budget's losses to within {100 * last.loss_error:.2f}% on average"
                    if np.isfinite(last.loss_error) else "") + ".\n"
                 f"Mean |N_opt error| over all {len(held)} budgets held out in turn: "
