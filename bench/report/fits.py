@@ -232,13 +232,14 @@ def _holdout_text(held: list[holdout.HeldOut] | None, methods: tuple[str, ...], 
         rows.append(row)
     last = held[-1]
     parts = [f"{_pct(last.n_error(law))} ({law})" for law in laws if law in last.predicted]
-    mean = {law: np.nanmean([abs(h.n_error(law)) for h in held]) for law in laws}
+    mean = {law: float(np.mean([abs(h.n_error(law)) for h in held if law in h.predicted]))
+            for law in laws if any(law in h.predicted for h in held)}
     headline = (f"Extrapolation, the headline quality figure: with the largest budget C = {last.budget:.3g} "
                 f"held out and every law refitted on the others, the predicted N_opt there is off by {', '.join(parts)}"
                 + (f"; approach 3 predicts that budget's losses to within {100 * last.loss_error:.2f}% on average"
                    if np.isfinite(last.loss_error) else "") + ".\n"
                 f"Mean |N_opt error| over all {len(held)} budgets held out in turn: "
-                + ", ".join(f"{100 * mean[law]:.1f}% ({law})" for law in laws if np.isfinite(mean[law])) + ".\n"
+                + ", ".join(f"{100 * error:.1f}% ({law})" for law, error in mean.items()) + ".\n"
                 "Errors are predicted / observed - 1, observed being the held-out budget's own optimum by the same "
                 "method (approach 3 is compared with its parabola vertex); loss error: mean |predicted / observed - 1| "
                 "over the held-out budget's runs.")
