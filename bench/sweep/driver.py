@@ -26,7 +26,7 @@ from bench.registry import Registry
 from bench.runner import run_cells
 from bench.store import CellRecord, ResultStore
 from bench.sweep.groups import Group, finite, flops_per_token, trial_cell
-from bench.sweep.ledger import CHARGE, REUSED, Ledger, trial_flops
+from bench.sweep.ledger import CHARGE, NOT_STARTED, REUSED, Ledger, trial_flops
 from bench.sweep.spec import SweepSpec
 from bench.sweep.strategies import (
     Batch,
@@ -129,6 +129,8 @@ class SweepRun:
                     batches[label] = strategies[label].send(results)
                 except StopIteration:
                     del batches[label]
+        if self.ledger is not None and self.ledger_stop is None:
+            self.say(self.ledger.line())
         return self._final_seeds(contexts)
 
     def _context(self, storage, group: Group) -> tuple[GroupContext, Budget]:
@@ -171,7 +173,8 @@ class SweepRun:
         if train and not self._train(list(train.values()), labels):
             return None
         if self.ledger is not None:
-            self.say(self.ledger.line())
+            if train:
+                self.say(self.ledger.line())
             if self.ledger_stop is not None:
                 return None
         return {label: [outcome or self._ran(contexts[label][1], cell, request)
@@ -205,6 +208,9 @@ class SweepRun:
                 contexts[label][0].trials.tag(number, **{CHARGE: flops})
 
         admitted, self.ledger_stop = self.ledger.admit(list(wanted.items()), tag)
+        for cell_id in set(wanted) - set(admitted):  # reported as such, not as running; a resume may start them
+            for label, number in requests[cell_id]:
+                contexts[label][0].trials.tag(number, status=NOT_STARTED)
         return {cell_id: train[cell_id] for cell_id in admitted}
 
     def _resolve(self, group: Group, ctx: GroupContext, request: Request) -> tuple[Cell | None, Outcome | None]:

@@ -24,6 +24,7 @@ from bench.store import ResultStore
 
 CHARGE = "ledger_flops"  # trial user attribute: FLOPs its cell is charged for, up to this request
 REUSED = "ledger_reused"  # trial user attribute: answered by a cell that was already trained or charged
+NOT_STARTED = "not started: FLOP ledger"  # the status a trial that did not fit is reported with
 
 
 def check_length_known(config: dict[str, Any], where: str) -> None:

@@ -81,6 +81,7 @@ def test_sweep_stops_at_its_ledger_resumes_from_the_store_and_reuses_repeats(wri
     assert main(["report", "--outputs", str(outputs), "--matrix", "cap", "--tables", "sweep"]) == 0
     report = capsys.readouterr().out
     assert "FLOP ledger (all groups)" in report and "Left (FLOPs)" in report
+    assert "not started: FLOP ledger" in report
 
     same = write_matrix(LEDGER.format(trials=4, cap=1.5 * cost, space="{ choice = [0.01] }"), name="same")
     assert main(["run", str(same), "--outputs", str(outputs)]) == 0  # one cell, proposed four times
