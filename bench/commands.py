@@ -18,7 +18,7 @@ from bench.evaluation.cell_hellaswag import check_eval_settings
 from bench.executors import build_executor, executor_settings
 from bench.matrix import Matrix, load_matrix
 from bench.registry import Plugins, PluginSelection, Registry, load_plugins
-from bench.report.select import filter_summaries
+from bench.report.select import matrix_summaries as _matrix_summaries
 from bench.selection import resolve_device, select_cells
 from bench.shapes import shapes_only
 from bench.store import CellRecord, ResultStore, matrix_names
@@ -173,23 +173,6 @@ def _vocab_size(config: dict, registry: Registry) -> int:
     return tokenizer.build(config).vocab_size
 
 
-def _matrix_summaries(outputs: str, matrix: str | None, where: list[str] | None) -> dict[str, list[dict]]:
-    """Summaries of each requested matrix, after --where; errors when there is nothing to show."""
-    names = [matrix] if matrix else matrix_names(outputs)
-    if not names:
-        raise BenchError(f"no results under {outputs!r}; run `bench run MATRIX` first")
-    selected = {}
-    for name in names:
-        summaries = ResultStore(outputs, name).summaries()
-        if not summaries:
-            raise BenchError(f"no results for matrix {name!r} under {outputs!r}; known: "
-                             f"{', '.join(matrix_names(outputs)) or 'none'}")
-        selected[name] = filter_summaries(summaries, where)
-    if where and not any(selected.values()):
-        raise BenchError(f"--where {' '.join(where)!r} matches no cell; loosen the condition")
-    return {name: summaries for name, summaries in selected.items() if summaries}
-
-
 def report(*, outputs: str, matrix: str | None, sort: str, fmt: str, where: list[str] | None = None,
            plots: str | None = None, peak_tflops: float | None = None, which: list[str] | None = None,
            target: str | None = None, profiles: bool = False, algorithm: str = "optimizer", measure: str = "time",
@@ -336,9 +319,3 @@ def eval_hellaswag(*, run: str, limit: int, batch_size: int, device: str,
         return 0
     print(describe(fields))
     return 0
-
-
-def _fit_summaries(matrix: str, outputs: str, where: list[str] | None) -> tuple[str, list[dict]]:
-    """MATRIX is a matrix file (its name picks the results) or a results folder name."""
-    name = load_matrix(matrix).name if matrix.endswith(".toml") or Path(matrix).is_file() else matrix
-    return name, _matrix_summaries(outputs, name, where)[name]

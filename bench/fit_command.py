@@ -1,12 +1,19 @@
 """`bench fit`: scaling-law and hyperparameter-transfer fits over a matrix's finished cells or a file of
-runs. Apart from here, nothing on the ``--from`` path imports torch (the matrix path reads the
-store through ``bench.commands``), so fitting a file starts quickly."""
+runs. Nothing here imports torch (``bench.commands`` does), so a fit starts quickly."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 from bench.errors import BenchError
+
+
+def _fit_summaries(matrix: str, outputs: str, where: list[str] | None) -> tuple[str, list[dict]]:
+    """MATRIX is a matrix file (its name picks the results) or a results folder name."""
+    from bench.matrix import load_matrix
+    from bench.report.select import matrix_summaries
+    name = load_matrix(matrix).name if matrix.endswith(".toml") or Path(matrix).is_file() else matrix
+    return name, matrix_summaries(outputs, name, where)[name]
 
 
 def _file_rows(path: str, where: list[str] | None) -> list[dict]:
@@ -41,7 +48,6 @@ def fit_isoflop(*, matrix: str | None, from_file: str | None, outputs: str, wher
         result = fits.isoflop_analysis(cells, header, extrapolate=budgets, n_boot=bootstrap, seed=seed, methods=methods)
     else:
         assert matrix is not None
-        from bench.commands import _fit_summaries
         name, summaries = _fit_summaries(matrix, outputs, where)
         result = fits.isoflop_report(summaries, matrix=name, size=size, extrapolate=budgets, n_boot=bootstrap,
                                      seed=seed, methods=methods)
@@ -65,7 +71,6 @@ def fit_hparam(*, matrix: str | None, from_file: str | None, outputs: str, where
         result = fits.hparam_analysis(frame, f"in {from_file}", x=x, y=y, at=at, loss_note="loss = the file's column")
     else:
         assert matrix is not None
-        from bench.commands import _fit_summaries
         name, summaries = _fit_summaries(matrix, outputs, where)
         result = fits.hparam_report(summaries, matrix=name, x=x, y=y, at=at)
     path = _plot_path(out, outputs, name, f"hparam_{y}_vs_{x}.png")

@@ -59,3 +59,16 @@ def test_bad_input_is_one_line_and_exit_2(cs336_json, tmp_path, capsys, args, pr
     err = capsys.readouterr().err
     assert problem in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "out").exists()
+
+
+def test_matrix_results_still_fit(tmp_path, capsys):
+    from bench.store import ResultStore
+    store = ResultStore(tmp_path / "out", "grid")
+    for i, run in enumerate(simulate.isoflop_runs(noise=0.002, budgets=(1e19, 1e20, 1e21, 1e22)).itertuples()):
+        record = store.cell(f"c{i}")
+        record.write_config({"id": f"c{i}"})
+        record.write_summary({"id": f"c{i}", "status": "ok", "best_val_loss": run.loss, "params_total": run.n,
+                              "train_tokens": run.d, "config": {"dataset": "synthetic", "max_flops": run.budget}})
+    assert main(["fit", "isoflop", "grid", "--outputs", str(tmp_path / "out"), "--bootstrap", "50"]) == 0
+    out = capsys.readouterr().out
+    assert "32 finished cells, 4 budgets" in out and "1e+22 (largest)" in out
