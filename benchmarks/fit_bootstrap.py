@@ -61,6 +61,12 @@ def write_cells(runs, outputs: Path, name: str) -> None:
                               "config": {"dataset": "simulated", "max_flops": run.budget}})
 
 
+def _head() -> str:
+    head = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
+    dirty = subprocess.run(["git", "-C", str(REPO), "status", "--porcelain"], capture_output=True, text=True).stdout
+    return head.stdout.strip() + (" (uncommitted changes)" if dirty.strip() else "")
+
+
 def timed(call) -> tuple[float, object]:
     started = time.perf_counter()
     result = call()
@@ -118,7 +124,7 @@ def main() -> None:
              f"load average {os.getloadavg()[0]:.2f} at the end), Python {platform.python_version()}, "
              f"OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}",
              f"- data: 72 runs (9 budgets x 8 sizes) from L = 1.69 + 406.4/N^0.34 + 410.7/D^0.28, 0.5 % noise; "
-             f"{args.rounds} interleaved rounds, medians; before = {args.before}",
+             f"{args.rounds} interleaved rounds, medians; before = {args.before}, this = {_head()}",
              "",
              "| bootstrap, 1,000 resamples | median s | N_opt exponent 95% interval |",
              "|---|---|---|",
