@@ -156,8 +156,9 @@ def sweep_sections(store: ResultStore) -> list[Section]:
 def ledger_section(store: ResultStore, groups: list[GroupView], limit: float) -> Section:
     """Spent and left of the sweep's FLOP ledger, read back from the store as a resumed sweep does."""
     ledger = Ledger.from_store(limit, store, [row.attrs for g in groups for row in g.trials])
-    table = pd.DataFrame([{"max_total_flops": limit, "Spent (FLOPs)": ledger.spent, "Left (FLOPs)": ledger.left,
-                           "Trial cells charged": len(ledger.charged), "Trials reusing a cell": ledger.reused}])
+    table = pd.DataFrame([{"max_total_flops": f"{limit:.3g}", "Spent (FLOPs)": f"{ledger.spent:.3g}",
+                           "Left (FLOPs)": f"{ledger.left:.3g}", "Trial cells charged": str(len(ledger.charged)),
+                           "Trials reusing a cell": str(ledger.reused)}])
     return Section("sweep_ledger", "FLOP ledger (all groups)", table,
                    ["Each trial cell is charged its planned training FLOPs (steps x tokens per step x FLOPs per "
                     "token) when it starts, whatever it ends as; a repeated configuration reuses the cell at no cost; "
