@@ -85,11 +85,12 @@ def train_steps(run: Run, stop: Any) -> str | None:
             if epoch_end:
                 new_best = end_epoch(run, done)
             elif halt_now or (config["eval_every"] and done % config["eval_every"] == 0):
-                validate_midway(run, done)
+                new_best = validate_midway(run, done)
 
             stopping = stop is not None and stop.requested
             every = config["checkpoint_every"]
-            if epoch_end or stopping or halt_now or (every and done % every == 0):
+            # A new best is saved at once, so a resume restores the weights the summary names.
+            if epoch_end or stopping or halt_now or new_best or (every and done % every == 0):
                 persist(run, new_best)
             if stopping:
                 raise Interrupted(done, getattr(stop, "cause", "a stop request"))
@@ -177,10 +178,15 @@ def validate(run: Run, epoch: int, step: int) -> dict[str, float]:
     return result
 
 
-def validate_midway(run: Run, done: int) -> None:
-    result = validate(run, epoch=math.ceil(done / run.plan.steps_per_epoch), step=done)
+def validate_midway(run: Run, done: int) -> bool:
+    """An ``eval_every`` (or ``halt_at_step``) evaluation; it counts for the best like an epoch's."""
+    epoch = math.ceil(done / run.plan.steps_per_epoch)
+    result = validate(run, epoch=epoch, step=done)
     run.loop.rows.append({"kind": "step", "step": done, **_validation_fields(result),
                           "train_time_s": run.loop.clocks["train"].total})
+    # The train loss beside a mid-epoch best is the last logged window's (the epoch is not over).
+    last_log = next((r["train_loss"] for r in reversed(run.loop.rows) if r.get("kind") == "log"), None)
+    return keep_if_best(run, result["loss"], epoch, done, last_log)
 
 
 def end_epoch(run: Run, done: int) -> bool:
@@ -194,9 +200,16 @@ def end_epoch(run: Run, done: int) -> bool:
                       "train_time_s": loop.clocks["train"].total, "eval_time_s": loop.clocks["eval"].total})
     loop.epoch_loss.zero_()
     loop.epoch_steps = 0
-    if not result["loss"] < loop.best_val_loss:  # also false for a NaN loss
+    return keep_if_best(run, result["loss"], epoch, done, train_loss)
+
+
+def keep_if_best(run: Run, val_loss: float, epoch: int, step: int, train_loss: float | None) -> bool:
+    """The one definition of "best": the lowest validation loss over every evaluation (epoch ends
+    and ``eval_every``), whose weights are kept for the test split. Returns whether this is it."""
+    loop = run.loop
+    if not val_loss < loop.best_val_loss:  # also false for a NaN loss
         return False
-    loop.best_val_loss, loop.best_epoch, loop.best_train_loss = result["loss"], epoch, train_loss
+    loop.best_val_loss, loop.best_epoch, loop.best_step, loop.best_train_loss = val_loss, epoch, step, train_loss
     run.best_weights = {k: v.detach().to("cpu", copy=True) for k, v in run.model.state_dict().items()}
     return True
 

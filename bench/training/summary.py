@@ -54,7 +54,7 @@ def build_summary(run: Run, test: dict[str, float], stopped_by: str | None) -> d
     epochs = math.ceil(steps / plan.steps_per_epoch)
     counts = run.model.parameter_counts()
     gpu_name = memory.device_name(run.device, loop.memory or {})
-    best_row = next((r for r in loop.rows if r.get("kind") == "epoch" and r.get("epoch") == loop.best_epoch), {})
+    best_row = _best_row(loop.rows, loop.best_step, loop.best_epoch)
     return {
         **run.info,
         "status": "ok",
@@ -71,6 +71,7 @@ def build_summary(run: Run, test: dict[str, float], stopped_by: str | None) -> d
         "epochs": epochs,
         "train_tokens": train_tokens,
         "best_epoch": loop.best_epoch,
+        "best_step": loop.best_step,
         "best_val_loss": loop.best_val_loss,
         "best_val_ppl": perplexity(loop.best_val_loss),
         "best_val_word_ppl": best_row.get("val_word_ppl"),
@@ -100,6 +101,14 @@ def build_summary(run: Run, test: dict[str, float], stopped_by: str | None) -> d
                             device_name=gpu_name,
                             precision=timing.matmul_precision(run.device, config["dtype"], config["tf32"])),
     }
+
+
+def _best_row(rows: list[dict[str, Any]], step: int | None, epoch: int | None) -> dict[str, Any]:
+    """The metrics row of the best evaluation (by step; by epoch for a loop resumed from a
+    checkpoint that predates ``best_step``)."""
+    if step is not None:
+        return next((r for r in rows if r.get("step") == step and "val_loss" in r), {})
+    return next((r for r in rows if r.get("kind") == "epoch" and r.get("epoch") == epoch), {})
 
 
 def _save_weights(run: Run, state: dict[str, torch.Tensor]) -> None:
