@@ -53,13 +53,16 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
     run.add_argument("--executor", help="how cells run: local (default) or ray; `bench list` shows every executor")
     run.add_argument("--jobs", type=int, help="cells trained at once (local: worker processes; default 1)")
     run.add_argument("--ray-address", help="Ray cluster to use with --executor ray (default: start a local one)")
+    run.add_argument("--threads", type=int, help="torch threads per cell on CPU, the same in every executor (results "
+                                                 "are bitwise equal across executors at equal threads; default 0: all "
+                                                 "cores in this process, a share per --jobs worker, num_cpus on Ray)")
     run.set_defaults(handler=_run)
 
 
 def _run(args: argparse.Namespace) -> int:
     from bench.commands import run_matrix
     executor = {"name": args.executor or ("ray" if args.ray_address else None), "jobs": args.jobs,
-                "address": args.ray_address}
+                "address": args.ray_address, "threads": args.threads}
     return run_matrix(args.matrix, device=args.device, filter_expr=args.filter, dry_run=args.dry_run,
                       force=args.force, outputs=_outputs_root(args), executor=executor,
                       plugins=_plugin_selection(args))

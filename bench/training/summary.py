@@ -59,6 +59,8 @@ def build_summary(run: Run, test: dict[str, float], stopped_by: str | None) -> d
         **run.info,
         "status": "ok",
         "device": str(run.device),
+        # CPU kernels split reductions by thread count: equal results need equal counts (bench/executors/threads.py).
+        "torch_threads": torch.get_num_threads() if run.device.type == "cpu" else None,
         "torch": torch.__version__,
         "vocab_size": data.vocab_size,
         "params_total": counts["total"],
