@@ -15,6 +15,7 @@ from typing import Any, Callable
 
 import torch
 
+from bench.budget import budget_record
 from bench.cells import Cell
 from bench.checkpoint import CHECKPOINT_DIR, CheckpointStore
 from bench.evaluation.cell_hellaswag import score_in_run
@@ -324,5 +325,9 @@ def _failure_summary(cell: Cell, record: CellRecord, exc: BaseException, device:
                "memory": progress.memory}
     if isinstance(exc, Halted):
         summary.update(exc.validation)
+    if progress.plan is not None:  # what the cell spent counts, whatever ended it (a sweep's max_time/max_cost)
+        train_time = progress.clocks["train"].elapsed
+        used = budget_record(cell.config, progress.plan, step, train_time, None)["budget_used"]
+        summary.update(train_time_s=train_time, budget_used=used)
     record.write_summary(summary)
     return summary

@@ -9,6 +9,8 @@ from typing import Any
 
 import torch
 
+from bench.budget import StepPlan
+
 CLOCKS = ("train", "eval", "save")
 
 
@@ -65,6 +67,7 @@ class LoopState:
     step_times: dict[int, float] = field(default_factory=dict)  # seconds of optimizer steps 10-19
     clocks: dict[str, Stopwatch] = field(default_factory=lambda: {n: Stopwatch() for n in CLOCKS})
     memory: dict[str, Any] | None = None  # the sampled figures, once training has stopped
+    plan: StepPlan | None = None  # the run's step plan, once built (a failed cell's summary prices its steps)
 
     _SCALARS = ("micro_batch", "accum", "step", "window_steps", "epoch_steps", "loss_floor", "rows",
                 "best_val_loss", "best_epoch", "best_train_loss", "resumed_at")

@@ -214,3 +214,22 @@ def test_raising_trials_extends_a_sweep_and_changing_the_space_is_refused(write_
     capsys.readouterr()
     assert main(["run", str(write_matrix(body.format(n=2, high=0.2), name="ext")), "--outputs", str(outputs)]) == 2
     assert "changed since" in capsys.readouterr().err
+
+
+def test_diverged_trials_count_what_they_spent_toward_max_time(write_matrix, tmp_path):
+    # Every trial diverges at its first log; each spends some training time, so a budget of one
+    # microsecond is used up by the first trial. Diverged trials used to count as free: all 4 ran.
+    path = write_matrix(TINY.replace('optimizer = "adam"', 'optimizer = "sgd"') + """
+[sweep]
+strategy = "random"
+trials = 4
+max_time = 1e-6
+[sweep.space]
+lr = { loguniform = [1e5, 1e6] }
+""", name="spent")
+    outputs = tmp_path / "out"
+    main(["run", str(path), "--outputs", str(outputs)])
+    cells = summaries(outputs, "spent")
+    assert [s["status"] for s in cells.values()] == ["diverged"]
+    used = next(iter(cells.values()))["budget_used"]
+    assert used["time_s"] > 0 and used["steps"] == 4 and used["flops"] > 0
