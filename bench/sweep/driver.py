@@ -42,7 +42,8 @@ from bench.sweep.trials import GroupTrials, Outcome, open_storage
 
 FINAL = ("ok", "diverged", "pruned")
 LOST_RETRIES = 1  # times a round's cells whose worker died are run again before the sweep gives up
-EXTENSIBLE = ("trials", "max_flops", "max_time", "max_cost", "cost_per_hour", "final_seeds", "final_overrides")
+EXTENSIBLE = ("trials", "max_flops", "max_time", "max_cost", "cost_per_hour", "final_seeds", "final_overrides",
+              "reuse_trial_seeds")
 
 
 @dataclass

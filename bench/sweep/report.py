@@ -17,6 +17,7 @@ import pandas as pd
 from bench.fileio import atomic_write_bytes
 from bench.report.render import Section
 from bench.store import ResultStore
+from bench.sweep.spec import final_seeds_note
 from bench.sweep.trials import STORAGE_FILE, storage_url
 
 MISSING_STATUS = "running"  # proposed, never finished (a killed sweep not yet resumed)
@@ -113,7 +114,10 @@ def best_table(groups: list[GroupView], store: ResultStore) -> pd.DataFrame:
         finals = [float(s[metric]) for s in (store.cell(c).read_summary() for c in group.final_cells)
                   if s and s.get("status") == "ok" and isinstance(s.get(metric), (int, float))]
         if group.final_cells:
-            entry.update({f"{metric} over final seeds": statistics.fmean(finals) if finals else None,
+            trial_seed = (best.summary.get("config") or {}).get("seed") if best is not None else None
+            seeds = group.settings.get("final_seeds") or []
+            entry.update({"Final seeds": f"{', '.join(map(str, seeds))}; {final_seeds_note(seeds, trial_seed)}",
+                          f"{metric} over final seeds": statistics.fmean(finals) if finals else None,
                           "std": statistics.stdev(finals) if len(finals) > 1 else None,
                           "Seeds ok": f"{len(finals)}/{len(group.final_cells)}"})
         rows.append(entry)

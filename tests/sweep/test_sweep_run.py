@@ -50,7 +50,7 @@ optimizer = ["sgd", "adam"]
 strategy = "random"
 trials = 2
 per = ["optimizer"]
-final_seeds = [0, 1]
+final_seeds = 2
 [sweep.space]
 lr = { loguniform = [1e-3, 1e-1] }
 """, name="fair")
@@ -60,10 +60,13 @@ lr = { loguniform = [1e-3, 1e-1] }
     assert sorted(groups) == ["optimizer=adam", "optimizer=sgd"]
     assert [len(s.trials) for s in groups.values()] == [2, 2]
     assert all(t.state.name == "COMPLETE" for s in groups.values() for t in s.trials)
-    for study in groups.values():  # the best of each group, rerun over both seeds
+    trial_cells = {t.user_attrs["cell_id"] for s in groups.values() for t in s.trials}
+    for study in groups.values():  # the best of each group, rerun over two fresh seeds
         assert len(study.user_attrs["final_cells"]) == 2
         for cell in study.user_attrs["final_cells"]:
-            assert json.loads((outputs / "fair" / cell / "summary.json").read_text())["status"] == "ok"
+            summary = json.loads((outputs / "fair" / cell / "summary.json").read_text())
+            assert summary["status"] == "ok" and summary["config"]["seed"] in (1, 2)
+            assert cell not in trial_cells  # the selected trial is not one of its own final reruns
     shown = capsys.readouterr().out
     assert "best configuration per group" in shown and "optimizer=adam" in shown
 
@@ -71,7 +74,8 @@ lr = { loguniform = [1e-3, 1e-1] }
     assert main(["report", "--outputs", str(outputs), "--matrix", "fair", "--tables", "sweep",
                  "--plots", str(plots)]) == 0
     assert (plots / "fair" / "sweep_lr.png").stat().st_size > 1000
-    assert "best_val_loss vs lr" in capsys.readouterr().out
+    shown = capsys.readouterr().out
+    assert "best_val_loss vs lr" in shown and "1, 2; fresh: the trials trained on seed 0" in shown
 
     best = tmp_path / "best.toml"
     assert main(["report", "--outputs", str(outputs), "--matrix", "fair", "--best-config", str(best)]) == 0
