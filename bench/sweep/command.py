@@ -46,7 +46,8 @@ def describe(spec: SweepSpec, groups: list[Group]) -> str:
         lines.append(tabulate(rows, headers=["s"] + [f"rung {i}" for i in range(len(rows[0]) - 1)]))
     if spec.final_seeds:
         extra = ", ".join(f"{k} = {v}" for k, v in spec.final_overrides.items())
-        lines.append(f"  then the best of each group over seeds {spec.final_seeds} ({final_seeds_note(spec.final_seeds, spec.trial_seed)})"
+        note = final_seeds_note(spec.final_seeds, spec.trial_seed)
+        lines.append(f"  then the best of each group over seeds {spec.final_seeds} ({note})"
                      + (f" with {extra}" if extra else ""))
     return "\n".join(lines)
 
