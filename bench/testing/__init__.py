@@ -20,8 +20,10 @@ overrides)``. Optimizer and schedule overrides may set ``lr``; model overrides `
 
 What is checked (the functions live in ``bench.testing.<kind>s`` and have docstrings):
 
-* models: shapes, causality in eval AND train mode (dropout masks held equal), context length,
-  parameter counts, FLOPs, gradients reach every parameter, it fits one batch, determinism;
+* models: shapes, causality in eval AND train mode (dropout masks held equal) at initialisation and
+  after a few Adam steps (a zero-initialised path to the future opens with training), on length 8
+  and on inputs as long as the model's context (at most ``MAX_CAUSAL_SEQ`` = 64 tokens), context
+  length, parameter counts, FLOPs, gradients reach every parameter, it fits one batch, determinism;
 * optimizers: covers every parameter, a step moves them, determinism, state round trip
   (k steps + save/load + k steps == 2k steps, bitwise on CPU), obeys ``param_groups[i]["lr"]``,
   skips parameters without a gradient, rejects a negative lr;
