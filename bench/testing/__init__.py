@@ -28,7 +28,9 @@ What is checked (the functions live in ``bench.testing.<kind>s`` and have docstr
   (k steps + save/load + k steps == 2k steps, bitwise on CPU), obeys ``param_groups[i]["lr"]``,
   skips parameters without a gradient, rejects a negative lr;
 * schedules: values in [0, lr], proportional to lr, exact resume, tiny runs, rejects lr 0;
-* datasets: tag matches content, splits, token ids in range, determinism (missing data skips);
+* datasets: tag matches content, splits, token ids in range, determinism within this process and
+  in a fresh one with another ``PYTHONHASHSEED`` (as ``--jobs`` workers build it), validation and test
+  not copied from training (sampled 64-token / 256-byte windows looked up verbatim; missing data skips);
 * tokenizers: attributes, encode/decode round trip, ``encode_batch`` agrees with ``encode``.
 
 This module is also a pytest plugin (entry point ``pytest11``, name ``bench.testing``; load it

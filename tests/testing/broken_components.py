@@ -110,3 +110,4 @@ def signum(**flags):
             raise ValueError(f"lr must be > 0, got {lr}")
         return SignMomentum(params, lr, beta, **flags)
     return factory
+

@@ -12,8 +12,16 @@ import torch
 from torch import nn
 
 from bench.components import Component
-from bench.testing import ContractViolation, all_checks, check_optimizer, iter_model_checks, parametrize_with_checks
+from bench.testing import (
+    ContractViolation,
+    all_checks,
+    check_optimizer,
+    iter_checks,
+    iter_model_checks,
+    parametrize_with_checks,
+)
 from tests.testing.broken_components import LATE_PEEK, LEAK, ZERO_INIT_PEEK, LatePeek, signum
+from tests.testing.broken_datasets import HASH_SEEDED, OVERLAP
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -86,6 +94,34 @@ def test_unknown_override_is_refused():
         iter_model_checks(LEAK, n_hidden=3)
 
 
+# -- datasets ------------------------------------------------------------------------------------
+
+
+def _dataset_check(component, name):
+    return next(c for c in iter_checks("dataset", component) if c.name == name)
+
+
+def test_a_dataset_whose_validation_split_is_cut_from_train_fails_the_disjointness_check():
+    with pytest.raises(ContractViolation) as info:
+        _dataset_check(OVERLAP, "check_splits_disjoint")()
+    assert str(info.value) == (
+        "dataset 'overlap' fails check_splits_disjoint: 100% of 200 sampled 64-token windows of the 'valid' split "
+        "occur verbatim in the 'train' split: the splits overlap, so valid scores reward memorising; cut the splits "
+        "from disjoint parts of the source")
+    _dataset_check(HASH_SEEDED, "check_splits_disjoint")()  # independent splits pass
+
+
+def test_a_dataset_seeded_from_str_hash_fails_in_a_fresh_process_but_not_in_this_one():
+    _dataset_check(HASH_SEEDED, "check_deterministic")()  # two builds in one process agree
+    with pytest.raises(ContractViolation) as info:
+        _dataset_check(HASH_SEEDED, "check_deterministic_across_processes")()
+    message = str(info.value)
+    assert message.startswith("dataset 'hash-seeded' fails check_deterministic_across_processes: a fresh process "
+                              "with PYTHONHASHSEED=")
+    assert "hash() of a str" in message
+    _dataset_check(OVERLAP, "check_deterministic_across_processes")()  # seeded from its hyperparameters: passes
+
+
 # -- optimizers ----------------------------------------------------------------------------------
 
 
@@ -136,6 +172,7 @@ BROKEN_SUITE = """
 from bench.components import Component
 from bench.testing import parametrize_with_checks
 from tests.testing.broken_components import LATE_PEEK, LEAK, ZERO_INIT_PEEK, LatePeek, signum
+from tests.testing.broken_datasets import HASH_SEEDED, OVERLAP
 
 @parametrize_with_checks(models=[LEAK], optimizers=[Component("drops", signum(drop_state=True), {"beta": 0.9})])
 def test_contract(check):
