@@ -222,6 +222,8 @@ def run_cell(cell: Cell, context: CellContext, label: str, out: Callable[[str], 
     else:
         say(f"val ppl {format_ppl(summary['best_val_ppl'])}, test ppl {format_ppl(summary['test_ppl'])} "
             f"({time.perf_counter() - started:.1f} s)")
+        if summary.get("impossible"):
+            say(f"WARNING: {summary['impossible']}")
         score_in_run(record, context.evaluation, registry=context.registry, device=device,
                      say=out, prefix=label)
         result = CellOutcome(cell.id, cell.name, "ok", record.read_summary())

@@ -18,6 +18,7 @@ from typing import Any, Callable
 
 import torch
 
+from bench import floor
 from bench.cells import Cell
 from bench.checkpoint import CHECKPOINT_DIR, CheckpointStore
 from bench.errors import ConfigError
@@ -273,8 +274,8 @@ def best_trial(study, store: ResultStore, spec: SweepSpec):
         cell = trial.user_attrs.get("cell_id")
         summary = store.cell(cell).read_summary() if cell else None
         value = (summary or {}).get(spec.metric)
-        if not summary or summary.get("status") != "ok" or not finite(value):
-            continue
+        if not summary or summary.get("status") != "ok" or not finite(value) or floor.verdict(summary):
+            continue  # an impossible result (below the entropy floor: a leak) is never the winner
         better = best_value is None or (value < best_value if spec.direction == "minimize" else value > best_value)
         if better:
             best, best_value = trial, value

@@ -14,6 +14,7 @@ from typing import Any
 import optuna
 import pandas as pd
 
+from bench import floor
 from bench.fileio import atomic_write_bytes
 from bench.report.render import Section
 from bench.store import ResultStore
@@ -79,7 +80,8 @@ def _value(row: TrialRow, metric: str) -> float | None:
 def best_row(group: GroupView) -> TrialRow | None:
     metric = _metric(group.settings)
     sign = -1 if group.settings.get("direction") == "maximize" else 1
-    scored = [(value, r) for r in group.trials if r.status == "ok" and (value := _value(r, metric)) is not None]
+    scored = [(value, r) for r in group.trials if r.status == "ok" and floor.verdict(r.summary) is None
+              and (value := _value(r, metric)) is not None]  # an impossible result (a leak) never wins
     return min(scored, key=lambda pair: (sign * pair[0], pair[1].number))[1] if scored else None
 
 

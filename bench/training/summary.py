@@ -8,7 +8,7 @@ from typing import Any
 
 import torch
 
-from bench import memory, timing
+from bench import floor, memory, timing
 from bench.budget import budget_record
 from bench.evaluation.perplexity import perplexity
 from bench.fileio import atomic_write_bytes
@@ -30,6 +30,7 @@ def finish(run: Run, stopped_by: str | None) -> dict[str, Any]:
     timing.synchronize(run.device)
     eval_clock.stop()
     summary = build_summary(run, test, stopped_by)
+    summary["impossible"] = floor.verdict(summary)  # below the data's entropy floor: a leak, not a result
     run.record.write_summary(summary)
     if run.checkpoints is not None:
         run.checkpoints.clear()  # the summary is the result now; the training state is no longer needed
