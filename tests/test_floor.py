@@ -51,7 +51,8 @@ model = ["peek", "lstm"]
     assert cli.main(["run", str(path), "--outputs", str(outputs)]) == 0
     err = capsys.readouterr().err
     assert "peek-adamw: WARNING: impossible: best val loss " in err
-    summaries = {s["config"]["model"]: s for s in (json.loads(p.read_text()) for p in outputs.glob("leak/*/summary.json"))}
+    found = (json.loads(p.read_text()) for p in outputs.glob("leak/*/summary.json"))
+    summaries = {s["config"]["model"]: s for s in found}
     assert summaries["peek"]["status"] == "ok" and summaries["peek"]["impossible"].startswith("impossible: ")
     assert summaries["lstm"]["impossible"] is None
 
