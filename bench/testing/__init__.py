@@ -42,7 +42,8 @@ Importing it does not import torch; the checks do.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Generator
+import warnings
+from typing import TYPE_CHECKING, Any, Generator, Iterator
 
 import pytest
 
@@ -62,6 +63,7 @@ if TYPE_CHECKING:
 __all__ = [
     "ContractViolation", "KitCheck", "all_checks", "check_component", "iter_checks", "parametrize_with_checks",
     "check_model", "check_optimizer", "check_schedule", "check_dataset", "check_tokenizer", "iter_model_checks",
+    "ModelChecks", "bench_registry",
 ]
 
 
@@ -85,9 +87,24 @@ def check_tokenizer(component: Component, **overrides: Any) -> None:
     check_component("tokenizer", (component, overrides))
 
 
-def iter_model_checks(component: Component, **overrides: Any) -> dict[str, KitCheck]:
-    """``{check name: check}`` for one model, to run single checks by name."""
-    return {check.name: check for check in iter_checks("model", (component, overrides))}
+class ModelChecks(dict[str, KitCheck]):
+    """``{check name: check}``. Iterating it directly still yields ``(name, check)`` pairs, as
+    ``iter_model_checks`` did before it returned a dict, with a ``DeprecationWarning``; that goes in
+    the release after next. Use ``.items()``, or index by name."""
+
+    def __iter__(self) -> Iterator[tuple[str, KitCheck]]:  # type: ignore[override]
+        warnings.warn("iterating iter_model_checks(...) for (name, check) pairs is deprecated and will stop working "
+                      "in the next release; it returns a dict now: use .items(), or checks['check_output_shape']()",
+                      DeprecationWarning, stacklevel=2)
+        return iter(list(self.items()))
+
+
+def iter_model_checks(component: Component, vocab_size: int | None = None, **overrides: Any) -> ModelChecks:
+    """``{check name: check}`` for one model, to run single checks by name. ``vocab_size`` may also
+    be given positionally, as in earlier releases."""
+    if vocab_size is not None:
+        overrides["vocab_size"] = vocab_size
+    return ModelChecks((check.name, check) for check in iter_checks("model", (component, overrides)))
 
 
 # -- pytest plugin ------------------------------------------------------------------------------
