@@ -230,8 +230,9 @@ def report(*, outputs: str, matrix: str | None, sort: str, fmt: str, where: list
             want_profiles=profiles, algorithm=algorithm, measure=measure, tolerance=tolerance,
             profile_png=Path(plots or Path(outputs) / "plots") / name / "performance_profile.png", title=name)
         flagged = tables.impossible_note(frame)
-        for section in sections if flagged else []:  # every table of the matrix carries the warning
-            section.notes.insert(0, flagged)
+        if flagged is not None:
+            for section in sections:  # every table of the matrix carries the warning
+                section.notes.insert(0, flagged)
         document[name] = sections
         if plots:
             from bench.report.plots import write_plots
