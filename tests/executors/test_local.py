@@ -209,9 +209,9 @@ def test_bad_executor_settings_are_one_line(matrix_file, tmp_path, capsys, args,
 
 def test_executor_options_come_from_the_matrix(write_matrix, matrix_file, tmp_path, capsys):
     body = matrix_file.read_text()
-    path = write_matrix(body.replace("name = 'pool'", "name = 'pool'\n[executor]\nname = \"local\"\nthreads = 2\n"))
+    path = write_matrix(body.replace("name = 'pool'", "name = 'pool'\n[executor]\nname = \"local\"\nworkers = 2\n"))
     assert cli.main(["run", str(path), "--outputs", str(tmp_path)]) == 2
-    assert "executor 'local' has no option 'threads' (its options: jobs)" in capsys.readouterr().err
+    assert "executor 'local' has no option 'workers' (its options: jobs, threads)" in capsys.readouterr().err
 
 
 def test_a_missing_ray_is_one_line(matrix_file, tmp_path, capsys, monkeypatch):
