@@ -5,13 +5,18 @@ Everything a plugin needs is importable from here; :mod:`bench.hookspecs` is the
 from __future__ import annotations
 
 import importlib
+from importlib import metadata
 from typing import Any
 
 from bench.components import Component
-from bench.hookspecs import hookimpl
+from bench.hookspecs import PLUGIN_API_VERSION, hookimpl
 
-__all__ = ["Component", "Corpus", "LanguageModel", "Tokenizer", "hookimpl"]
-__version__ = "0.1.0"
+__all__ = ["PLUGIN_API_VERSION", "Component", "Corpus", "LanguageModel", "Tokenizer", "hookimpl"]
+
+try:  # the installed distribution's version: one number, kept in pyproject.toml
+    __version__ = metadata.version("bench-lm")
+except metadata.PackageNotFoundError:  # a source tree that was never installed
+    __version__ = "0+unknown"
 
 # Imported on first use, so `bench --help` and other torch-free paths stay fast.
 _LAZY = {"LanguageModel": "bench.lm", "Corpus": "bench.data.corpus", "Tokenizer": "bench.data.tokenizer"}

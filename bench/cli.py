@@ -56,13 +56,16 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
     run.add_argument("--tracker", action="append", metavar="NAME", default=[],
                      help="also record every cell with this experiment tracker (tensorboard, wandb, mlflow or a "
                           "plugin's; repeatable); adds to the matrix's `trackers` key")
+    run.add_argument("--threads", type=int, help="torch threads per cell on CPU, the same in every executor (results "
+                                                 "are bitwise equal across executors at equal threads; default 0: all "
+                                                 "cores in this process, a share per --jobs worker, num_cpus on Ray)")
     run.set_defaults(handler=_run)
 
 
 def _run(args: argparse.Namespace) -> int:
     from bench.commands import run_matrix
     executor = {"name": args.executor or ("ray" if args.ray_address else None), "jobs": args.jobs,
-                "address": args.ray_address}
+                "address": args.ray_address, "threads": args.threads}
     return run_matrix(args.matrix, device=args.device, filter_expr=args.filter, dry_run=args.dry_run,
                       force=args.force, outputs=_outputs_root(args), executor=executor,
                       plugins=_plugin_selection(args), trackers=args.tracker)

@@ -218,6 +218,10 @@ def report(*, outputs: str, matrix: str | None, sort: str, fmt: str, where: list
             summaries, lambda cell_id, store=store: store.cell(cell_id).read_metrics(), which=which, target=target,
             want_profiles=profiles, algorithm=algorithm, measure=measure, tolerance=tolerance,
             profile_png=Path(plots or Path(outputs) / "plots") / name / "performance_profile.png", title=name)
+        flagged = tables.impossible_note(frame)
+        if flagged is not None:
+            for section in sections:  # every table of the matrix carries the warning
+                section.notes.insert(0, flagged)
         document[name] = sections
         if plots:
             from bench.report.plots import write_plots

@@ -98,6 +98,69 @@ readable name, the fully resolved config and which distribution/version provided
 (:class:`bench.hooks.GuardedHooks`); one that raises gets a single warning naming its distribution
 (later failures of the same plugin are silent), the other implementations still run, and the cell
 goes on with its outcome and result unchanged. Lifecycle hooks cannot be hook wrappers.
+
+The model protocol beyond ``forward``
+-------------------------------------
+Optional methods a model may add (the full text is :class:`bench.lm.LanguageModel`'s docstring):
+
+* ``hidden(idx) -> (B, T, C)`` and ``head(h) -> (..., vocab_size)`` (a method or a submodule,
+  applied position by position) with ``head(hidden(idx)) == forward(idx)``: with both, bench runs
+  the head only where it needs logits (the loss in chunks of ``loss_chunk`` positions, HellaSwag at
+  continuation positions). :func:`bench.lm.split` finds them.
+* ``hidden_after(prefix (1, P), suffixes (N, S)) -> (N, S, C)``, needs the split: the hidden
+  states of each suffix row read after the one prefix, equal to float rounding to
+  ``hidden(cat([prefix.expand(N, -1), suffixes], 1))[:, P:]``; HellaSwag reads a context once for
+  its four endings this way (:func:`bench.lm.prefix_reader`).
+* ``embedding_parameters()``: the token tables (counted apart in ``parameter_counts()``; a tied
+  output head belongs here).
+
+Parameter roles (optimizers)
+----------------------------
+Before the optimizer factory runs, bench tags every model parameter with its role in the attribute
+``bench_role`` (:mod:`bench.param_roles`; read it with ``bench.param_roles.role_of(param)``). Roles,
+first match wins: ``embedding`` (``nn.Embedding`` weights and ``model.embedding_parameters()``),
+``norm`` (parameters of normalisation layers), ``bias`` (names containing ``bias``), ``head`` (an
+``nn.Linear`` with ``out_features == vocab_size``), ``matrix`` (any other parameter with two or more
+dimensions), ``vector`` (everything else). Optimizers such as Muon use them to pick the hidden
+matrices; ``decay_exclude`` names roles left out of weight decay.
+
+Rules bench and its conformance kit enforce
+-------------------------------------------
+bench refuses a matrix (exit 2, before anything trains) whose ``lr`` is <= 0, whose ``seq_len``
+exceeds a model's ``context_length``, or whose factory raises ``ValueError``. ``bench.testing``
+(``parametrize_with_checks``) checks each component against these rules; built-ins pass them all:
+
+* model: returns a ``LanguageModel`` with the factory's ``vocab_size``; logits ``(B, T, V)``, finite;
+  causal (changing tokens at positions >= t leaves logits at positions < t unchanged to 1e-5 +
+  1e-4 x max|logit|) in eval and train mode, at initialisation and after 8 Adam steps, on inputs of
+  length 8 and of the model's context (at most 64 tokens); an input longer than ``context_length``
+  raises ``ValueError``; ``parameter_counts()`` totals the unique parameters, with
+  ``total >= non_embedding > 0``; ``flops_per_token`` is a positive int, not shrinking with length,
+  growing with ``n_layer``; every parameter gets a finite gradient; 30 Adam steps fit one batch;
+  two builds under one ``torch.manual_seed`` are equal; the optional methods above agree with
+  ``forward``/``hidden``.
+* optimizer: returns a ``torch.optim.Optimizer`` whose groups carry ``lr``; a step moves every
+  parameter with a gradient and leaves those with ``grad = None``; deterministic; k steps +
+  ``state_dict`` round trip + k steps == 2k steps bitwise on CPU; follows ``param_groups[i]["lr"]``;
+  ``lr < 0`` raises ``ValueError`` in the factory.
+* schedule: values in ``[0, lr]``, proportional to ``lr``, exact after ``load_state_dict``, valid for
+  runs of 1-2 steps; ``lr <= 0`` raises ``ValueError``.
+* dataset: exactly one of the tags ``text``/``tokens``, matching the content; the three splits, train
+  and valid non-empty; token ids in ``[0, vocab_size)``; the same corpus from two builds and from a
+  fresh process with another ``PYTHONHASHSEED`` (``--jobs`` workers build it there, so never seed
+  from ``hash(str)``); validation and test not copied from train (sampled windows looked up
+  verbatim); ``entropy_rate`` ``None`` or a float >= 0 nats/token. A known ``entropy_rate`` is a floor:
+  a result below it is reported as impossible (:mod:`bench.floor`).
+* tokenizer: ``name``/``vocab_size``/``eot_token`` attributes; ``decode(encode(text)) == text``;
+  ``encode_batch`` equal to ``encode`` on each text.
+
+Stability
+---------
+This module, :mod:`bench` and :mod:`bench.testing` are the public API: the names in their
+``__all__`` (a test keeps the lists, so a removal is deliberate). ``PLUGIN_API_VERSION`` is
+``MAJOR.MINOR``: MINOR grows when the contract gains something optional, MAJOR when something a
+plugin may rely on changes or goes. A change is deprecated first (a ``DeprecationWarning`` for at
+least one release, both ways working) and listed in the changelog (``CHANGELOG.md``).
 """
 
 from __future__ import annotations
@@ -109,6 +172,13 @@ import pluggy
 if TYPE_CHECKING:
     from bench.components import Component
 
+__all__ = [
+    "PLUGIN_API_VERSION", "PROJECT", "hookimpl", "hookspec",
+    "bench_models", "bench_optimizers", "bench_schedules", "bench_datasets", "bench_tokenizers", "bench_executors",
+    "bench_run_start", "bench_log_step", "bench_evaluation", "bench_run_end",
+]
+
+PLUGIN_API_VERSION = "1.1"  # see Stability above and CHANGELOG.md
 PROJECT = "bench"
 hookspec = pluggy.HookspecMarker(PROJECT)
 hookimpl = pluggy.HookimplMarker(PROJECT)

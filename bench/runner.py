@@ -15,6 +15,7 @@ from typing import Any, Callable
 
 import torch
 
+from bench.budget import budget_record
 from bench.cells import Cell
 from bench.checkpoint import CHECKPOINT_DIR, CheckpointStore
 from bench.eta import MatrixEta
@@ -234,6 +235,8 @@ def run_cell(cell: Cell, context: CellContext, label: str, out: Callable[[str], 
     else:
         say(f"val ppl {format_ppl(summary['best_val_ppl'])}, test ppl {format_ppl(summary['test_ppl'])} "
             f"({time.perf_counter() - started:.1f} s)")
+        if summary.get("impossible"):
+            say(f"WARNING: {summary['impossible']}")
         score_in_run(record, context.evaluation, registry=context.registry, device=device,
                      say=out, prefix=label)
         result = CellOutcome(cell.id, cell.name, "ok", record.read_summary())
@@ -338,5 +341,9 @@ def _failure_summary(cell: Cell, record: CellRecord, exc: BaseException, device:
                "memory": progress.memory}
     if isinstance(exc, Halted):
         summary.update(exc.validation)
+    if progress.plan is not None:  # what the cell spent counts, whatever ended it (a sweep's max_time/max_cost)
+        train_time = progress.clocks["train"].elapsed
+        used = budget_record(cell.config, progress.plan, step, train_time, None)["budget_used"]
+        summary.update(train_time_s=train_time, budget_used=used)
     record.write_summary(summary)
     return summary

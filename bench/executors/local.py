@@ -3,7 +3,8 @@
 Workers are started with the ``spawn`` method (a fresh interpreter, no CUDA state inherited).
 With CUDA each worker owns one GPU: ``CUDA_VISIBLE_DEVICES`` is set before torch starts CUDA,
 so NVML figures are read for the worker's own PID on its own device. On CPU the cores this
-process may use are split evenly (``torch.set_num_threads``), so N jobs never oversubscribe.
+process may use are split evenly (``torch.set_num_threads``), so N jobs never oversubscribe, unless
+``threads`` fixes every cell's count (see :mod:`bench.executors.threads`).
 
 A worker that dies under a cell (SIGKILL, the OOM killer) leaves that cell ``interrupted``: the
 next `bench run` resumes it from its last checkpoint. The pool starts a fresh worker in its
@@ -25,6 +26,7 @@ from typing import Any, Iterator
 
 from bench.cells import Cell
 from bench.executors.progress import ProgressBoard, terminal_is_live
+from bench.executors.threads import check_threads, using_threads
 from bench.executors.worker import SharedFd, Slot, worker_main
 from bench.runner import CellOutcome, RunSpec, Session, lost_cell, run_sequentially, stderr_line
 from bench.store import ResultStore
@@ -46,8 +48,9 @@ def visible_gpus() -> list[str]:
     return [str(i) for i in range(torch.cuda.device_count())]
 
 
-def plan_slots(jobs: int, device: str, say: Any) -> list[Slot]:
-    """One slot per worker: a GPU each on CUDA, an equal share of the cores on CPU."""
+def plan_slots(jobs: int, device: str, say: Any, threads: int = 0) -> list[Slot]:
+    """One slot per worker: a GPU each on CUDA; on CPU ``threads`` torch threads each, or (0) an
+    equal share of the cores."""
     if device == "cuda":
         gpus = visible_gpus()
         if jobs > len(gpus):
@@ -57,23 +60,26 @@ def plan_slots(jobs: int, device: str, say: Any) -> list[Slot]:
     if jobs > cores:
         say(f"bench: --jobs {jobs} but {cores} CPU core(s) available: running {cores} at a time")
         jobs = cores
-    return [Slot(i, {"CUDA_VISIBLE_DEVICES": ""}, threads=max(1, cores // jobs)) for i in range(jobs)]
+    return [Slot(i, {"CUDA_VISIBLE_DEVICES": ""}, threads=threads or max(1, cores // jobs)) for i in range(jobs)]
 
 
 class LocalExecutor:
     name = "local"
 
-    def __init__(self, jobs: int = 1):
+    def __init__(self, jobs: int = 1, threads: int = 0):
         if jobs < 1:
             raise ValueError(f"jobs must be >= 1, got {jobs}")
-        self.jobs = jobs
+        self.jobs, self.threads = jobs, check_threads(threads)
         self.pool: Pool | None = None
         self.keep = False  # inside kept(): workers stay up between execute() calls
 
     def execute(self, cells: list[Cell], spec: RunSpec, session: Session) -> list[CellOutcome]:
         if self.jobs == 1 or len(cells) < 2:
-            return run_sequentially(cells, spec, session)
-        slots = plan_slots(min(self.jobs, len(cells)), spec.device, session.say)
+            # A lone cell of a --jobs run trains here with a worker's share, as it would in a worker.
+            share = self.threads or (0 if self.jobs == 1 or spec.device == "cuda" else max(1, cpu_cores() // self.jobs))
+            with using_threads(share):
+                return run_sequentially(cells, spec, session)
+        slots = plan_slots(min(self.jobs, len(cells)), spec.device, session.say, self.threads)
         lock_fd = getattr(session.lock, "fd", None)
         if self.pool is None or (self.pool.slots, self.pool.spec, self.pool.lock_fd) != (slots, spec, lock_fd):
             self.close()

@@ -1,6 +1,7 @@
 """The ``ray`` executor: each cell one Ray task, on a cluster (``address``) or a local one.
 
-Resources: each task asks for ``num_cpus`` CPUs (and trains with that many torch threads) and,
+Resources: each task asks for ``num_cpus`` CPUs (and trains with that many torch threads, or
+``threads`` when set, see :mod:`bench.executors.threads`) and,
 on GPU, ``num_gpus`` GPUs (``-1``: one per cell when the run's device is CUDA, none otherwise;
 Ray sets ``CUDA_VISIBLE_DEVICES`` for the task). ``jobs`` caps the tasks in flight (0: as many as
 the cluster's resources allow).
@@ -26,6 +27,7 @@ from typing import Any
 
 from bench.cells import Cell
 from bench.errors import BenchError
+from bench.executors.threads import check_threads
 from bench.executors.transfer import pack_folder, unpack_into
 from bench.runner import CellContext, CellOutcome, RunSpec, Session, lost_cell, run_cell
 from bench.selection import resolve_device
@@ -129,10 +131,11 @@ class RayExecutor:
     name = "ray"
 
     def __init__(self, address: str = "", jobs: int = 0, num_cpus: float = 1.0, num_gpus: float = -1.0,
-                 retries: int = 1):
+                 retries: int = 1, threads: int = 0):
         if jobs < 0 or num_cpus <= 0 or retries < 0 or (num_gpus < 0 and num_gpus != -1):
             raise ValueError("needs jobs >= 0, num_cpus > 0, retries >= 0 and num_gpus >= 0 (or -1: automatic)")
         self.address, self.jobs, self.num_cpus, self.num_gpus, self.retries = address, jobs, num_cpus, num_gpus, retries
+        self.threads = check_threads(threads)
         self.ray = import_ray()
         self.overheads: list[float] = []  # per finished cell: seconds Ray added around run_cell
 
@@ -176,7 +179,7 @@ class _Dispatch:
         self.ray, self.jobs, self.task, self.spec, self.session = executor.ray, executor.jobs, task, spec, session
         self.store = ResultStore(outputs, spec.matrix)
         self.flag = self.ray.remote(num_cpus=0)(StopFlag).remote()
-        self.threads = max(1, int(executor.num_cpus))
+        self.threads = executor.threads or max(1, int(executor.num_cpus))  # see bench/executors/threads.py
         self.submitted: dict[Any, float] = {}
         self.cancelled: set[Any] = set()
         self.overheads = executor.overheads

@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from bench import floor
 from bench.analysis import profiles, stats, targets
 from bench.cells import OPERATIONAL_KEYS
 from bench.errors import BenchError
@@ -28,7 +29,9 @@ def _hashable(value: Any) -> Any:
 
 
 def finished(summaries: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    return [s for s in summaries if s.get("status") == "ok" and s.get("best_val_loss") is not None]
+    """Cells with a result: finished, and not below the data's entropy floor (see bench.floor)."""
+    return [s for s in summaries if s.get("status") == "ok" and s.get("best_val_loss") is not None
+            and floor.verdict(s) is None]
 
 
 def varying_axes(summaries: list[dict[str, Any]]) -> list[str]:

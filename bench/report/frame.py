@@ -12,6 +12,7 @@ from typing import Any
 
 import pandas as pd
 
+from bench import floor
 from bench.errors import BenchError
 from bench.report.provenance import provenance_columns
 
@@ -30,6 +31,7 @@ MEMORY_KEYS = (
 
 
 CONFIG_PREFIX = "config."
+IMPOSSIBLE = "impossible (leak?)"  # the status a report shows for a loss below the entropy floor
 
 
 def _flat(value: Any) -> Any:
@@ -43,12 +45,15 @@ def summaries_frame(summaries: list[dict[str, Any]]) -> pd.DataFrame:
     for s in summaries:
         config = s.get("config") or {}
         memory = s.get("memory") or {}
+        impossible = floor.verdict(s) if s.get("status") == "ok" else None
         row = {
-            "name": s.get("name"), "id": s.get("id"), "status": s.get("status"),
+            "name": s.get("name"), "id": s.get("id"),
+            # Never a result: every table shows the status, and "best" and means take "ok" cells only.
+            "status": IMPOSSIBLE if impossible else s.get("status"), "impossible": impossible,
             "model": config.get("model"), "layers": config.get("n_layer"), "optimizer": config.get("optimizer"),
             "dataset": config.get("dataset"), "seed": config.get("seed"),
             **{k: v for k, v in s.items() if not isinstance(v, (dict, list))
-               and k not in ("name", "id", "status")},
+               and k not in ("name", "id", "status", "impossible")},
             # Every config key, so a table can show whichever of them differ between cells.
             **{f"{CONFIG_PREFIX}{k}": _flat(v) for k, v in config.items()},
         }

@@ -8,7 +8,7 @@ from typing import Any, Callable
 import pandas as pd
 
 from bench.errors import BenchError
-from bench.report.frame import CONFIG_PREFIX, SORT_COLUMNS, sort_frame, summaries_frame  # noqa: F401 - public API
+from bench.report.frame import CONFIG_PREFIX, IMPOSSIBLE, SORT_COLUMNS, sort_frame, summaries_frame  # noqa: F401 - public API
 from bench.report.provenance import NOTE as PROVENANCE_NOTE
 from bench.report.provenance import provenance_table
 from bench.report.render import BEST, CELL_ID, CELL_NAME, FORMATS, MISSING, Section, general, render, render_document  # noqa: F401 - public API
@@ -100,6 +100,19 @@ def perplexity_table(frame: pd.DataFrame) -> pd.DataFrame:
     table["Status"] = _text(frame, "status")
     table[BEST] = best_per_architecture(frame)
     return table
+
+
+def impossible_note(frame: pd.DataFrame) -> str | None:
+    """One sentence naming every cell whose loss is below the data's entropy floor, for every table."""
+    if "impossible" not in frame:
+        return None
+    flagged = frame[_text(frame, "impossible").notna()]
+    if flagged.empty:
+        return None
+    cells = "; ".join(f"{name}: {reason}" for name, reason in
+                      zip(_text(flagged, "name").fillna(MISSING), _text(flagged, "impossible")))
+    return (f"IMPOSSIBLE RESULTS, not comparable and never marked best ({len(flagged)} cell(s), status "
+            f"{IMPOSSIBLE!r}): {cells}.")
 
 
 def time_table(frame: pd.DataFrame) -> pd.DataFrame:

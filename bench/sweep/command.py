@@ -18,12 +18,12 @@ from bench.store import ResultStore
 from bench.sweep.driver import SweepRun
 from bench.sweep.groups import Group, build_groups, check_space
 from bench.sweep.ledger import check_length_known
-from bench.sweep.spec import PLANNED, SweepSpec, parse_sweep
+from bench.sweep.spec import PLANNED, SweepSpec, final_seeds_note, parse_sweep
 
 
 def prepare(matrix: Matrix, registry: Registry, where: str) -> tuple[SweepSpec, list[Group], list[dict]]:
     """Parse and check the sweep completely; writes nothing."""
-    spec = parse_sweep(matrix.sweep, where)
+    spec = parse_sweep(matrix.sweep, where, trial_seed=matrix.seeds[0])
     groups = build_groups(matrix, spec, registry, where)
     configs = check_space(groups, spec, matrix, registry, where,
                           warn=lambda line: print(f"bench: {line}", file=sys.stderr))
@@ -53,7 +53,8 @@ def describe(spec: SweepSpec, groups: list[Group]) -> str:
         lines.append(tabulate(rows, headers=["s"] + [f"rung {i}" for i in range(len(rows[0]) - 1)]))
     if spec.final_seeds:
         extra = ", ".join(f"{k} = {v}" for k, v in spec.final_overrides.items())
-        lines.append(f"  then the best of each group over seeds {spec.final_seeds}"
+        note = final_seeds_note(spec.final_seeds, spec.trial_seed)
+        lines.append(f"  then the best of each group over seeds {spec.final_seeds} ({note})"
                      + (f" with {extra}" if extra else ""))
     return "\n".join(lines)
 

@@ -18,6 +18,7 @@ from typing import Any, Callable
 
 import torch
 
+from bench import floor
 from bench.cells import Cell
 from bench.checkpoint import CHECKPOINT_DIR, CheckpointStore
 from bench.errors import ConfigError
@@ -44,7 +45,7 @@ from bench.sweep.trials import GroupTrials, Outcome, open_storage
 FINAL = ("ok", "diverged", "pruned")
 LOST_RETRIES = 1  # times a round's cells whose worker died are run again before the sweep gives up
 EXTENSIBLE = ("trials", "max_flops", "max_time", "max_cost", "cost_per_hour", "final_seeds", "final_overrides",
-              "max_total_flops")
+              "max_total_flops", "reuse_trial_seeds")
 
 
 @dataclass
@@ -326,8 +327,8 @@ def best_trial(study, store: ResultStore, spec: SweepSpec):
         cell = trial.user_attrs.get("cell_id")
         summary = store.cell(cell).read_summary() if cell else None
         value = (summary or {}).get(spec.metric)
-        if not summary or summary.get("status") != "ok" or not finite(value):
-            continue
+        if not summary or summary.get("status") != "ok" or not finite(value) or floor.verdict(summary):
+            continue  # an impossible result (below the entropy floor: a leak) is never the winner
         better = best_value is None or (value < best_value if spec.direction == "minimize" else value > best_value)
         if better:
             best, best_value = trial, value

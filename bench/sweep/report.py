@@ -14,10 +14,12 @@ from typing import Any
 import optuna
 import pandas as pd
 
+from bench import floor
 from bench.fileio import atomic_write_bytes
 from bench.report.render import Section
 from bench.store import ResultStore
 from bench.sweep.ledger import Ledger
+from bench.sweep.spec import final_seeds_note
 from bench.sweep.trials import STORAGE_FILE, storage_url
 
 MISSING_STATUS = "running"  # proposed, never finished (a killed sweep not yet resumed)
@@ -79,7 +81,8 @@ def _value(row: TrialRow, metric: str) -> float | None:
 def best_row(group: GroupView) -> TrialRow | None:
     metric = _metric(group.settings)
     sign = -1 if group.settings.get("direction") == "maximize" else 1
-    scored = [(value, r) for r in group.trials if r.status == "ok" and (value := _value(r, metric)) is not None]
+    scored = [(value, r) for r in group.trials if r.status == "ok" and floor.verdict(r.summary) is None
+              and (value := _value(r, metric)) is not None]  # an impossible result (a leak) never wins
     return min(scored, key=lambda pair: (sign * pair[0], pair[1].number))[1] if scored else None
 
 
@@ -114,7 +117,10 @@ def best_table(groups: list[GroupView], store: ResultStore) -> pd.DataFrame:
         finals = [float(s[metric]) for s in (store.cell(c).read_summary() for c in group.final_cells)
                   if s and s.get("status") == "ok" and isinstance(s.get(metric), (int, float))]
         if group.final_cells:
-            entry.update({f"{metric} over final seeds": statistics.fmean(finals) if finals else None,
+            trial_seed = (best.summary.get("config") or {}).get("seed") if best is not None else None
+            seeds = group.settings.get("final_seeds") or []
+            entry.update({"Final seeds": f"{', '.join(map(str, seeds))}; {final_seeds_note(seeds, trial_seed)}",
+                          f"{metric} over final seeds": statistics.fmean(finals) if finals else None,
                           "std": statistics.stdev(finals) if len(finals) > 1 else None,
                           "Seeds ok": f"{len(finals)}/{len(group.final_cells)}"})
         rows.append(entry)

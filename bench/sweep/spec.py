@@ -35,6 +35,8 @@ KEYS: dict[str, tuple[Any, Any, str]] = {
                     "a list of seeds or a count"),
     "final_overrides": ({}, lambda v: isinstance(v, dict), "a table of keys for the final reruns, "
                         "e.g. { max_flops = 1e12 } (the winner with more budget)"),
+    "reuse_trial_seeds": (False, lambda v: isinstance(v, bool), "true or false (may final_seeds include the seed "
+                          "the trials trained with?)"),
     "batch": (1, lambda v: _is_int(v) and v >= 1, "an integer >= 1 (trials proposed and trained at once; "
               "set it to at least --jobs)"),
     "qmc": ("halton", lambda v: v in ("halton", "sobol"), "'halton' or 'sobol'"),
@@ -78,6 +80,7 @@ class SweepSpec:
     final_seeds: list[int]
     final_overrides: dict[str, Any]
     options: dict[str, Any] = field(default_factory=dict)  # strategy settings (qmc, eta, lr_start, ...)
+    trial_seed: int = 0  # the seed every trial trains with (the matrix's first); not a [sweep] key
 
     @property
     def budgets(self) -> dict[str, float]:
@@ -99,7 +102,9 @@ class SweepSpec:
         return out
 
 
-def parse_sweep(raw: dict[str, Any], where: str) -> SweepSpec:
+def parse_sweep(raw: dict[str, Any], where: str, trial_seed: int = 0) -> SweepSpec:
+    """The ``[sweep]`` table checked and resolved; ``trial_seed`` is the seed every trial trains with
+    (the matrix's first seed), which the final reruns avoid unless ``reuse_trial_seeds``."""
     for key in raw:
         if key not in KEYS:
             raise ConfigError(f"{where}: unknown key sweep.{key}{closest(key, KEYS)} (allowed: {', '.join(KEYS)})")
@@ -114,11 +119,37 @@ def parse_sweep(raw: dict[str, Any], where: str) -> SweepSpec:
     if strategy == "lr-range" and values["space"]:
         raise ConfigError(f"{where}: lr-range searches lr by itself; remove [sweep.space] or pick another strategy")
     _check_budget(strategy, values, where)
-    seeds = values["final_seeds"]
     common = {k: values[k] for k in KEYS if k in SweepSpec.__dataclass_fields__ and k != "space"}
-    common["final_seeds"] = list(range(seeds)) if isinstance(seeds, int) else list(seeds)
+    common["final_seeds"] = final_seeds(values["final_seeds"], trial_seed, values["reuse_trial_seeds"], where)
     options = {k: v for k, v in values.items() if k not in SweepSpec.__dataclass_fields__}
-    return SweepSpec(space=space, options=options, **common)
+    return SweepSpec(space=space, options=options, trial_seed=trial_seed, **common)
+
+
+def final_seeds(given: int | list[int], trial_seed: int, reuse: bool, where: str) -> list[int]:
+    """The seeds of the final reruns. Fresh by default: the winner was selected partly for its luck
+    on the trials' seed, so rerunning that seed would bias the final mean low (the winner's curse).
+    A count gives the first seeds other than the trials'; a list naming the trials' seed is refused."""
+    if isinstance(given, int):
+        if reuse:
+            return list(range(given))
+        return [s for s in range(given + 1) if s != trial_seed][:given]
+    seeds = list(given)
+    if trial_seed in seeds and not reuse:
+        fresh = [s for s in range(len(seeds) + 1) if s != trial_seed][:len(seeds)]
+        raise ConfigError(f"{where}: sweep.final_seeds = {seeds} includes seed {trial_seed}, which the trials trained "
+                          f"with, so the winner's mean would be biased low (it was selected on that seed); use fresh "
+                          f"seeds, e.g. final_seeds = {fresh} (or a count, final_seeds = {len(seeds)}), or set "
+                          f"sweep.reuse_trial_seeds = true to reuse it knowingly")
+    return seeds
+
+
+def final_seeds_note(seeds: list[int], trial_seed: int | None) -> str:
+    """Whether the final reruns are fresh, in words, for the dry run and the reports."""
+    if trial_seed is None:
+        return "the trials' seed is unknown"
+    if trial_seed in seeds:
+        return f"reuses the trials' seed {trial_seed} (reuse_trial_seeds): its run is the selected trial, biased low"
+    return f"fresh: the trials trained on seed {trial_seed}"
 
 
 def _check_budget(strategy: str, values: dict[str, Any], where: str) -> None:

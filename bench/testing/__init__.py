@@ -20,8 +20,10 @@ overrides)``. Optimizer and schedule overrides may set ``lr``; model overrides `
 
 What is checked (the functions live in ``bench.testing.<kind>s`` and have docstrings):
 
-* models: shapes, causality in eval AND train mode (dropout masks held equal), context length,
-  parameter counts, FLOPs, gradients reach every parameter, it fits one batch, determinism;
+* models: shapes, causality in eval AND train mode (dropout masks held equal) at initialisation and
+  after a few Adam steps (a zero-initialised path to the future opens with training), on length 8
+  and on inputs as long as the model's context (at most ``MAX_CAUSAL_SEQ`` = 64 tokens), context
+  length, parameter counts, FLOPs, gradients reach every parameter, it fits one batch, determinism;
 * optimizers: covers every parameter, two steps move them, determinism, state round trip
   (k steps + save/load + k steps == 2k steps, bitwise on CPU), obeys ``param_groups[i]["lr"]``,
   skips parameters without a gradient, rejects a negative lr, and for an optimizer declaring the
@@ -29,7 +31,9 @@ What is checked (the functions live in ``bench.testing.<kind>s`` and have docstr
   each idempotent, ``train()`` after ``eval()`` gives the training weights back, and the round trip
   is driven and checkpointed in eval mode as bench's trainer does it;
 * schedules: values in [0, lr], proportional to lr, exact resume, tiny runs, rejects lr 0;
-* datasets: tag matches content, splits, token ids in range, determinism (missing data skips);
+* datasets: tag matches content, splits, token ids in range, determinism within this process and
+  in a fresh one with another ``PYTHONHASHSEED`` (as ``--jobs`` workers build it), validation and test
+  not copied from training (sampled 64-token / 256-byte windows looked up verbatim; missing data skips);
 * tokenizers: attributes, encode/decode round trip, ``encode_batch`` agrees with ``encode``.
 
 This module is also a pytest plugin (entry point ``pytest11``, name ``bench.testing``; load it
@@ -41,7 +45,8 @@ Importing it does not import torch; the checks do.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Generator
+import warnings
+from typing import TYPE_CHECKING, Any, Generator, Iterator
 
 import pytest
 
@@ -61,6 +66,7 @@ if TYPE_CHECKING:
 __all__ = [
     "ContractViolation", "KitCheck", "all_checks", "check_component", "iter_checks", "parametrize_with_checks",
     "check_model", "check_optimizer", "check_schedule", "check_dataset", "check_tokenizer", "iter_model_checks",
+    "ModelChecks", "bench_registry",
 ]
 
 
@@ -84,9 +90,24 @@ def check_tokenizer(component: Component, **overrides: Any) -> None:
     check_component("tokenizer", (component, overrides))
 
 
-def iter_model_checks(component: Component, **overrides: Any) -> dict[str, KitCheck]:
-    """``{check name: check}`` for one model, to run single checks by name."""
-    return {check.name: check for check in iter_checks("model", (component, overrides))}
+class ModelChecks(dict[str, KitCheck]):
+    """``{check name: check}``. Iterating it directly still yields ``(name, check)`` pairs, as
+    ``iter_model_checks`` did before it returned a dict, with a ``DeprecationWarning``; that goes in
+    the release after next. Use ``.items()``, or index by name."""
+
+    def __iter__(self) -> Iterator[tuple[str, KitCheck]]:  # type: ignore[override]
+        warnings.warn("iterating iter_model_checks(...) for (name, check) pairs is deprecated and will stop working "
+                      "in the next release; it returns a dict now: use .items(), or checks['check_output_shape']()",
+                      DeprecationWarning, stacklevel=2)
+        return iter(list(self.items()))
+
+
+def iter_model_checks(component: Component, vocab_size: int | None = None, **overrides: Any) -> ModelChecks:
+    """``{check name: check}`` for one model, to run single checks by name. ``vocab_size`` may also
+    be given positionally, as in earlier releases."""
+    if vocab_size is not None:
+        overrides["vocab_size"] = vocab_size
+    return ModelChecks((check.name, check) for check in iter_checks("model", (component, overrides)))
 
 
 # -- pytest plugin ------------------------------------------------------------------------------

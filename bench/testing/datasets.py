@@ -6,6 +6,11 @@ checks instead of failing them.
 
 from __future__ import annotations
 
+import hashlib
+import os
+import pickle
+import subprocess
+import sys
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
@@ -78,6 +83,115 @@ def check_deterministic(case: DatasetCase) -> None:
         require(same, f"two builds with the same hyperparameters gave different {split!r} splits; seed any randomness")
 
 
+def fingerprint(corpus: Corpus) -> str:
+    """SHA-256 of everything a corpus holds: its splits, vocabulary size and entropy rate."""
+    digest = hashlib.sha256(repr((corpus.vocab_size, corpus.entropy_rate)).encode())
+    for split in SPLITS:
+        data = corpus.splits[split]
+        digest.update(data.encode("utf-8") if isinstance(data, str) else
+                      np.ascontiguousarray(data).astype(np.int64, copy=False).tobytes())
+    return digest.hexdigest()
+
+
+_FRESH_PROCESS = """
+import pickle, sys
+from bench.testing.datasets import fingerprint
+factory, hparams = pickle.loads(sys.stdin.buffer.read())
+print(fingerprint(factory(**hparams)))
+"""
+
+
+def check_deterministic_across_processes(case: DatasetCase) -> None:
+    """A fresh interpreter with another ``PYTHONHASHSEED`` must build the same corpus: ``--jobs``
+    workers and Ray tasks build it in their own processes, and ``hash(str)`` differs between them."""
+    here = fingerprint(case.build())
+    try:
+        payload = pickle.dumps((case.component.factory, case.hparams))
+    except (pickle.PicklingError, AttributeError, TypeError) as exc:
+        import pytest
+
+        pytest.skip(f"the factory cannot be pickled to rebuild it in another process ({exc}); make it a "
+                    "module-level function")
+    seed = "2" if os.environ.get("PYTHONHASHSEED") == "1" else "1"
+    env = {**os.environ, "PYTHONHASHSEED": seed, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
+    done = subprocess.run([sys.executable, "-c", _FRESH_PROCESS], input=payload, capture_output=True, env=env,
+                          timeout=600)
+    last = (done.stderr.decode(errors="replace").strip().splitlines() or ["no output"])[-1]
+    require(done.returncode == 0, f"building it in a fresh process (as a --jobs worker does) failed: {last}")
+    require(done.stdout.decode().strip() == here,
+            f"a fresh process with PYTHONHASHSEED={seed} built different splits than this one: the data depends on "
+            "something that differs between processes (hash() of a str, set order, the clock); seed every random "
+            "generator from the hyperparameters, e.g. with zlib.crc32 or hashlib instead of hash()")
+
+
+# Windows a split shares with another: long enough that a real source repeats almost none (a 64-token
+# window of the synthetic chain carries ~69 nats), sampled so the cost is one pass over the other split.
+WINDOW_TOKENS, WINDOW_BYTES = 64, 256
+SAMPLED_WINDOWS = 200
+MAX_SHARED = 0.1  # more than this fraction of sampled windows found verbatim elsewhere: the splits overlap
+_CHUNK = 1 << 20
+
+
+def _as_ids(split: str | np.ndarray) -> np.ndarray:
+    if isinstance(split, str):
+        return np.frombuffer(split.encode("utf-8"), dtype=np.uint8).astype(np.uint64)
+    return np.asarray(split).astype(np.uint64)
+
+
+_BASE = 0x9E3779B97F4A7C15  # odd, so invertible mod 2**64
+_INVERSE = pow(_BASE, -1, 2**64)
+
+
+def _powers(base: int, n: int) -> np.ndarray:
+    """base**0 .. base**(n-1) mod 2**64."""
+    with np.errstate(over="ignore"):
+        return np.concatenate([np.ones(1, np.uint64), np.cumprod(np.full(n - 1, base, dtype=np.uint64))])[:n]
+
+
+def _window_hashes(ids: np.ndarray, width: int, starts: np.ndarray) -> np.ndarray:
+    """sum_k ids[s + k] * BASE**k mod 2**64 for each start s (uint64 arithmetic wraps)."""
+    return ids[starts[:, None] + np.arange(width)[None, :]] @ _powers(_BASE, width)
+
+
+def _all_window_hashes(ids: np.ndarray, width: int) -> np.ndarray:
+    """The same hash for every window of ``ids``, in O(len) with prefix sums: the window at j is
+    (P[j + width] - P[j]) * BASE**-j, where P sums ids[k] * BASE**k."""
+    n = len(ids) - width + 1
+    with np.errstate(over="ignore"):
+        prefix = np.concatenate([np.zeros(1, np.uint64), np.cumsum(ids * _powers(_BASE, len(ids)), dtype=np.uint64)])
+        return (prefix[width:width + n] - prefix[:n]) * _powers(_INVERSE, n)
+
+
+def _found_in(ids: np.ndarray, wanted: np.ndarray, width: int) -> np.ndarray:
+    """Which of the ``wanted`` window hashes occur anywhere in ``ids``, one chunk at a time."""
+    ordered, inverse = np.unique(wanted, return_inverse=True)
+    found = np.zeros(len(ordered), dtype=bool)
+    for begin in range(0, max(len(ids) - width + 1, 0), _CHUNK):
+        hashes = _all_window_hashes(ids[begin:begin + _CHUNK + width - 1], width)
+        at = np.minimum(np.searchsorted(ordered, hashes), len(ordered) - 1)  # a few wanted, many hashes
+        found[at[ordered[at] == hashes]] = True
+    return found[inverse]
+
+
+def check_splits_disjoint(case: DatasetCase) -> None:
+    """Validation and test text must not be copied from the training split (or test from
+    validation): sampled windows of each are looked up verbatim in the other."""
+    corpus = case.build()
+    width = WINDOW_BYTES if corpus.is_text else WINDOW_TOKENS
+    unit = "byte" if corpus.is_text else "token"
+    ids = {split: _as_ids(corpus.splits[split]) for split in SPLITS}
+    for held_out, source in (("valid", "train"), ("test", "train"), ("test", "valid")):
+        sample, other = ids[held_out], ids[source]
+        if len(sample) < width or len(other) < width:
+            continue
+        starts = np.unique(np.linspace(0, len(sample) - width, SAMPLED_WINDOWS).astype(np.int64))
+        shared = _found_in(other, _window_hashes(sample, width, starts), width).mean()
+        require(shared <= MAX_SHARED,
+                f"{shared:.0%} of {len(starts)} sampled {width}-{unit} windows of the {held_out!r} split occur "
+                f"verbatim in the {source!r} split: the splits overlap, so {held_out} scores reward memorising; "
+                "cut the splits from disjoint parts of the source")
+
+
 def check_entropy_rate(case: DatasetCase) -> None:
     rate = case.build().entropy_rate
     require(rate is None or (isinstance(rate, float) and rate >= 0),
@@ -85,4 +199,5 @@ def check_entropy_rate(case: DatasetCase) -> None:
 
 
 KIND = KindChecks("dataset", (check_tag_matches_content, check_splits, check_token_ids, check_deterministic,
-                              check_entropy_rate), make_case)
+                              check_deterministic_across_processes, check_splits_disjoint, check_entropy_rate),
+                  make_case)

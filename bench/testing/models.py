@@ -14,6 +14,12 @@ from bench.testing.kit import KindChecks, require
 
 BATCH, SEQ = 2, 8
 VOCAB = 61
+# The longest input the long causality checks read: the model's context_length when shorter. A leak
+# that appears only at later positions (a position-dependent branch, a cache that kicks in past some
+# length) shows here; one that appears only beyond this length is out of the kit's reach.
+MAX_CAUSAL_SEQ = 64
+TRAIN_STEPS = 8  # Adam steps before check_causality_after_training looks again
+CAUSAL_ROWS = 16  # split points per forward pass (bounds memory at long lengths)
 
 
 @dataclass
@@ -89,12 +95,71 @@ def _causality(case: ModelCase, train: bool) -> None:
                     f"in {mode} mode, logits at position {t} ignore the token at position {t}")
 
 
+def causal_length(model: LanguageModel) -> int:
+    """The length the long causality checks use: the model's context, at most ``MAX_CAUSAL_SEQ``."""
+    ctx = model.context_length
+    return MAX_CAUSAL_SEQ if ctx is None else min(ctx, MAX_CAUSAL_SEQ)
+
+
+def _causality_at_length(model: LanguageModel, vocab_size: int, length: int, train: bool, when: str) -> None:
+    """For every split point t in 1..length-1: replacing every token at positions >= t must leave
+    the logits at positions < t untouched. Split points are batched as rows (row r: t = r + 1), and
+    the changed batch runs from the same RNG seed as the unchanged one, so dropout masks agree."""
+    mode = "train" if train else "eval"
+    model.train(train)
+    idx = torch.randint(0, vocab_size, (1, length), generator=torch.Generator().manual_seed(5))
+    positions = torch.arange(length)
+    with torch.no_grad():
+        for first in range(1, length, CAUSAL_ROWS):
+            splits = torch.arange(first, min(first + CAUSAL_ROWS, length))
+            base = idx.expand(len(splits), length)
+            future = positions[None, :] >= splits[:, None]
+            changed = torch.where(future, (base + 1) % vocab_size, base)
+            torch.manual_seed(7)
+            before = model(base)
+            torch.manual_seed(7)
+            after = model(changed)
+            moved = (after - before).abs().amax(dim=-1).masked_fill(future, 0.0)  # (rows, length)
+            tolerance = 1e-5 + 1e-4 * before.abs().max().item()
+            leaking = (moved > tolerance).any(dim=1).nonzero()
+            if len(leaking):  # name the earliest split point that leaks, and its worst position
+                row = int(leaking[0])
+                pos, by = int(moved[row].argmax()), moved[row].max().item()
+                t = int(splits[row])
+                require(False, f"in {mode} mode {when}, on a length-{length} input, the logits at position {pos} "
+                               f"change (by {by:.3g}) when only the tokens at positions >= {t} "
+                               "change: the model sees the future; position t may use tokens <= t only")
+
+
 def check_causality_eval(case: ModelCase) -> None:
     _causality(case, train=False)
+    model = case.build()
+    _causality_at_length(model, case.vocab_size, causal_length(model), train=False, when="at initialisation")
 
 
 def check_causality_train(case: ModelCase) -> None:
     _causality(case, train=True)
+    model = case.build()
+    _causality_at_length(model, case.vocab_size, causal_length(model), train=True, when="at initialisation")
+
+
+def check_causality_after_training(case: ModelCase) -> None:
+    """Causality again after ``TRAIN_STEPS`` Adam steps on next-token prediction: a path that is
+    zero at initialisation (a zero-initialised projection of the next token, a gate that starts
+    closed) passes the checks at initialisation, and training opens it."""
+    model = case.build().train()
+    length = causal_length(model)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    g = torch.Generator().manual_seed(11)
+    for _ in range(TRAIN_STEPS):
+        seq = torch.randint(0, case.vocab_size, (BATCH, length + 1), generator=g)
+        loss = F.cross_entropy(model(seq[:, :-1]).flatten(0, 1), seq[:, 1:].flatten())
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    when = f"after {TRAIN_STEPS} Adam steps"
+    _causality_at_length(model, case.vocab_size, length, train=False, when=when)
+    _causality_at_length(model, case.vocab_size, length, train=True, when=when)
 
 
 def check_context_length(case: ModelCase) -> None:
@@ -223,7 +288,8 @@ def check_hidden_after(case: ModelCase) -> None:
 
 
 KIND = KindChecks("model", (
-    check_attributes, check_output_shape, check_causality_eval, check_causality_train, check_context_length,
+    check_attributes, check_output_shape, check_causality_eval, check_causality_train, check_causality_after_training,
+    check_context_length,
     check_parameter_counts, check_flops_per_token, check_backward, check_learns, check_deterministic,
     check_n_layer_override, check_hidden_head, check_hidden_after,
 ), make_case)

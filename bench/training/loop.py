@@ -87,11 +87,12 @@ def train_steps(run: Run, stop: Any) -> str | None:
             if epoch_end:
                 new_best = end_epoch(run, done)
             elif halt_now or (config["eval_every"] and done % config["eval_every"] == 0):
-                validate_midway(run, done)
+                new_best = validate_midway(run, done)
 
             stopping = stop is not None and stop.requested
             every = config["checkpoint_every"]
-            if epoch_end or stopping or halt_now or (every and done % every == 0):
+            # A new best is saved at once, so a resume restores the weights the summary names.
+            if epoch_end or stopping or halt_now or new_best or (every and done % every == 0):
                 persist(run, new_best)
             if stopping:
                 raise Interrupted(done, getattr(stop, "cause", "a stop request"))
@@ -179,11 +180,21 @@ def validate(run: Run, epoch: int, step: int) -> dict[str, float]:
     return result
 
 
-def validate_midway(run: Run, done: int) -> None:
-    with evaluating(run.optimizer):
-        result = validate(run, epoch=math.ceil(done / run.plan.steps_per_epoch), step=done)
+def validate_midway(run: Run, done: int) -> bool:
+    """An ``eval_every`` (or ``halt_at_step``) evaluation; it counts for the best like an epoch's."""
+    epoch = math.ceil(done / run.plan.steps_per_epoch)
+    with evaluating(run.optimizer):  # the weights evaluated are the ones kept as the best
+        result = validate(run, epoch=epoch, step=done)
+        run.loop.rows.append({"kind": "step", "step": done, **_validation_fields(result),
+                              "train_time_s": run.loop.clocks["train"].total})
+        # The train loss beside a mid-epoch best is the last logged window's (the epoch is not over).
+        last_log = next((r["train_loss"] for r in reversed(run.loop.rows) if r.get("kind") == "log"), None)
+        return keep_if_best(run, result["loss"], epoch, done, last_log)
     run.loop.rows.append({"kind": "step", "step": done, **_validation_fields(result),
                           "train_time_s": run.loop.clocks["train"].total})
+    # The train loss beside a mid-epoch best is the last logged window's (the epoch is not over).
+    last_log = next((r["train_loss"] for r in reversed(run.loop.rows) if r.get("kind") == "log"), None)
+    return keep_if_best(run, result["loss"], epoch, done, last_log)
 
 
 def end_epoch(run: Run, done: int) -> bool:
@@ -193,17 +204,24 @@ def end_epoch(run: Run, done: int) -> bool:
     train_loss = loop.epoch_loss.item() / max(loop.epoch_steps, 1)
     with evaluating(run.optimizer):  # the weights evaluated are the ones kept as the best
         result = validate(run, epoch=epoch, step=done)
-        new_best = result["loss"] < loop.best_val_loss  # also false for a NaN loss
-        if new_best:
-            run.best_weights = {k: v.detach().to("cpu", copy=True) for k, v in run.model.state_dict().items()}
-    loop.rows.append({"kind": "epoch", "epoch": epoch, "step": done, "train_loss": train_loss,
-                      "train_ppl": perplexity(train_loss), **_validation_fields(result),
-                      "train_time_s": loop.clocks["train"].total, "eval_time_s": loop.clocks["eval"].total})
-    loop.epoch_loss.zero_()
-    loop.epoch_steps = 0
-    if new_best:
-        loop.best_val_loss, loop.best_epoch, loop.best_train_loss = result["loss"], epoch, train_loss
-    return new_best
+        loop.rows.append({"kind": "epoch", "epoch": epoch, "step": done, "train_loss": train_loss,
+                          "train_ppl": perplexity(train_loss), **_validation_fields(result),
+                          "train_time_s": loop.clocks["train"].total, "eval_time_s": loop.clocks["eval"].total})
+        loop.epoch_loss.zero_()
+        loop.epoch_steps = 0
+        return keep_if_best(run, result["loss"], epoch, done, train_loss)
+
+
+def keep_if_best(run: Run, val_loss: float, epoch: int, step: int, train_loss: float | None) -> bool:
+    """The one definition of "best": the lowest validation loss over every evaluation (epoch ends
+    and ``eval_every``), whose weights are kept for the test split. Returns whether this is it.
+    Called in the optimizer's eval mode (see :mod:`bench.optimizer_modes`), as the evaluation was."""
+    loop = run.loop
+    if not val_loss < loop.best_val_loss:  # also false for a NaN loss
+        return False
+    loop.best_val_loss, loop.best_epoch, loop.best_step, loop.best_train_loss = val_loss, epoch, step, train_loss
+    run.best_weights = {k: v.detach().to("cpu", copy=True) for k, v in run.model.state_dict().items()}
+    return True
 
 
 def _validation_fields(result: dict[str, float]) -> dict[str, float]:

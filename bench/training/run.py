@@ -117,7 +117,7 @@ def build_run(cell: Cell, registry: Registry, hooks: Any, device: torch.device, 
     if batching is not None:
         loop.micro_batch, loop.accum = batching
     sampler.batch_size = loop.micro_batch
-    loop.total_steps = plan.total_steps
+    loop.total_steps, loop.plan = plan.total_steps, plan
     if loop.step == 0:
         _warn_if_too_large(run)
     return run

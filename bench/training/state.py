@@ -9,6 +9,8 @@ from typing import Any
 
 import torch
 
+from bench.budget import StepPlan
+
 CLOCKS = ("train", "eval", "save")
 
 
@@ -58,15 +60,18 @@ class LoopState:
     loss_floor: float = math.inf  # lowest logged train loss, for divergence_factor
     rows: list[dict[str, Any]] = field(default_factory=list)
     best_val_loss: float = math.inf
-    best_epoch: int | None = None
+    best_epoch: int | None = None  # the epoch during which the best evaluation ran
+    best_step: int | None = None  # the step of the best evaluation (any evaluation: epoch end or eval_every)
     best_train_loss: float | None = None
     resumed_at: list[int] = field(default_factory=list)
     step_times: dict[int, float] = field(default_factory=dict)  # seconds of optimizer steps 10-19
     clocks: dict[str, Stopwatch] = field(default_factory=lambda: {n: Stopwatch() for n in CLOCKS})
     memory: dict[str, Any] | None = None  # the sampled figures, once training has stopped
+    plan: StepPlan | None = None  # the run's step plan, once built (a failed cell's summary prices its steps)
 
     _SCALARS = ("micro_batch", "accum", "step", "window_steps", "epoch_steps", "loss_floor", "rows",
                 "best_val_loss", "best_epoch", "best_train_loss", "resumed_at")
+    _ADDED = {"best_step": None}  # scalars newer than some checkpoints: their value when absent
 
     def start(self, device: torch.device, micro_batch: int, accum: int) -> None:
         """Begin a training session from step 0 (a resume then overwrites this with the saved state)."""
@@ -74,7 +79,7 @@ class LoopState:
         self.__dict__.update(fresh.__dict__)
 
     def to_dict(self) -> dict[str, Any]:
-        state = {name: getattr(self, name) for name in self._SCALARS}
+        state = {name: getattr(self, name) for name in (*self._SCALARS, *self._ADDED)}
         state["window_loss"] = self.window_loss.detach().to("cpu", copy=True)
         state["epoch_loss"] = self.epoch_loss.detach().to("cpu", copy=True)
         state["clocks"] = {name: clock.total for name, clock in self.clocks.items()}
@@ -85,6 +90,8 @@ class LoopState:
     def load_dict(self, state: dict[str, Any]) -> None:
         for name in self._SCALARS:
             setattr(self, name, state[name])
+        for name, absent in self._ADDED.items():
+            setattr(self, name, state.get(name, absent))
         self.window_loss.copy_(state["window_loss"])
         self.epoch_loss.copy_(state["epoch_loss"])
         self.clocks = {name: Stopwatch(total) for name, total in state["clocks"].items()}

@@ -8,7 +8,7 @@ from typing import Any
 
 import torch
 
-from bench import memory, timing
+from bench import floor, memory, timing
 from bench.budget import budget_record
 from bench.evaluation.perplexity import perplexity
 from bench.fileio import atomic_write_bytes
@@ -30,6 +30,7 @@ def finish(run: Run, stopped_by: str | None) -> dict[str, Any]:
     timing.synchronize(run.device)
     eval_clock.stop()
     summary = build_summary(run, test, stopped_by)
+    summary["impossible"] = floor.verdict(summary)  # below the data's entropy floor: a leak, not a result
     run.record.write_summary(summary)
     if run.checkpoints is not None:
         run.checkpoints.clear()  # the summary is the result now; the training state is no longer needed
@@ -54,11 +55,13 @@ def build_summary(run: Run, test: dict[str, float], stopped_by: str | None) -> d
     epochs = math.ceil(steps / plan.steps_per_epoch)
     counts = run.model.parameter_counts()
     gpu_name = memory.device_name(run.device, loop.memory or {})
-    best_row = next((r for r in loop.rows if r.get("kind") == "epoch" and r.get("epoch") == loop.best_epoch), {})
+    best_row = _best_row(loop.rows, loop.best_step, loop.best_epoch)
     return {
         **run.info,
         "status": "ok",
         "device": str(run.device),
+        # CPU kernels split reductions by thread count: equal results need equal counts (bench/executors/threads.py).
+        "torch_threads": torch.get_num_threads() if run.device.type == "cpu" else None,
         "torch": torch.__version__,
         "vocab_size": data.vocab_size,
         "params_total": counts["total"],
@@ -71,6 +74,7 @@ def build_summary(run: Run, test: dict[str, float], stopped_by: str | None) -> d
         "epochs": epochs,
         "train_tokens": train_tokens,
         "best_epoch": loop.best_epoch,
+        "best_step": loop.best_step,
         "best_val_loss": loop.best_val_loss,
         "best_val_ppl": perplexity(loop.best_val_loss),
         "best_val_word_ppl": best_row.get("val_word_ppl"),
@@ -100,6 +104,14 @@ def build_summary(run: Run, test: dict[str, float], stopped_by: str | None) -> d
                             device_name=gpu_name,
                             precision=timing.matmul_precision(run.device, config["dtype"], config["tf32"])),
     }
+
+
+def _best_row(rows: list[dict[str, Any]], step: int | None, epoch: int | None) -> dict[str, Any]:
+    """The metrics row of the best evaluation (by step; by epoch for a loop resumed from a
+    checkpoint that predates ``best_step``)."""
+    if step is not None:
+        return next((r for r in rows if r.get("step") == step and "val_loss" in r), {})
+    return next((r for r in rows if r.get("kind") == "epoch" and r.get("epoch") == epoch), {})
 
 
 def _save_weights(run: Run, state: dict[str, torch.Tensor]) -> None:

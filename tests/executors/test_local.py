@@ -111,6 +111,21 @@ def test_two_jobs_give_the_sequential_results(matrix_file, reference, tmp_path, 
     assert "started on 1 CPU thread" in err and "3 trained" in err
 
 
+def test_sequential_and_two_jobs_are_bitwise_equal_at_the_same_thread_count(matrix_file, tmp_path, capsys):
+    # gpt1's losses depend on torch's thread count (reductions split by thread): a sequential run on
+    # 2 threads and workers on 1 each differed by ~1e-7. --threads gives every executor the same count.
+    runs = {}
+    for name, extra in (("sequential", []), ("jobs", ["--jobs", "2"])):
+        outputs = tmp_path / name
+        assert cli.main(["run", str(matrix_file), "--device", "cpu", "--outputs", str(outputs), "--threads", "2",
+                         "--filter", "optimizer=adamw", *extra]) == 0
+        runs[name] = results(outputs)
+    assert "started on 2 CPU threads" in capsys.readouterr().err
+    assert len(runs["jobs"]) == 2 and runs["jobs"] == runs["sequential"]  # gpt1 and lstm, every loss bitwise
+    assert {cell["summary"]["torch_threads"] for cell in runs["jobs"].values()} == {2}
+    assert torch.get_num_threads() == 1  # the in-process run put the caller's setting back
+
+
 @linux_only
 def test_sigkill_of_one_worker_marks_its_cell_and_the_rerun_resumes_it(matrix_file, reference, tmp_path, capsys):
     outputs = tmp_path / "outputs"
@@ -194,9 +209,9 @@ def test_bad_executor_settings_are_one_line(matrix_file, tmp_path, capsys, args,
 
 def test_executor_options_come_from_the_matrix(write_matrix, matrix_file, tmp_path, capsys):
     body = matrix_file.read_text()
-    path = write_matrix(body.replace("name = 'pool'", "name = 'pool'\n[executor]\nname = \"local\"\nthreads = 2\n"))
+    path = write_matrix(body.replace("name = 'pool'", "name = 'pool'\n[executor]\nname = \"local\"\nworkers = 2\n"))
     assert cli.main(["run", str(path), "--outputs", str(tmp_path)]) == 2
-    assert "executor 'local' has no option 'threads' (its options: jobs)" in capsys.readouterr().err
+    assert "executor 'local' has no option 'workers' (its options: jobs, threads)" in capsys.readouterr().err
 
 
 def test_a_missing_ray_is_one_line(matrix_file, tmp_path, capsys, monkeypatch):

@@ -51,12 +51,12 @@ def offline(monkeypatch):
 def _kit_specs() -> list:
     """Every built-in dataset, small; the real corpora skip (DataMissingError) without BENCH_DATA_DIR."""
     components = {c.name: c for c in datasets.bench_datasets()}
-    shakespeare = str(Path(os.environ.get("BENCH_DATA_DIR", "/nonexistent")) / "tinyshakespeare" / "input.txt")
+    wikitext = Path(os.environ.get("BENCH_DATA_DIR", "/nonexistent")) / "wikitext-2"
     return [
         (components["synthetic"], {"train_tokens": 2000, "valid_tokens": 500, "test_tokens": 500}),
         (components["random-tokens"], {}),
-        (components["text"], {"train_path": shakespeare, "valid_path": shakespeare, "test_path": shakespeare,
-                              "max_chars": 5000}),
+        (components["text"], {f"{split}_path": str(wikitext / f"{split}.txt")  # three files: disjoint splits
+                              for split in ("train", "valid", "test")} | {"max_chars": 5000}),
         (components["wikitext2"], {"max_chars": 5000}),
         (components["tinyshakespeare"], {}),
     ]

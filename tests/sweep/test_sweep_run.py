@@ -50,7 +50,7 @@ optimizer = ["sgd", "adam"]
 strategy = "random"
 trials = 2
 per = ["optimizer"]
-final_seeds = [0, 1]
+final_seeds = 2
 [sweep.space]
 lr = { loguniform = [1e-3, 1e-1] }
 """, name="fair")
@@ -60,10 +60,13 @@ lr = { loguniform = [1e-3, 1e-1] }
     assert sorted(groups) == ["optimizer=adam", "optimizer=sgd"]
     assert [len(s.trials) for s in groups.values()] == [2, 2]
     assert all(t.state.name == "COMPLETE" for s in groups.values() for t in s.trials)
-    for study in groups.values():  # the best of each group, rerun over both seeds
+    trial_cells = {t.user_attrs["cell_id"] for s in groups.values() for t in s.trials}
+    for study in groups.values():  # the best of each group, rerun over two fresh seeds
         assert len(study.user_attrs["final_cells"]) == 2
         for cell in study.user_attrs["final_cells"]:
-            assert json.loads((outputs / "fair" / cell / "summary.json").read_text())["status"] == "ok"
+            summary = json.loads((outputs / "fair" / cell / "summary.json").read_text())
+            assert summary["status"] == "ok" and summary["config"]["seed"] in (1, 2)
+            assert cell not in trial_cells  # the selected trial is not one of its own final reruns
     shown = capsys.readouterr().out
     assert "best configuration per group" in shown and "optimizer=adam" in shown
 
@@ -71,7 +74,8 @@ lr = { loguniform = [1e-3, 1e-1] }
     assert main(["report", "--outputs", str(outputs), "--matrix", "fair", "--tables", "sweep",
                  "--plots", str(plots)]) == 0
     assert (plots / "fair" / "sweep_lr.png").stat().st_size > 1000
-    assert "best_val_loss vs lr" in capsys.readouterr().out
+    shown = capsys.readouterr().out
+    assert "best_val_loss vs lr" in shown and "1, 2; fresh: the trials trained on seed 0" in shown
 
     best = tmp_path / "best.toml"
     assert main(["report", "--outputs", str(outputs), "--matrix", "fair", "--best-config", str(best)]) == 0
@@ -214,3 +218,22 @@ def test_raising_trials_extends_a_sweep_and_changing_the_space_is_refused(write_
     capsys.readouterr()
     assert main(["run", str(write_matrix(body.format(n=2, high=0.2), name="ext")), "--outputs", str(outputs)]) == 2
     assert "changed since" in capsys.readouterr().err
+
+
+def test_diverged_trials_count_what_they_spent_toward_max_time(write_matrix, tmp_path):
+    # Every trial diverges at its first log; each spends some training time, so a budget of one
+    # microsecond is used up by the first trial. Diverged trials used to count as free: all 4 ran.
+    path = write_matrix(TINY.replace('optimizer = "adam"', 'optimizer = "sgd"') + """
+[sweep]
+strategy = "random"
+trials = 4
+max_time = 1e-6
+[sweep.space]
+lr = { loguniform = [1e5, 1e6] }
+""", name="spent")
+    outputs = tmp_path / "out"
+    main(["run", str(path), "--outputs", str(outputs)])
+    cells = summaries(outputs, "spent")
+    assert [s["status"] for s in cells.values()] == ["diverged"]
+    used = next(iter(cells.values()))["budget_used"]
+    assert used["time_s"] > 0 and used["steps"] == 4 and used["flops"] > 0

@@ -32,6 +32,54 @@ class TrainModeLeak(LanguageModel):
 LEAK = Component("train-leak", TrainModeLeak, {"n_embd": 8})
 
 
+class _Bigram(LanguageModel):
+    """A causal bigram model (logits at t from token t alone) that subclasses add a leak to."""
+
+    def __init__(self, vocab_size: int, n_embd: int = 8, n_positions: int = 64):
+        super().__init__()
+        self.vocab_size, self.context_length = vocab_size, n_positions
+        self.emb, self.head = nn.Embedding(vocab_size, n_embd), nn.Linear(n_embd, vocab_size)
+
+    def forward(self, idx):
+        if idx.size(1) > self.context_length:
+            raise ValueError(f"input of {idx.size(1)} tokens exceeds the context of {self.context_length}")
+        return self.head(self.emb(idx))
+
+    def flops_per_token(self, seq_len):
+        return 6 * self.head.weight.numel()
+
+    def next_token_embedding(self, idx):
+        """Position t gets the embedding of token t + 1 (zeros at the last position): the leak."""
+        ahead = self.emb(idx[:, 1:])
+        return torch.cat([ahead, torch.zeros_like(ahead[:, :1])], dim=1)
+
+
+class ZeroInitPeek(_Bigram):
+    """Peeks at the next token through a zero-initialised projection: causal at initialisation
+    (the path adds exactly zero), leaky once training has moved the projection."""
+
+    def __init__(self, vocab_size: int, n_embd: int = 8, n_positions: int = 64):
+        super().__init__(vocab_size, n_embd, n_positions)
+        self.peek = nn.Linear(n_embd, vocab_size, bias=False)
+        nn.init.zeros_(self.peek.weight)
+
+    def forward(self, idx):
+        return super().forward(idx) + self.peek(self.next_token_embedding(idx))
+
+
+class LatePeek(_Bigram):
+    """Peeks at the next token only at positions >= 8: causal on the kit's old length-8 inputs."""
+
+    def forward(self, idx):
+        logits = super().forward(idx)
+        late = (torch.arange(idx.size(1), device=idx.device) >= 8)[None, :, None]
+        return logits + late * self.head(self.next_token_embedding(idx))
+
+
+ZERO_INIT_PEEK = Component("zero-init-peek", ZeroInitPeek, {"n_embd": 8, "n_positions": 64})
+LATE_PEEK = Component("late-peek", LatePeek, {"n_embd": 8, "n_positions": 64})
+
+
 class SignMomentum(torch.optim.Optimizer):
     """signSGD with momentum (Signum): sign-based, so a lost momentum buffer changes few signs."""
 
@@ -62,3 +110,4 @@ def signum(**flags):
             raise ValueError(f"lr must be > 0, got {lr}")
         return SignMomentum(params, lr, beta, **flags)
     return factory
+

@@ -12,8 +12,16 @@ import torch
 from torch import nn
 
 from bench.components import Component
-from bench.testing import ContractViolation, all_checks, check_optimizer, iter_model_checks, parametrize_with_checks
-from tests.testing.broken_components import LEAK, signum
+from bench.testing import (
+    ContractViolation,
+    all_checks,
+    check_optimizer,
+    iter_checks,
+    iter_model_checks,
+    parametrize_with_checks,
+)
+from tests.testing.broken_components import LATE_PEEK, LEAK, ZERO_INIT_PEEK, LatePeek, signum
+from tests.testing.broken_datasets import HASH_SEEDED, OVERLAP
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -28,6 +36,36 @@ def test_a_model_leaking_the_future_only_in_train_mode_fails_the_train_mode_chec
     message = str(info.value)
     assert message.startswith("model 'train-leak' fails check_causality_train: in train mode, logits at positions < 1")
     assert "the model sees the future" in message and "\n" not in message
+
+
+def test_a_zero_initialised_peek_at_the_next_token_passes_at_init_and_fails_after_training():
+    checks = iter_model_checks(ZERO_INIT_PEEK)
+    checks["check_causality_eval"]()  # at initialisation the peek adds exactly zero
+    checks["check_causality_train"]()
+    with pytest.raises(ContractViolation) as info:
+        checks["check_causality_after_training"]()
+    message = str(info.value)
+    assert message.startswith("model 'zero-init-peek' fails check_causality_after_training: in eval mode after 8 "
+                              "Adam steps, on a length-64 input, the logits at position ")
+    assert "change (by " in message and "the model sees the future" in message
+
+
+def test_a_peek_only_at_positions_from_8_on_fails_at_the_models_context():
+    checks = iter_model_checks(LATE_PEEK)
+    with pytest.raises(ContractViolation) as info:
+        checks["check_causality_eval"]()
+    assert str(info.value).startswith(
+        "model 'late-peek' fails check_causality_eval: in eval mode at initialisation, on a length-64 input, the "
+        "logits at position 8 change (by ")
+    assert "when only the tokens at positions >= 9 change" in str(info.value)
+
+
+def test_the_long_causality_checks_read_at_most_the_context_and_the_bound():
+    from bench.testing.models import MAX_CAUSAL_SEQ, causal_length
+
+    assert causal_length(LatePeek(5, n_positions=16)) == 16
+    assert causal_length(LatePeek(5, n_positions=10_000)) == MAX_CAUSAL_SEQ
+    iter_model_checks(LATE_PEEK, n_positions=8)["check_causality_eval"]()  # within 8 tokens it is causal
 
 
 def test_a_hidden_after_that_forgets_the_prefix_fails_its_check():
@@ -54,6 +92,34 @@ def test_factory_returning_the_wrong_type_is_named():
 def test_unknown_override_is_refused():
     with pytest.raises(ValueError, match=r"has no hyperparameters \['n_hidden'\]"):
         iter_model_checks(LEAK, n_hidden=3)
+
+
+# -- datasets ------------------------------------------------------------------------------------
+
+
+def _dataset_check(component, name):
+    return next(c for c in iter_checks("dataset", component) if c.name == name)
+
+
+def test_a_dataset_whose_validation_split_is_cut_from_train_fails_the_disjointness_check():
+    with pytest.raises(ContractViolation) as info:
+        _dataset_check(OVERLAP, "check_splits_disjoint")()
+    assert str(info.value) == (
+        "dataset 'overlap' fails check_splits_disjoint: 100% of 200 sampled 64-token windows of the 'valid' split "
+        "occur verbatim in the 'train' split: the splits overlap, so valid scores reward memorising; cut the splits "
+        "from disjoint parts of the source")
+    _dataset_check(HASH_SEEDED, "check_splits_disjoint")()  # independent splits pass
+
+
+def test_a_dataset_seeded_from_str_hash_fails_in_a_fresh_process_but_not_in_this_one():
+    _dataset_check(HASH_SEEDED, "check_deterministic")()  # two builds in one process agree
+    with pytest.raises(ContractViolation) as info:
+        _dataset_check(HASH_SEEDED, "check_deterministic_across_processes")()
+    message = str(info.value)
+    assert message.startswith("dataset 'hash-seeded' fails check_deterministic_across_processes: a fresh process "
+                              "with PYTHONHASHSEED=")
+    assert "hash() of a str" in message
+    _dataset_check(OVERLAP, "check_deterministic_across_processes")()  # seeded from its hyperparameters: passes
 
 
 # -- optimizers ----------------------------------------------------------------------------------
@@ -105,7 +171,8 @@ def test_parametrize_gives_one_test_per_check_with_readable_ids():
 BROKEN_SUITE = """
 from bench.components import Component
 from bench.testing import parametrize_with_checks
-from tests.testing.broken_components import LEAK, signum
+from tests.testing.broken_components import LATE_PEEK, LEAK, ZERO_INIT_PEEK, LatePeek, signum
+from tests.testing.broken_datasets import HASH_SEEDED, OVERLAP
 
 @parametrize_with_checks(models=[LEAK], optimizers=[Component("drops", signum(drop_state=True), {"beta": 0.9})])
 def test_contract(check):

@@ -231,3 +231,14 @@ def test_a_failed_background_checkpoint_fails_the_cell_before_its_summary(tmp_pa
     assert saved == [5, 10, 15, 20]  # the last write failed in the thread; the trainer waited and raised it
     record = ResultStore(tmp_path, "loop").cell(make_cell(model="lstm", optimizer="adamw", epochs=2).id)
     assert record.read_summary() is None
+
+
+def test_best_val_loss_is_the_best_of_every_evaluation_not_only_epoch_ends(tmp_path):
+    # lr 0.1 overshoots: the eval_every evaluation at step 18 beats the epoch end at step 20.
+    summary, record = train(tmp_path, model="lstm", optimizer="adam", lr=0.1, epochs=2, eval_every=2)
+    evaluations = [r for r in record.read_metrics() if "val_loss" in r]
+    best = min(evaluations, key=lambda r: r["val_loss"])
+    assert best["kind"] == "step" and best["step"] == 18  # a mid-epoch evaluation
+    assert summary["best_val_loss"] == best["val_loss"]
+    assert (summary["best_step"], summary["best_epoch"]) == (18, 2)
+    assert summary["best_val_ppl"] == pytest.approx(math.exp(best["val_loss"]))
