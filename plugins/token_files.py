@@ -53,7 +53,6 @@ from __future__ import annotations
 import glob
 import json
 import math
-import os
 import struct
 import zipfile
 from pathlib import Path
@@ -73,8 +72,8 @@ NAME = "token-files"
 LLMC_MAGIC = 20240520
 LLMC_HEADER_INTS = 256
 LLMC_HEADER_BYTES = 4 * LLMC_HEADER_INTS
-LLMC_DTYPES = {1: np.dtype("<u2"), 2: np.dtype("<u4")}
-RAW_DTYPES = {"uint16": np.dtype("<u2"), "uint32": np.dtype("<u4")}
+LLMC_DTYPES: dict[int, np.dtype] = {1: np.dtype("<u2"), 2: np.dtype("<u4")}
+RAW_DTYPES: dict[str, np.dtype] = {"uint16": np.dtype("<u2"), "uint32": np.dtype("<u4")}
 MANIFEST = "manifest.json"
 MANIFEST_FORMAT = "bench-token-shards"
 NPY_HEADER_READERS = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}
@@ -91,7 +90,8 @@ def token_files(train: str = "", valid: str = "", test: str = "", manifest: str 
                 holdout_fraction: float = 0.005) -> Corpus:
     """Token ids from llm.c shards, raw ``.bin``, ``.npy`` or ``.npz`` files (see the module docstring)."""
     if token_dtype and token_dtype not in RAW_DTYPES:
-        raise ValueError(f"token_dtype must be '' (llm.c shards with a header), 'uint16' or 'uint32', got {token_dtype!r}")
+        raise ValueError(f"token_dtype must be '' (llm.c shards with a header), 'uint16' or 'uint32', "
+                         f"got {token_dtype!r}")
     if not 0 < holdout_fraction < 0.5:
         raise ValueError(f"holdout_fraction must be between 0 and 0.5, got {holdout_fraction!r}")
     if manifest and (train or valid or test):
@@ -116,7 +116,7 @@ def token_files(train: str = "", valid: str = "", test: str = "", manifest: str 
             for path, array in split_shards.items():
                 _check_ids(Path(path), array, vocab)
     splits = _hold_out(shards, holdout_fraction)
-    return Corpus(name=NAME, splits=splits, vocab_size=int(vocab),
+    return Corpus(name=NAME, splits=dict(splits), vocab_size=int(vocab),
                   notes={"source": f"{source}; {_describe(splits, shards)}"})
 
 
@@ -363,7 +363,7 @@ def _hold_out(shards: dict[str, dict[str, np.ndarray]], fraction: float) -> dict
 def _cut_tail(shards: list[tuple[str, np.ndarray]], n: int
               ) -> tuple[list[tuple[str, np.ndarray]], list[tuple[str, np.ndarray]]]:
     """The last ``n`` tokens as views of the last shard(s), and what remains before them."""
-    head, tail = list(shards), []
+    head, tail = list(shards), []  # type: list[tuple[str, np.ndarray]], list[tuple[str, np.ndarray]]
     while n > 0:
         name, array = head.pop()
         take = min(n, len(array))

@@ -42,6 +42,7 @@ def load_cell_data(config: dict[str, Any], registry: Registry, device: torch.dev
     dataset = registry.get("dataset", config["dataset"])
     corpus: Corpus = dataset.build(config)
     tokenizer = None
+    arrays: dict[str, np.ndarray | TokenShards]
     if corpus.is_text:
         tokenizer_component = registry.get("tokenizer", config["tokenizer"])
         tokenizer = tokenizer_component.build(config)

@@ -60,7 +60,7 @@ def check_token_ids(case: DatasetCase) -> None:
     require(vocab > 0, f"vocab_size must be positive, got {corpus.vocab_size}")
     for split in SPLITS:
         split_ids = corpus.splits[split]
-        arrays = split_ids.arrays if isinstance(split_ids, TokenShards) else [split_ids]
+        arrays: list[Any] = split_ids.arrays if isinstance(split_ids, TokenShards) else [split_ids]
         for ids in arrays:
             is_ids = isinstance(ids, np.ndarray) and ids.ndim == 1 and np.issubdtype(ids.dtype, np.integer)
             require(is_ids, f"split {split!r} must be a 1-D integer numpy array or TokenShards of them, "
