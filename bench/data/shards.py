@@ -19,6 +19,7 @@ followed each other. Windows are addressed as ``(shard, start)`` pairs.
 
 from __future__ import annotations
 
+import mmap
 from typing import Sequence
 
 import numpy as np
@@ -46,12 +47,18 @@ class TokenShards:
 
 
 class HostTokens:
-    """Shards in host memory (or mapped from disk), gathered row by row into ``int64`` batches."""
+    """Shards in host memory (or mapped from disk), gathered row by row into ``int64`` batches.
+
+    For a memory-mapped shard, a batch first asks the kernel for the pages of all its rows
+    (``madvise(MADV_WILLNEED)``, which starts their reads without waiting), then copies the rows:
+    on a cold page cache the batch's reads overlap instead of queueing one page fault after another.
+    On a warm cache it costs one system call per row."""
 
     def __init__(self, arrays: Sequence[np.ndarray]):
         self.arrays = list(arrays)
         self.lengths = [len(a) for a in self.arrays]
         self.device = torch.device("cpu")
+        self._maps = [_mapping(a) for a in self.arrays]
 
     def numel(self) -> int:
         return sum(self.lengths)
@@ -59,11 +66,30 @@ class HostTokens:
     def gather(self, shard: torch.Tensor, start: torch.Tensor, length: int) -> torch.Tensor:
         """``(B, length)`` int64: row ``i`` is ``shards[shard[i]][start[i] : start[i] + length]``."""
         out = np.empty((len(start), length), dtype=np.int64)
+        rows = list(zip(shard.tolist(), start.tolist()))
+        for s, a in rows:
+            mapped = self._maps[s]
+            if mapped is not None:
+                mapping, offset, itemsize = mapped
+                first, end = offset + a * itemsize, offset + (a + length) * itemsize
+                first -= first % mmap.PAGESIZE
+                mapping.madvise(mmap.MADV_WILLNEED, first, end - first)
         # One slice per row: reads only those pages of a memmap and converts while copying. Faster
         # than fancy indexing for long windows, and as fast for short ones (see benchmarks/results).
-        for row, (s, a) in enumerate(zip(shard.tolist(), start.tolist())):
+        for row, (s, a) in enumerate(rows):
             out[row] = self.arrays[s][a: a + length]
         return torch.from_numpy(out)
+
+
+def _mapping(array: np.ndarray) -> tuple[mmap.mmap, int, int] | None:
+    """``(the mmap under array, array's byte offset in it, itemsize)``, or None for memory arrays."""
+    base: object = array
+    while base is not None and not isinstance(base, mmap.mmap):
+        base = getattr(base, "base", None)
+    if not isinstance(base, mmap.mmap) or not hasattr(base, "madvise") or not array.flags.c_contiguous:
+        return None
+    start = np.frombuffer(base, dtype=np.uint8).__array_interface__["data"][0]
+    return base, array.__array_interface__["data"][0] - start, array.itemsize
 
 
 class DeviceTokens:
