@@ -3,8 +3,11 @@ every malformed file refused with one line (exit 2) before anything trains."""
 
 from __future__ import annotations
 
+import atexit
 import json
 import os
+import shutil
+import tempfile
 import zipfile
 from pathlib import Path
 
@@ -14,10 +17,26 @@ import pytest
 from bench import cli
 from bench.data.shards import TokenShards
 from bench.errors import DataMissingError
+from bench.testing import parametrize_with_checks
 from bench_plugins import token_files as tf
 from bench_plugins.token_files import token_files, write_llmc_shard
 
 VOCAB = 300
+
+
+def _kit_files() -> str:
+    """Shards for the contract check, written when the module is collected (parametrize needs the
+    configuration then) and removed when the session ends."""
+    folder = Path(tempfile.mkdtemp(prefix="token-files-kit-"))
+    atexit.register(shutil.rmtree, folder, True)
+    for i in range(2):
+        write_llmc_shard(folder / f"train_{i}.bin", np.arange(3000) * (i + 3) % VOCAB)
+    return str(folder / "train_*.bin")
+
+
+@parametrize_with_checks(datasets=[(tf.bench_datasets()[0], {"train": _kit_files(), "vocab_size": VOCAB})])
+def test_contract(check):
+    check()
 
 
 def _ids(n: int, seed: int = 0, high: int = VOCAB) -> np.ndarray:
