@@ -6,12 +6,17 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from bench.data.shards import TokenShards
+
 SPLITS = ("train", "valid", "test")
 
 
 @dataclass
 class Corpus:
-    """Three splits of either text (``str``) or token ids (1-D integer ``np.ndarray``).
+    """Three splits of either text (``str``) or token ids (1-D integer ``np.ndarray``, or
+    :class:`bench.data.shards.TokenShards`: several such arrays, e.g. memory-mapped shard files).
+    Token arrays are read where they lie (a memmap is never copied whole; see
+    :mod:`bench.data.loading`).
 
     Token corpora set ``vocab_size``. ``entropy_rate`` (nats per token), when the source is
     known analytically, is the loss no model can beat on average; reports show ``exp`` of it
@@ -19,7 +24,7 @@ class Corpus:
     """
 
     name: str
-    splits: dict[str, str | np.ndarray]
+    splits: dict[str, str | np.ndarray | TokenShards]
     vocab_size: int | None = None
     entropy_rate: float | None = None
     notes: dict[str, str] = field(default_factory=dict)

@@ -18,6 +18,7 @@ import numpy as np
 
 from bench.components import Component
 from bench.data.corpus import SPLITS, Corpus
+from bench.data.shards import TokenShards
 from bench.testing.kit import KindChecks, require
 
 TAGS = ("text", "tokens")
@@ -64,22 +65,22 @@ def check_token_ids(case: DatasetCase) -> None:
     require(vocab > 0, f"vocab_size must be positive, got {corpus.vocab_size}")
     for split in SPLITS:
         split_ids = corpus.splits[split]
-        is_ids = (isinstance(split_ids, np.ndarray) and split_ids.ndim == 1
-                  and np.issubdtype(split_ids.dtype, np.integer))
-        require(is_ids,
-                f"split {split!r} must be a 1-D integer numpy array, got {type(split_ids).__name__}")
-        ids = np.asarray(split_ids)
-        if len(ids):
-            low, high = int(ids.min()), int(ids.max())
-            require(0 <= low and high < vocab,
-                    f"split {split!r} has ids in [{low}, {high}], outside [0, vocab_size={vocab})")
+        arrays: list[Any] = split_ids.arrays if isinstance(split_ids, TokenShards) else [split_ids]
+        for ids in arrays:
+            is_ids = isinstance(ids, np.ndarray) and ids.ndim == 1 and np.issubdtype(ids.dtype, np.integer)
+            require(is_ids, f"split {split!r} must be a 1-D integer numpy array or TokenShards of them, "
+                            f"got {type(ids).__name__}")
+            if len(ids):
+                low, high = int(ids.min()), int(ids.max())
+                require(0 <= low and high < vocab,
+                        f"split {split!r} has ids in [{low}, {high}], outside [0, vocab_size={vocab})")
 
 
 def check_deterministic(case: DatasetCase) -> None:
     a, b = case.build(), case.build()
     for split in SPLITS:
         x, y = a.splits[split], b.splits[split]
-        same = x == y if isinstance(x, str) else np.array_equal(np.asarray(x), np.asarray(y))
+        same = x == y if isinstance(x, str) else _same_ids(x, y)
         require(same, f"two builds with the same hyperparameters gave different {split!r} splits; seed any randomness")
 
 
@@ -88,8 +89,11 @@ def fingerprint(corpus: Corpus) -> str:
     digest = hashlib.sha256(repr((corpus.vocab_size, corpus.entropy_rate)).encode())
     for split in SPLITS:
         data = corpus.splits[split]
-        digest.update(data.encode("utf-8") if isinstance(data, str) else
-                      np.ascontiguousarray(data).astype(np.int64, copy=False).tobytes())
+        if isinstance(data, str):
+            digest.update(data.encode("utf-8"))
+            continue
+        for array in data.arrays if isinstance(data, TokenShards) else [data]:
+            digest.update(np.ascontiguousarray(array).astype(np.int64, copy=False).tobytes())
     return digest.hexdigest()
 
 
@@ -132,9 +136,11 @@ MAX_SHARED = 0.1  # more than this fraction of sampled windows found verbatim el
 _CHUNK = 1 << 20
 
 
-def _as_ids(split: str | np.ndarray) -> np.ndarray:
+def _as_ids(split: Any) -> np.ndarray:
     if isinstance(split, str):
         return np.frombuffer(split.encode("utf-8"), dtype=np.uint8).astype(np.uint64)
+    if isinstance(split, TokenShards):  # windows never straddle shards, but a kit-sized corpus is small
+        return np.concatenate([np.asarray(a) for a in split.arrays]).astype(np.uint64)
     return np.asarray(split).astype(np.uint64)
 
 
@@ -190,6 +196,12 @@ def check_splits_disjoint(case: DatasetCase) -> None:
                 f"{shared:.0%} of {len(starts)} sampled {width}-{unit} windows of the {held_out!r} split occur "
                 f"verbatim in the {source!r} split: the splits overlap, so {held_out} scores reward memorising; "
                 "cut the splits from disjoint parts of the source")
+
+
+def _same_ids(x: Any, y: Any) -> bool:
+    xs = x.arrays if isinstance(x, TokenShards) else [x]
+    ys = y.arrays if isinstance(y, TokenShards) else [y]
+    return len(xs) == len(ys) and all(np.array_equal(a, b) for a, b in zip(xs, ys))
 
 
 def check_entropy_rate(case: DatasetCase) -> None:
