@@ -14,6 +14,7 @@ from typing import Any
 import optuna
 import pandas as pd
 
+from bench.errors import BenchError
 from bench.fileio import atomic_write_bytes
 from bench.report.render import Section
 from bench.store import ResultStore
@@ -202,7 +203,11 @@ def best_config_toml(store: ResultStore) -> str:
     for group in groups:
         best = best_row(group)
         if best is not None:
-            config = json.loads((store.cell(best.attrs["cell_id"]).path / "config.json").read_text())["config"]
+            stored = store.cell(best.attrs["cell_id"]).read_config()  # damaged: warned about and set aside
+            if stored is None:
+                raise BenchError(f"the best trial's config.json in {store.cell(best.attrs['cell_id']).path} is "
+                                 "missing or damaged; run the sweep again to retrain that trial")
+            config = stored["config"]
             configs.append({k: v for k, v in config.items() if k not in OMIT and v is not None})
             trial_seeds.append(config.get("seed", 0))
     if not configs:
