@@ -241,6 +241,21 @@ def test_run_resumes_every_other_cell_around_damaged_results_and_report_goes_on(
     assert "Traceback" not in err and sum("lstm" in line for line in perplexity.splitlines()) == 2
 
 
+def test_wrong_types_in_a_finished_summary_never_stop_run_or_plot(tmp_path, write_matrix, capsys):
+    """Issue 18: `"files": "x"` killed `bench run` and `bench plot` with an AttributeError."""
+    matrix, outputs = write_matrix(E2E_MATRIX, name="typed"), str(tmp_path / "outputs")
+    run = ["run", str(matrix), "--device", "cpu", "--outputs", outputs]
+    assert cli.main(run) == 0
+    damaged = ResultStore(outputs, "typed").records()[0]
+    summary = json.loads((damaged.path / "summary.json").read_text())
+    (damaged.path / "summary.json").write_text(json.dumps({**summary, "files": "x"}))
+    capsys.readouterr()
+    assert cli.main(["plot", "--outputs", outputs, "--out", str(tmp_path / "plots")]) == 0
+    assert 'summary.json has "files": "x", not an object; moved it' in capsys.readouterr().err
+    assert cli.main(run) == 0
+    assert "1 trained, 2 already complete, 0 failed" in capsys.readouterr().err
+
+
 def test_run_sweeps_orphan_temp_files_in_cell_folders_and_the_token_cache(tmp_path, write_matrix, capsys):
     import time
 
