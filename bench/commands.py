@@ -106,7 +106,7 @@ def _print_perplexities(store: ResultStore, cells: list[Cell]) -> None:
 
     summaries = [s for s in store.summaries() if s["id"] in {c.id for c in cells}]
     frame = tables.sort_frame(tables.summaries_frame(summaries), "name")
-    print(tables.render(_with_hellaswag(tables.perplexity_table(frame), frame), "github"))
+    print(tables.render(_with_hellaswag(tables.perplexity_table(frame), frame), "github", tables.config_formats(frame)))
 
 
 def _dry_run(cells: list[Cell], registry: Registry, matrix_name: str, device: torch.device) -> int:
