@@ -138,6 +138,11 @@ BAD_INPUTS = {
     "name-nul": ('name = "tiny\\u0000x"\n' + TINY_DEFAULTS + ONE_CELL, {}, "control character '\\x00'"),
     "name-newline": ('name = "tiny\\nx"\n' + TINY_DEFAULTS + ONE_CELL, {}, "control character '\\n'"),
     "name-300-chars": (f'name = "{"n" * 300}"\n' + TINY_DEFAULTS + ONE_CELL, {}, "300 characters long"),
+    # Issue 18: nesting deep enough for a RecursionError, in the TOML parser or after it.
+    "arrays-900-deep": (f'x = {"[" * 900}{"]" * 900}\n' + TINY_DEFAULTS + ONE_CELL, {},
+                        "nested too deeply for the TOML parser; a matrix needs at most 16 levels"),
+    "include-200-deep": (TINY_DEFAULTS + ONE_CELL + f'include = [{"{ a = " * 200}1{" }" * 200}]\n', {},
+                         "matrix.include nests arrays or tables more than 16 levels deep"),
 }
 
 
