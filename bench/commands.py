@@ -224,7 +224,7 @@ def report(*, outputs: str, matrix: str | None, sort: str, fmt: str, where: list
         if estimated is not None and (not which or "estimate" in which):
             sections.append(estimated)
         if sweep_report.has_sweep(store) and (not which or "sweep" in which):
-            sections += sweep_report.sweep_sections(store)
+            sections += _unless_damaged(sweep_report.sweep_sections, store, [])
         sections += analysis_report.analysis_sections(
             summaries, lambda cell_id, store=store: store.cell(cell_id).read_metrics(), which=which, target=target,
             want_profiles=profiles, algorithm=algorithm, measure=measure, tolerance=tolerance,
@@ -234,10 +234,22 @@ def report(*, outputs: str, matrix: str | None, sort: str, fmt: str, where: list
             from bench.report.plots import write_plots
             written = write_plots(store, plots, summaries)
             if sweep_report.has_sweep(store):
-                written += sweep_report.write_sweep_plots(store, plots)
+                written += _unless_damaged(lambda store: sweep_report.write_sweep_plots(store, plots), store, [])
             print(f"bench: {len(written)} plots of {name!r} in {Path(plots) / name}", file=sys.stderr)
     print(tables.render_document(document, fmt))
     return 0
+
+
+def _unless_damaged(read: Any, store: ResultStore, instead: Any) -> Any:
+    """``read(store)`` for a report; a damaged sweep.db is one warning and ``instead``, so the report
+    still shows every other table."""
+    from bench.sweep.trials import DamagedStorage
+
+    try:
+        return read(store)
+    except DamagedStorage as exc:
+        print(f"bench: warning: {exc}; its sweep tables are left out of this report", file=sys.stderr)
+        return instead
 
 
 def estimate(path: str, *, device: str, filter_expr: str | None, steps: int, cost_per_hour: float,

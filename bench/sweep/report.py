@@ -18,7 +18,7 @@ from bench.errors import BenchError
 from bench.fileio import atomic_write_bytes
 from bench.report.render import Section
 from bench.store import ResultStore
-from bench.sweep.trials import STORAGE_FILE, storage_url
+from bench.sweep.trials import STORAGE_FILE, connect_storage
 
 MISSING_STATUS = "running"  # proposed, never finished (a killed sweep not yet resumed)
 
@@ -46,7 +46,7 @@ def has_sweep(store: ResultStore) -> bool:
 
 
 def load_groups(store: ResultStore) -> list[GroupView]:
-    storage = optuna.storages.RDBStorage(storage_url(store.path))
+    storage = connect_storage(store.path)
     groups = []
     for name in optuna.study.get_all_study_names(storage):
         study = optuna.load_study(study_name=name, storage=storage)
