@@ -63,10 +63,28 @@ def run_matrix(path: str, *, device: str, filter_expr: str | None, dry_run: bool
                                 dry_run=dry_run, filter_expr=filter_expr, force=force, executor=runner,
                                 plugins=loaded.selection)
     cells = select_cells(resolve_cells(matrix, registry), filter_expr)
+    refuse_what_cannot_fit([c for c in cells if not c.problem], registry, resolve_device(device))
     if dry_run:
         return _dry_run(cells, registry, matrix.name, resolve_device(device))
     return _train(cells, matrix, loaded, device=resolve_device(device), force=force, outputs=outputs,
                   runner=runner)
+
+
+def refuse_what_cannot_fit(cells: list[Cell], registry: Registry, device: torch.device) -> None:
+    """ConfigError (one line, exit 2) for the first cell whose training surely cannot fit the device's
+    memory (see :mod:`bench.limits`); nothing has been allocated yet."""
+    from bench.limits import device_bytes, fit_problem
+    from bench.training.footprint import estimate_training_bytes
+
+    total = device_bytes(device)
+    for cell in cells:
+        config = cell.config
+        vocab = _vocab_size(config, registry)
+        with shapes_only():
+            params = registry.get("model", config["model"]).build(config, vocab).parameter_counts()["total"]
+        problem = fit_problem(estimate_training_bytes(config, params, vocab), total, device)
+        if problem:
+            raise BenchError(f"{cell.name}: {problem}")
 
 
 def _train(cells: list[Cell], matrix: Matrix, loaded: Plugins, *, device: torch.device, force: bool, outputs: str,
@@ -78,19 +96,21 @@ def _train(cells: list[Cell], matrix: Matrix, loaded: Plugins, *, device: torch.
     from bench.signals import GracefulStop
 
     registry = loaded.registry
-    problems = data_problems([c.config for c in cells if not c.problem], registry)
-    cells = [dataclasses.replace(c, problem=problems.get(data_key(c.config, registry))) if not c.problem else c
-             for c in cells]  # a crashing dataset or tokenizer plugin fails only the cells that use it
     store = ResultStore(outputs, matrix.name)
-    # The lock refuses a second run on these outputs (exit 2); the stop turns SIGINT/SIGTERM into
-    # "finish the step, checkpoint, exit".
-    with MatrixLock(store.path) as lock, GracefulStop() as stop:
-        store.sweep_temp_files(tokens_dir())  # left by writes a kill interrupted
-        print(f"bench: {len(cells)} cells of {matrix.name!r} on {device}, results in {store.path}",
-              file=sys.stderr)
-        outcome = run_cells(cells, registry=registry, hooks=loaded.hooks, store=store, device=device,
-                            force=force, stop=stop, evaluation=matrix.evaluation, executor=runner, lock=lock,
-                            plugins=loaded.selection)
+    # The stop turns SIGINT/SIGTERM into "finish the step, checkpoint, exit" (a second signal: at once),
+    # installed before any data is loaded; the lock refuses a second run on these outputs (exit 2).
+    with GracefulStop() as stop:
+        with stop.at_once():  # tokenizing a corpus can take minutes; no step to finish yet
+            problems = data_problems([c.config for c in cells if not c.problem], registry)
+        cells = [dataclasses.replace(c, problem=problems.get(data_key(c.config, registry))) if not c.problem else c
+                 for c in cells]  # a crashing dataset or tokenizer plugin fails only the cells that use it
+        with MatrixLock(store.path) as lock:
+            store.sweep_temp_files(tokens_dir())  # left by writes a kill interrupted
+            print(f"bench: {len(cells)} cells of {matrix.name!r} on {device}, results in {store.path}",
+                  file=sys.stderr)
+            outcome = run_cells(cells, registry=registry, hooks=loaded.hooks, store=store, device=device,
+                                force=force, stop=stop, evaluation=matrix.evaluation, executor=runner, lock=lock,
+                                plugins=loaded.selection)
     if outcome.interrupted:
         print(f"bench: stopped by {outcome.interrupted}; run the same command again to resume", file=sys.stderr)
         return stop.exit_code

@@ -17,8 +17,9 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from bench.errors import ConfigError
+from bench.limits import check_cell_count, seed_problem
 
-TOP_LEVEL_KEYS = ("name", "description", "seeds", "defaults", "matrix", "eval", "executor", "sweep")
+TOP_LEVEL_KEYS = ("name", "description", "seeds", "defaults", "matrix", "eval", "executor", "sweep", "max_cells")
 EVAL_KEYS = {"hellaswag": False, "limit": 0, "batch_size": 16, "log_samples": False}
 # Arrays and tables inside each other: [matrix] include = [{ key = [..] }] is 4 levels.
 MAX_DEPTH = 16
@@ -123,12 +124,16 @@ def parse_matrix(raw: dict[str, Any], *, default_name: str, where: str) -> Matri
     seeds = raw.get("seeds", [defaults.get("seed", 0)])
     if not isinstance(seeds, list) or not seeds or not all(isinstance(s, int) and not isinstance(s, bool)
                                                            for s in seeds):
-        raise ConfigError(f"{where}: seeds must be a non-empty list of integers, got {seeds!r}")
+        raise ConfigError(f"{where}: seeds must be a non-empty list of integers, got {_abbreviated(seeds)}")
+    for seed in seeds:
+        if seed_problem(seed):
+            raise ConfigError(f"{where}: {seed_problem(seed)}")
     name = raw.get("name", default_name)
     problem = _name_problem(name)
     if problem:
         raise ConfigError(f"{where}: name {_abbreviated(name)} {problem}; results go to outputs/<name>/, "
                           "so use a short plain folder name like \"hw3\"")
+    check_cell_count(grid, include, seeds, raw.get("max_cells"), where)  # before the grid exists
     combinations = expand_grid(grid, include, exclude)
     if not combinations:
         raise ConfigError(f"{where}: the matrix expands to no cells; check [matrix] and exclude")
