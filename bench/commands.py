@@ -91,8 +91,8 @@ def _train(cells: list[Cell], matrix: Matrix, loaded: Plugins, *, device: torch.
            runner: Any) -> int:
     from bench.data.loading import data_key, data_problems
     from bench.data.token_cache import tokens_dir
-    from bench.lock import MatrixLock
-    from bench.runner import run_cells
+    from bench.lock import MatrixLock, UnwritableResults
+    from bench.runner import all_finished, run_cells
     from bench.signals import GracefulStop
 
     registry = loaded.registry
@@ -104,13 +104,26 @@ def _train(cells: list[Cell], matrix: Matrix, loaded: Plugins, *, device: torch.
             problems = data_problems([c.config for c in cells if not c.problem], registry)
         cells = [dataclasses.replace(c, problem=problems.get(data_key(c.config, registry))) if not c.problem else c
                  for c in cells]  # a crashing dataset or tokenizer plugin fails only the cells that use it
-        with MatrixLock(store.path) as lock:
+        lock = MatrixLock(store.path)
+        try:
+            lock.acquire()
+        except UnwritableResults:
+            if force or not all_finished(cells, store):
+                raise
+            # Nothing to write: a read-only copy of finished results still answers `bench run`.
+            print(f"bench: {store.path} is read-only, but all {len(cells)} selected cells of {matrix.name!r} are "
+                  "already complete; nothing to train", file=sys.stderr)
+            _print_perplexities(store, cells)
+            return 0
+        try:
             store.sweep_temp_files(tokens_dir())  # left by writes a kill interrupted
             print(f"bench: {len(cells)} cells of {matrix.name!r} on {device}, results in {store.path}",
                   file=sys.stderr)
             outcome = run_cells(cells, registry=registry, hooks=loaded.hooks, store=store, device=device,
                                 force=force, stop=stop, evaluation=matrix.evaluation, executor=runner, lock=lock,
                                 plugins=loaded.selection)
+        finally:
+            lock.release()
     if outcome.interrupted:
         print(f"bench: stopped by {outcome.interrupted}; run the same command again to resume", file=sys.stderr)
         return stop.exit_code

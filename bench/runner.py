@@ -273,6 +273,18 @@ def _record_problem(cell: Cell, record: CellRecord, previous: dict[str, Any], sa
     say(f"{prefix}: error: {cell.problem}")
 
 
+def all_finished(cells: list[Cell], store: ResultStore) -> bool:
+    """Whether `bench run` would skip every one of ``cells`` (settled, intact, same plugin versions):
+    checked without writing anything."""
+    for cell in cells:
+        record = store.cell(cell.id)
+        summary = record.read_summary(verify_files=True) or {}
+        if (cell.problem or summary.get("status") not in FINAL_STATUSES
+                or stale_reason(stored_provenance(summary, record.path), cell.provenance)):
+            return False
+    return True
+
+
 def _done_word(summary: dict[str, Any]) -> str:
     if summary.get("status") == "diverged":
         return f"diverged at step {summary.get('step')}"

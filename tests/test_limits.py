@@ -17,7 +17,7 @@ HUGE = {
                        "lstm-L1-sgd: training needs about"),
     "n-layer-1e9-lstm": (TINY_DEFAULTS + ONE_CELL.replace("n_layer = 1", "n_layer = 1000000000"),
                          "the model has more than 20,000 submodules and parameter tensors; check n_layer"),
-    "n-layer-1e9-gpt1": (TINY_DEFAULTS + ONE_CELL.replace("lstm", "gpt1").replace("n_layer = 1", "n_layer = 1000000000"),
+    "n-layer-1e9-gpt1": (TINY_DEFAULTS + ONE_CELL.replace("lstm", "gpt1").replace("= 1\n", "= 1000000000\n"),
                          "the model has more than 20,000 submodules and parameter tensors; check n_layer"),
     "steps-per-epoch-1e18": (TINY_DEFAULTS.replace("steps_per_epoch = 10", "steps_per_epoch = 1000000000000000000")
                              + ONE_CELL, "the cell plans 2e+18 optimizer steps, over the limit of 1e+12"),
