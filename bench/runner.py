@@ -247,6 +247,14 @@ def lost_cell(cell: Cell, record: CellRecord, reason: str, step: int, total_step
     return CellOutcome(cell.id, cell.name, "interrupted", summary)
 
 
+def lost_line(died: str, outcome: CellOutcome) -> str:
+    """What to say about a worker that died under a cell: its cell is to be resumed, unless the cell had
+    already settled (the worker died between writing the summary and reporting it), then it stays counted."""
+    if outcome.status == "interrupted":
+        return (outcome.summary or {}).get("reason") or f"{died}; rerun to resume from its last checkpoint"
+    return f"{died} after the cell had finished ({outcome.status}); its result is kept"
+
+
 def _is_real_signal(exc: BaseException, stop: Any) -> bool:
     """Whether a KeyboardInterrupt/SystemExit came from the user (a second signal, or no signal
     handling at all) rather than from code running inside a cell."""

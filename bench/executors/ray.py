@@ -27,7 +27,7 @@ from typing import Any
 from bench.cells import Cell
 from bench.errors import BenchError
 from bench.executors.transfer import pack_folder, unpack_into
-from bench.runner import CellContext, CellOutcome, RunSpec, Session, lost_cell, run_cell
+from bench.runner import CellContext, CellOutcome, RunSpec, Session, lost_cell, lost_line, run_cell
 from bench.selection import resolve_device
 from bench.signals import STOP_SIGNALS
 from bench.store import ResultStore
@@ -231,9 +231,11 @@ class _Dispatch:
             if ref in self.cancelled:
                 return None
             first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
-            reason = f"Ray task lost ({type(exc).__name__}: {first}); rerun to resume from its last checkpoint"
-            self.session.say(f"{label}: {reason}")
-            return lost_cell(cell, record, reason, 0, 0, self.spec.device, self.session)
+            died = f"Ray task lost ({type(exc).__name__}: {first})"
+            outcome = lost_cell(cell, record, f"{died}; rerun to resume from its last checkpoint", 0, 0,
+                                self.spec.device, self.session)
+            self.session.say(f"{label}: {lost_line(died, outcome)}")
+            return outcome
         if returned is None:
             return None
         outcome, files, lines, task_s = returned
