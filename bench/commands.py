@@ -16,6 +16,7 @@ from bench.components import KINDS
 from bench.errors import BenchError
 from bench.evaluation.cell_hellaswag import check_eval_settings
 from bench.executors import build_executor, executor_settings
+from bench.limits import refuse_what_cannot_fit, vocab_size
 from bench.matrix import Matrix, load_matrix
 from bench.registry import Plugins, PluginSelection, Registry, load_plugins
 from bench.report.select import filter_summaries
@@ -63,28 +64,11 @@ def run_matrix(path: str, *, device: str, filter_expr: str | None, dry_run: bool
                                 dry_run=dry_run, filter_expr=filter_expr, force=force, executor=runner,
                                 plugins=loaded.selection)
     cells = select_cells(resolve_cells(matrix, registry), filter_expr)
-    refuse_what_cannot_fit([c for c in cells if not c.problem], registry, resolve_device(device))
+    refuse_what_cannot_fit([(c.name, c.config) for c in cells if not c.problem], registry, resolve_device(device))
     if dry_run:
         return _dry_run(cells, registry, matrix.name, resolve_device(device))
     return _train(cells, matrix, loaded, device=resolve_device(device), force=force, outputs=outputs,
                   runner=runner)
-
-
-def refuse_what_cannot_fit(cells: list[Cell], registry: Registry, device: torch.device) -> None:
-    """ConfigError (one line, exit 2) for the first cell whose training surely cannot fit the device's
-    memory (see :mod:`bench.limits`); nothing has been allocated yet."""
-    from bench.limits import device_bytes, fit_problem
-    from bench.training.footprint import estimate_training_bytes
-
-    total = device_bytes(device)
-    for cell in cells:
-        config = cell.config
-        vocab = _vocab_size(config, registry)
-        with shapes_only():
-            params = registry.get("model", config["model"]).build(config, vocab).parameter_counts()["total"]
-        problem = fit_problem(estimate_training_bytes(config, params, vocab), total, device)
-        if problem:
-            raise BenchError(f"{cell.name}: {problem}")
 
 
 def _train(cells: list[Cell], matrix: Matrix, loaded: Plugins, *, device: torch.device, force: bool, outputs: str,
@@ -169,7 +153,7 @@ def _dry_run_table(cells: list[Cell], registry: Registry, device: torch.device) 
     for cell in cells:
         config = cell.config
         component = registry.get("model", config["model"])
-        vocab = _vocab_size(config, registry)
+        vocab = vocab_size(config, registry)
         with shapes_only():
             model = component.build(config, vocab)
         counts = model.parameter_counts()
@@ -197,13 +181,6 @@ def _train_tokens(config: dict, registry: Registry, cache: dict) -> int:
     if key not in cache:
         cache[key] = int(load_cell_data(config, registry, torch.device("cpu")).splits["train"].numel())
     return cache[key]
-
-
-def _vocab_size(config: dict, registry: Registry) -> int:
-    if config["tokenizer"] is None:
-        return int(config["vocab_size"])
-    tokenizer = registry.get("tokenizer", config["tokenizer"])
-    return tokenizer.build(config).vocab_size
 
 
 def _matrix_summaries(outputs: str, matrix: str | None, where: list[str] | None) -> dict[str, list[dict]]:

@@ -115,3 +115,26 @@ def fit_problem(estimate: dict[str, int], total: int | None, device: torch.devic
             f"{fixed / gib:,.1f}, activations {estimate['activations'] / gib:,.1f}) but the {device.type} device has "
             f"{total / gib:,.1f} GiB; lower batch_size (grad_accum keeps the effective batch), seq_len or the "
             "model's sizes")
+
+
+def vocab_size(config: dict[str, Any], registry: Any) -> int:
+    """The cell's real vocabulary: its tokenizer's, or ``vocab_size`` for a dataset of token ids."""
+    if config["tokenizer"] is None:
+        return int(config["vocab_size"])
+    return registry.get("tokenizer", config["tokenizer"]).build(config).vocab_size
+
+
+def refuse_what_cannot_fit(configs: list[tuple[str, dict[str, Any]]], registry: Any, device: torch.device) -> None:
+    """ConfigError (one line, exit 2) for the first (name, config) whose training surely cannot fit the
+    device's memory; only shapes are built (no memory, no data)."""
+    from bench.shapes import shapes_only
+    from bench.training.footprint import estimate_training_bytes
+
+    total = device_bytes(device)
+    for name, config in configs:
+        vocab = vocab_size(config, registry)
+        with shapes_only():
+            params = registry.get("model", config["model"]).build(config, vocab).parameter_counts()["total"]
+        problem = fit_problem(estimate_training_bytes(config, params, vocab), total, device)
+        if problem:
+            raise ConfigError(f"{name}: {problem}")

@@ -30,6 +30,9 @@ HUGE = {
                     "or add max_cells = 20000 at its top if you mean it"),
     "grid-10000": (TINY_DEFAULTS + ONE_CELL + f"[matrix]\nlr = {[i / 1e4 for i in range(1, 101)]}\n"
                    f"batch_size = {list(range(1, 101))}\n", "expands to up to 10,000 cells (100 lr x 100 batch_size"),
+    "sweep-batch-size-1e9": (TINY_DEFAULTS.replace("batch_size = 8", "batch_size = 1000000000") + ONE_CELL
+                             + '[sweep]\nstrategy = "random"\ntrials = 2\n[sweep.space]\n'
+                             'lr = { loguniform = [1e-3, 1e-1] }\n', "sweep cell lstm/sgd: training needs about"),
     "grid-1e8": (TINY_DEFAULTS + ONE_CELL + "[matrix]\n" + "".join(f"k{i} = {list(range(10))}\n" for i in range(8)),
                  "expands to up to 100,000,000 cells"),
 }

@@ -9,6 +9,7 @@ from tabulate import tabulate
 
 from bench.data.loading import check_data_available
 from bench.errors import BenchError
+from bench.limits import refuse_what_cannot_fit
 from bench.lock import MatrixLock
 from bench.matrix import Matrix
 from bench.registry import Registry
@@ -63,6 +64,8 @@ def run_sweep_matrix(matrix: Matrix, path: str, *, registry: Registry, hooks: An
         print("nothing trained (--dry-run)")
         return 0
     target = resolve_device(device)
+    refuse_what_cannot_fit([(f"{path}: sweep cell {config['model']}/{config['optimizer']}", config)
+                            for config in configs], registry, target)
     check_data_available(configs, registry)
     store = ResultStore(outputs, matrix.name)
     with MatrixLock(store.path) as lock, GracefulStop() as stop:
