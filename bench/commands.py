@@ -64,9 +64,9 @@ def run_matrix(path: str, *, device: str, filter_expr: str | None, dry_run: bool
                                 dry_run=dry_run, filter_expr=filter_expr, force=force, executor=runner,
                                 plugins=loaded.selection)
     cells = select_cells(resolve_cells(matrix, registry), filter_expr)
-    refuse_what_cannot_fit([(c.name, c.config) for c in cells if not c.problem], registry, resolve_device(device))
-    if dry_run:
+    if dry_run:  # shows each cell's estimate, with a warning for one that cannot fit
         return _dry_run(cells, registry, matrix.name, resolve_device(device))
+    refuse_what_cannot_fit([(c.name, c.config) for c in cells if not c.problem], registry, resolve_device(device))
     return _train(cells, matrix, loaded, device=resolve_device(device), force=force, outputs=outputs,
                   runner=runner)
 
