@@ -13,6 +13,7 @@ import torch
 from bench.budget import zero_step_problem
 from bench.components import Component
 from bench.errors import ConfigError
+from bench.limits import module_limit, steps_problem
 from bench.lm import LanguageModel
 from bench.matrix import Matrix, closest
 from bench.param_roles import probe_parameters
@@ -199,7 +200,11 @@ def _check_buildable(config: dict[str, Any], used: dict[str, Registered], where:
     command stops. Any other exception, or an object of the wrong type, is the plugin's fault:
     returned as this cell's problems, naming the plugin."""
     problems: list[str] = []
-    model = _build(used["model"], lambda c: c.build(config, _probe_vocab(config)), problems, where, meta=True)
+    steps = _explicit_steps(config)
+    if steps_problem(steps):
+        raise ConfigError(f"{where}: {steps_problem(steps)}")
+    with module_limit():  # n_layer = 1e9 would build shapes for hours
+        model = _build(used["model"], lambda c: c.build(config, _probe_vocab(config)), problems, where, meta=True)
     if model is not None:
         limit = getattr(model, "context_length", None)
         if limit is not None and config["seq_len"] > limit:
@@ -215,6 +220,15 @@ def _check_buildable(config: dict[str, Any], used: dict[str, Registered], where:
     _build(used["schedule"], lambda c: c.build(config, lr=config["lr"], total_steps=config["max_steps"] or 10**9),
            problems, where)
     return problems
+
+
+def _explicit_steps(config: dict[str, Any]) -> int:
+    """The steps a cell plans when the matrix fixes them (max_steps, epochs x steps_per_epoch, a token
+    budget); 0 when they depend on the train split's size."""
+    tokens_per_step = config["batch_size"] * config["grad_accum"] * config["seq_len"]
+    if config["max_tokens"]:
+        return config["max_tokens"] // tokens_per_step
+    return config["max_steps"] or config["epochs"] * config["steps_per_epoch"]
 
 
 def weights_bytes(model: Any) -> int:

@@ -9,9 +9,10 @@ Layout under ``<cell>/checkpoints/``:
   epoch with the lowest validation loss so far), each with its step and SHA-256.
 
 A save writes the state to a temp file, hashing the bytes as they go (no second read), renames it
-into place, then replaces the index the same way, then deletes every file the index does not name
-(older states, temp files of a killed write). A kill between any two of these leaves a complete
-index whose files all exist.
+into place, then replaces the index the same way, then deletes every file of its own that the index
+does not name (older states, temp files of a killed write). It never deletes a file it did not name
+itself, so ``checkpoints/`` may be a link to another disk holding other files. A kill between any
+two of these leaves a complete index whose files all exist.
 
 Durability costs three fsyncs per save, each one an ordering a power loss could otherwise break
 (a killed process needs none of them: the page cache outlives it):
@@ -61,7 +62,8 @@ from __future__ import annotations
 
 import copy
 import json
-import shutil
+import os
+import re
 import sys
 import threading
 from dataclasses import dataclass
@@ -75,6 +77,15 @@ from bench.fileio import HashingWriter, atomic_open, atomic_write_json, fsync_di
 CHECKPOINT_DIR = "checkpoints"
 INDEX = "index.json"
 FORMAT = 1
+# The names of the files a store writes: the only ones it ever deletes. ``checkpoints/`` may be a
+# link to another disk, whose other files are not bench's to remove (issue 18).
+_STATE_NAME = re.compile(r"^step-\d{8}-[0-9a-f]+\.pt$")
+
+
+def written_by_bench(name: str) -> bool:
+    """Whether ``name`` is a checkpoint state, the index, or a temp file of a write of either."""
+    return (name == INDEX or bool(_STATE_NAME.match(name))
+            or (name.startswith((".step-", f".{INDEX}.")) and name.endswith(".tmp")))
 
 
 def _stderr(line: str) -> None:
@@ -205,9 +216,15 @@ class CheckpointStore:
 
     def _remove(self) -> None:
         # The index goes first: a kill halfway through leaves unindexed files (removed by the
-        # next save), never an index naming files that are gone.
+        # next save), never an index naming files that are gone. Only bench's files go; the folder
+        # too once empty, unless it is a link (someone made it, to keep checkpoints elsewhere).
         self.index_path.unlink(missing_ok=True)
-        shutil.rmtree(self.directory, ignore_errors=True)
+        self._delete_ours(keep=set())
+        if self.directory.is_dir() and not self.directory.is_symlink():
+            try:
+                self.directory.rmdir()
+            except OSError:
+                pass  # holds files bench did not write: left as they are
 
     def files(self) -> list[Path]:
         return sorted(self.directory.glob("*.pt")) if self.directory.is_dir() else []
@@ -245,9 +262,17 @@ class CheckpointStore:
     def _write_index(self, index: dict[str, Any]) -> None:
         atomic_write_json(self.index_path, index)
         fsync_directory(self.directory)  # make both renames durable before deleting anything
-        keep = {INDEX} | {entry["file"] for entry in index.values() if entry}
-        for path in self.directory.iterdir():
-            if path.name not in keep:
+        self._delete_ours(keep={INDEX} | {entry["file"] for entry in index.values() if entry})
+
+    def _delete_ours(self, keep: set[str]) -> None:
+        """Delete the files this store wrote (see :func:`written_by_bench`) except ``keep``."""
+        try:
+            names = os.listdir(self.directory)
+        except (FileNotFoundError, NotADirectoryError):
+            return
+        for name in names:
+            path = self.directory / name
+            if name not in keep and written_by_bench(name) and not path.is_dir():
                 path.unlink(missing_ok=True)
 
 

@@ -17,6 +17,7 @@ from bench.components import KINDS
 from bench.errors import BenchError
 from bench.evaluation.cell_hellaswag import check_eval_settings
 from bench.executors import build_executor, executor_settings
+from bench.limits import refuse_what_cannot_fit, vocab_size
 from bench.matrix import Matrix, load_matrix
 from bench.registry import Plugins, PluginSelection, Registry, load_plugins
 from bench.report.select import matrix_summaries as _matrix_summaries
@@ -69,8 +70,9 @@ def run_matrix(path: str, *, device: str, filter_expr: str | None, dry_run: bool
                                 dry_run=dry_run, filter_expr=filter_expr, force=force, executor=runner,
                                 plugins=loaded.selection)
     cells = select_cells(resolve_cells(matrix, registry), filter_expr)
-    if dry_run:
+    if dry_run:  # shows each cell's estimate, with a warning for one that cannot fit
         return _dry_run(cells, registry, matrix.name, resolve_device(device))
+    refuse_what_cannot_fit([(c.name, c.config) for c in cells if not c.problem], registry, resolve_device(device))
     return _train(cells, matrix, loaded, device=resolve_device(device), force=force, outputs=outputs,
                   runner=runner)
 
@@ -79,24 +81,39 @@ def _train(cells: list[Cell], matrix: Matrix, loaded: Plugins, *, device: torch.
            runner: Any) -> int:
     from bench.data.loading import data_key, data_problems
     from bench.data.token_cache import tokens_dir
-    from bench.lock import MatrixLock
-    from bench.runner import run_cells
+    from bench.lock import MatrixLock, UnwritableResults
+    from bench.runner import all_finished, run_cells
     from bench.signals import GracefulStop
 
     registry = loaded.registry
-    problems = data_problems([c.config for c in cells if not c.problem], registry)
-    cells = [dataclasses.replace(c, problem=problems.get(data_key(c.config, registry))) if not c.problem else c
-             for c in cells]  # a crashing dataset or tokenizer plugin fails only the cells that use it
     store = ResultStore(outputs, matrix.name)
-    # The lock refuses a second run on these outputs (exit 2); the stop turns SIGINT/SIGTERM into
-    # "finish the step, checkpoint, exit".
-    with MatrixLock(store.path) as lock, GracefulStop() as stop:
-        store.sweep_temp_files(tokens_dir())  # left by writes a kill interrupted
-        print(f"bench: {plural(len(cells), 'cell')} of {matrix.name!r} on {device}, results in {store.path}",
-              file=sys.stderr)
-        outcome = run_cells(cells, registry=registry, hooks=loaded.hooks, store=store, device=device,
-                            force=force, stop=stop, evaluation=matrix.evaluation, executor=runner, lock=lock,
-                            plugins=loaded.selection)
+    # The stop turns SIGINT/SIGTERM into "finish the step, checkpoint, exit" (a second signal: at once),
+    # installed before any data is loaded; the lock refuses a second run on these outputs (exit 2).
+    with GracefulStop() as stop:
+        with stop.at_once():  # tokenizing a corpus can take minutes; no step to finish yet
+            problems = data_problems([c.config for c in cells if not c.problem], registry)
+        cells = [dataclasses.replace(c, problem=problems.get(data_key(c.config, registry))) if not c.problem else c
+                 for c in cells]  # a crashing dataset or tokenizer plugin fails only the cells that use it
+        lock = MatrixLock(store.path)
+        try:
+            lock.acquire()
+        except UnwritableResults:
+            if force or not all_finished(cells, store):
+                raise
+            # Nothing to write: a read-only copy of finished results still answers `bench run`.
+            print(f"bench: {store.path} is read-only, but all {len(cells)} selected cells of {matrix.name!r} are "
+                  "already complete; nothing to train", file=sys.stderr)
+            _print_perplexities(store, cells)
+            return 0
+        try:
+            store.sweep_temp_files(tokens_dir())  # left by writes a kill interrupted
+            print(f"bench: {plural(len(cells), 'cell')} of {matrix.name!r} on {device}, results in {store.path}",
+                  file=sys.stderr)
+            outcome = run_cells(cells, registry=registry, hooks=loaded.hooks, store=store, device=device,
+                                force=force, stop=stop, evaluation=matrix.evaluation, executor=runner, lock=lock,
+                                plugins=loaded.selection)
+        finally:
+            lock.release()
     if outcome.interrupted:
         print(f"bench: stopped by {outcome.interrupted}; run the same command again to resume", file=sys.stderr)
         return stop.exit_code
@@ -112,7 +129,7 @@ def _print_perplexities(store: ResultStore, cells: list[Cell]) -> None:
 
     summaries = [s for s in store.summaries() if s["id"] in {c.id for c in cells}]
     frame = tables.sort_frame(tables.summaries_frame(summaries), "name")
-    print(tables.render(_with_hellaswag(tables.perplexity_table(frame), frame), "text"))
+    print(tables.render(_with_hellaswag(tables.perplexity_table(frame), frame), "text", tables.config_formats(frame)))
 
 
 def _dry_run(cells: list[Cell], registry: Registry, matrix_name: str, device: torch.device) -> int:
@@ -142,7 +159,7 @@ def _dry_run_table(cells: list[Cell], registry: Registry, device: torch.device) 
     for cell in cells:
         config = cell.config
         component = registry.get("model", config["model"])
-        vocab = _vocab_size(config, registry)
+        vocab = vocab_size(config, registry)
         with shapes_only():
             model = component.build(config, vocab)
         counts = model.parameter_counts()
@@ -172,11 +189,6 @@ def _train_tokens(config: dict, registry: Registry, cache: dict) -> int:
     return cache[key]
 
 
-def _vocab_size(config: dict, registry: Registry) -> int:
-    if config["tokenizer"] is None:
-        return int(config["vocab_size"])
-    tokenizer = registry.get("tokenizer", config["tokenizer"])
-    return tokenizer.build(config).vocab_size
 
 
 def report(*, outputs: str, matrix: str | None, sort: str, fmt: str, where: list[str] | None = None,
@@ -213,7 +225,7 @@ def report(*, outputs: str, matrix: str | None, sort: str, fmt: str, where: list
         if estimated is not None and (not which or "estimate" in which):
             sections.append(estimated)
         if sweep_report.has_sweep(store) and (not which or "sweep" in which):
-            sections += sweep_report.sweep_sections(store)
+            sections += _unless_damaged(sweep_report.sweep_sections, store, [])
         sections += analysis_report.analysis_sections(
             summaries, lambda cell_id, store=store: store.cell(cell_id).read_metrics(), which=which, target=target,
             want_profiles=profiles, algorithm=algorithm, measure=measure, tolerance=tolerance,
@@ -227,10 +239,22 @@ def report(*, outputs: str, matrix: str | None, sort: str, fmt: str, where: list
             from bench.report.plots import write_plots
             written = write_plots(store, plots, summaries)
             if sweep_report.has_sweep(store):
-                written += sweep_report.write_sweep_plots(store, plots)
+                written += _unless_damaged(lambda store: sweep_report.write_sweep_plots(store, plots), store, [])
             print(f"bench: {len(written)} plots of {name!r} in {Path(plots) / name}", file=sys.stderr)
     print(tables.render_document(document, fmt))
     return 0
+
+
+def _unless_damaged(read: Any, store: ResultStore, instead: Any) -> Any:
+    """``read(store)`` for a report; a damaged sweep.db is one warning and ``instead``, so the report
+    still shows every other table."""
+    from bench.sweep.trials import DamagedStorage
+
+    try:
+        return read(store)
+    except DamagedStorage as exc:
+        print(f"bench: warning: {exc}; its sweep tables are left out of this report", file=sys.stderr)
+        return instead
 
 
 def estimate(path: str, *, device: str, filter_expr: str | None, steps: int, cost_per_hour: float,

@@ -177,10 +177,10 @@ if TYPE_CHECKING:
 __all__ = [
     "PLUGIN_API_VERSION", "PROJECT", "hookimpl", "hookspec",
     "bench_models", "bench_optimizers", "bench_schedules", "bench_datasets", "bench_tokenizers", "bench_executors",
-    "bench_run_start", "bench_log_step", "bench_evaluation", "bench_run_end",
+    "bench_trackers", "bench_run_start", "bench_log_step", "bench_evaluation", "bench_run_end",
 ]
 
-PLUGIN_API_VERSION = "1.1"  # see Stability above and CHANGELOG.md
+PLUGIN_API_VERSION = "1.2"  # see Stability above and CHANGELOG.md
 PROJECT = "bench"
 hookspec = pluggy.HookspecMarker(PROJECT)
 hookimpl = pluggy.HookimplMarker(PROJECT)

@@ -32,6 +32,10 @@ class LockedError(BenchError):
     """Another live `bench run` holds the results folder."""
 
 
+class UnwritableResults(BenchError):
+    """The results folder (or the folder it would be made in) refuses writes."""
+
+
 class MatrixLock:
     def __init__(self, folder: str | Path, say: Callable[[str], None] = _stderr):
         self.folder = Path(folder)
@@ -90,8 +94,8 @@ class MatrixLock:
             raise BenchError(f"the lock file {str(self.path)!r} is a directory; remove it (no run uses it) "
                              "and run again") from None
         except OSError as exc:
-            raise BenchError(f"cannot write results in {str(self.folder)!r}: {exc.strerror}; make it writable "
-                             "or choose another folder with --outputs") from None
+            raise UnwritableResults(f"cannot write results in {str(self.folder)!r}: {exc.strerror}; make it "
+                                    "writable or choose another folder with --outputs") from None
 
     def release(self) -> None:
         if self._fd is None:

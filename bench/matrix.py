@@ -17,9 +17,12 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from bench.errors import ConfigError
+from bench.limits import check_cell_count, seed_problem
 
-TOP_LEVEL_KEYS = ("name", "description", "seeds", "defaults", "matrix", "eval", "executor", "sweep")
+TOP_LEVEL_KEYS = ("name", "description", "seeds", "defaults", "matrix", "eval", "executor", "sweep", "max_cells")
 EVAL_KEYS = {"hellaswag": False, "limit": 0, "batch_size": 16, "log_samples": False}
+# Arrays and tables inside each other: [matrix] include = [{ key = [..] }] is 4 levels.
+MAX_DEPTH = 16
 # The name is a folder under the outputs root; 100 characters leave room for the rest of a path.
 MAX_NAME_LENGTH = 100
 # What users bring from other frameworks (nanoGPT, Hugging Face, PyTorch) for bench's keys:
@@ -76,7 +79,26 @@ def load_matrix(path: str | Path) -> Matrix:
         raise ConfigError(f"cannot read matrix file {str(path)!r}: {exc.strerror}; check the path") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: malformed TOML: {exc}; fix the syntax at that line") from None
+    except RecursionError:  # tomllib parses nested arrays and inline tables recursively
+        raise ConfigError(f"{path}: arrays or tables nested too deeply for the TOML parser; a matrix needs at "
+                          f"most {MAX_DEPTH} levels") from None
+    check_depth(raw, str(path))
     return parse_matrix(raw, default_name=path.stem, where=str(path))
+
+
+def check_depth(raw: dict[str, Any], where: str) -> None:
+    """Refuse values nested deeper than MAX_DEPTH before anything walks them recursively (cell ids,
+    messages, deep copies would hit Python's recursion limit). Iterative, so it cannot itself."""
+    stack: list[tuple[Any, int, str]] = [(raw, 0, "")]
+    while stack:
+        value, depth, key = stack.pop()
+        if depth > MAX_DEPTH:
+            raise ConfigError(f"{where}: {key} nests arrays or tables more than {MAX_DEPTH} levels "
+                              "deep; a matrix needs a few levels (e.g. include = [{ model = \"gpt1\" }])")
+        children = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
+        for child_key, child in children:
+            named = f"{key}.{child_key}" if key.count(".") < 1 and isinstance(child_key, str) else key
+            stack.append((child, depth + 1, named.lstrip(".")))
 
 
 def parse_matrix(raw: dict[str, Any], *, default_name: str, where: str) -> Matrix:
@@ -102,12 +124,16 @@ def parse_matrix(raw: dict[str, Any], *, default_name: str, where: str) -> Matri
     seeds = raw.get("seeds", [defaults.get("seed", 0)])
     if not isinstance(seeds, list) or not seeds or not all(isinstance(s, int) and not isinstance(s, bool)
                                                            for s in seeds):
-        raise ConfigError(f"{where}: seeds must be a non-empty list of integers, got {seeds!r}")
+        raise ConfigError(f"{where}: seeds must be a non-empty list of integers, got {_abbreviated(seeds)}")
+    for seed in seeds:
+        if seed_problem(seed):
+            raise ConfigError(f"{where}: {seed_problem(seed)}")
     name = raw.get("name", default_name)
     problem = _name_problem(name)
     if problem:
         raise ConfigError(f"{where}: name {_abbreviated(name)} {problem}; results go to outputs/<name>/, "
                           "so use a short plain folder name like \"hw3\"")
+    check_cell_count(grid, include, seeds, raw.get("max_cells"), where)  # before the grid exists
     combinations = expand_grid(grid, include, exclude)
     if not combinations:
         raise ConfigError(f"{where}: the matrix expands to no cells; check [matrix] and exclude")

@@ -12,14 +12,13 @@ provenance was recorded have none and are kept as they are.
 from __future__ import annotations
 
 import importlib.metadata as metadata
-import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping
 
 import torch
 
 import bench
-from bench.store import CONFIG
+from bench.store import CellRecord
 
 if TYPE_CHECKING:
     from bench.registry import Registered
@@ -68,7 +67,5 @@ def stored_provenance(summary: Mapping[str, Any], cell_dir: Path) -> dict[str, A
     one, leaving a checkpoint) the config.json written when that run started."""
     if summary:
         return dict(summary.get("provenance") or {})
-    try:
-        return dict(json.loads((cell_dir / CONFIG).read_text()).get("provenance") or {})
-    except (OSError, ValueError, AttributeError):
-        return {}
+    stored = CellRecord(cell_dir).read_config()  # a damaged config.json is warned about and set aside
+    return dict((stored or {}).get("provenance") or {})

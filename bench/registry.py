@@ -204,12 +204,28 @@ def load_plugins(selection: PluginSelection | None = None, extra_plugins: Iterab
             status = "disabled" if selection.skips(module) else ""
             _load_one(manager, module, functools.partial(importlib.import_module, module), provider, status,
                       records, providers, warn, origin=f"--plugin {module}")
+    _warn_unmatched(selection, records, warn)
     for plugin in extra_plugins:
         name = manager.register(plugin)
         providers[str(name)] = Provider(None, None, _object_name(plugin))
     registry = build_registry(manager, providers, records, warn)
     labels = {name: provider.label for name, provider in providers.items()}
     return Plugins(manager, registry, GuardedHooks(manager, labels, hook_warn or warn), records, selection)
+
+
+def _warn_unmatched(selection: PluginSelection, records: list[PluginRecord], warn: Callable[[str], None]) -> None:
+    """One warning per --disable-plugin name that names no plugin (a typo would otherwise leave the
+    plugin loaded without a word). Not an error: $BENCH_DISABLE_PLUGINS may name plugins that are only
+    installed on some machines."""
+    entry_names = [record.name for record in records]
+    known = set(entry_names) | {r.provider.distribution for r in records if r.provider.distribution}
+    by_norm = {_norm(name): name for name in [*sorted(known - set(entry_names)), *entry_names]}  # entry names win
+    for name in sorted(selection.disabled):
+        if _norm(name) not in by_norm:
+            close = difflib.get_close_matches(_norm(name), list(by_norm), n=1, cutoff=0.6)
+            hint = f"did you mean {by_norm[close[0]]!r}? " if close else ""
+            warn(f"bench: warning: --disable-plugin {name!r} matches no installed plugin; {hint}"
+                 f"`bench list --verbose` shows each plugin's name ({', '.join(sorted(known))})")
 
 
 def _entry_points() -> list[tuple[metadata.Distribution, metadata.EntryPoint]]:

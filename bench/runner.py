@@ -264,6 +264,14 @@ def lost_cell(cell: Cell, record: CellRecord, reason: str, step: int, total_step
     return CellOutcome(cell.id, cell.name, "interrupted", summary)
 
 
+def lost_line(died: str, outcome: CellOutcome) -> str:
+    """What to say about a worker that died under a cell: its cell is to be resumed, unless the cell had
+    already settled (the worker died between writing the summary and reporting it), then it stays counted."""
+    if outcome.status == "interrupted":
+        return (outcome.summary or {}).get("reason") or f"{died}; rerun to resume from its last checkpoint"
+    return f"{died} after the cell had finished ({outcome.status}); its result is kept"
+
+
 def _is_real_signal(exc: BaseException, stop: Any) -> bool:
     """Whether a KeyboardInterrupt/SystemExit came from the user (a second signal, or no signal
     handling at all) rather than from code running inside a cell."""
@@ -288,6 +296,18 @@ def _record_problem(cell: Cell, record: CellRecord, previous: dict[str, Any], sa
     record.write_config(cell.as_dict())
     record.write_summary({**cell.as_dict(), "status": "error", "step": 0, "reason": cell.problem})
     say(f"{prefix}: error: {cell.problem}")
+
+
+def all_finished(cells: list[Cell], store: ResultStore) -> bool:
+    """Whether `bench run` would skip every one of ``cells`` (settled, intact, same plugin versions):
+    checked without writing anything."""
+    for cell in cells:
+        record = store.cell(cell.id)
+        summary = record.read_summary(verify_files=True) or {}
+        if (cell.problem or summary.get("status") not in FINAL_STATUSES
+                or stale_reason(stored_provenance(summary, record.path), cell.provenance)):
+            return False
+    return True
 
 
 def _done_word(summary: dict[str, Any]) -> str:

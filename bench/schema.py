@@ -20,6 +20,9 @@ class Key:
     requirement: str = ""
 
 
+SEED_RANGE = (-(2**63), 2**64 - 1)  # what torch.manual_seed accepts
+
+
 def _positive(v):
     return v > 0
 
@@ -38,7 +41,8 @@ TRAINER_KEYS: dict[str, Key] = {
     "dataset": Key("synthetic", "registered dataset name"),
     "tokenizer": Key("gpt2", "tokenizer for text datasets (ignored by token datasets)"),
     "schedule": Key("constant", "learning-rate schedule name"),
-    "seed": Key(0, "seed for init, batch sampling and dropout"),
+    "seed": Key(0, "seed for init, batch sampling and dropout", lambda v: SEED_RANGE[0] <= v <= SEED_RANGE[1],
+                f"an integer torch.manual_seed accepts, {SEED_RANGE[0]} to {SEED_RANGE[1]}"),
     "lr": Key(1e-3, "peak learning rate", _positive, "> 0"),
     "seq_len": Key(64, "tokens per training sequence", _positive, ">= 1"),
     "batch_size": Key(16, "sequences per micro-batch", _positive, ">= 1"),

@@ -3,16 +3,18 @@
 The trainer reads :attr:`GracefulStop.requested` after each optimizer step (a plain attribute
 read, no device sync), saves a checkpoint and the partial summary, and the run exits with
 ``128 + signal number``. A second signal stops at once (``KeyboardInterrupt``); the checkpoint
-from the first still resumes the cell.
+from the first still resumes the cell. The handler is installed before any data is loaded; until
+training starts (:meth:`GracefulStop.at_once`) the first signal already stops at once.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import threading
 from types import FrameType
-from typing import Any
+from typing import Any, Iterator
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
@@ -25,6 +27,7 @@ class GracefulStop:
         # "stop now" from a KeyboardInterrupt that a plugin raised inside a cell.
         self.forced = False
         self._previous: dict[int, Any] = {}
+        self._at_once = False
 
     @property
     def requested(self) -> bool:
@@ -51,7 +54,20 @@ class GracefulStop:
             signal.signal(signum, handler)
         self._previous.clear()
 
+    @contextlib.contextmanager
+    def at_once(self) -> Iterator[None]:
+        """While preparing (loading data, before any cell trains) there is no step to finish and
+        nothing to checkpoint: the first signal stops at once, as a second one does."""
+        self._at_once = True
+        try:
+            yield
+        finally:
+            self._at_once = False
+
     def _handle(self, signum: int, frame: FrameType | None) -> None:
+        if self._at_once and self.received is None:
+            self.received, self.forced = signum, True
+            raise KeyboardInterrupt(f"{signal.Signals(signum).name} before training started: stopping at once")
         if self.received is not None:
             self.forced = True
             raise KeyboardInterrupt(f"second {signal.Signals(signum).name}: stopping at once")

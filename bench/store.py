@@ -30,6 +30,7 @@ from bench.fileio import (
     move_aside,
     sweep_temp_files,
 )
+from bench.record_check import config_problem, metrics_row_problem, summary_problem
 
 __all__ = ["CellRecord", "ResultStore", "matrix_names"]
 
@@ -85,13 +86,13 @@ class CellRecord:
         With ``verify_files``, a settled cell whose ``best.pt`` or ``metrics.jsonl`` no longer
         matches the summary's record also reads as None (one warning): it has to be trained again.
         """
-        summary = self._read_object(SUMMARY, REQUIRED_SUMMARY_KEYS)
+        summary = self._read_object(SUMMARY, REQUIRED_SUMMARY_KEYS, summary_problem)
         if summary is not None and verify_files and self.damaged_file(summary) is not None:
             return None
         return summary
 
     def read_config(self) -> dict[str, Any] | None:
-        return self._read_object(CONFIG, ("id",))
+        return self._read_object(CONFIG, ("id",), config_problem)
 
     def read_metrics(self) -> list[dict[str, Any]]:
         """The metric rows; [] when the file is missing, unreadable or (for a settled cell) not the one
@@ -115,6 +116,10 @@ class CellRecord:
                 row = json.loads(line)
             except json.JSONDecodeError as exc:
                 self._set_aside(path, f"line {number} is not valid JSON ({exc.msg}, column {exc.colno})")
+                return []
+            problem = metrics_row_problem(row)
+            if problem:
+                self._set_aside(path, f"line {number} {problem}")
                 return []
             rows.append(row)
         return rows
@@ -140,7 +145,8 @@ class CellRecord:
         summary = self.read_summary()
         return summary is not None and summary.get("status") == "ok"
 
-    def _read_object(self, name: str, required: tuple[str, ...]) -> dict[str, Any] | None:
+    def _read_object(self, name: str, required: tuple[str, ...],
+                     check: Callable[[dict[str, Any]], str | None]) -> dict[str, Any] | None:
         path = self.path / name
         try:
             obj = json.loads(path.read_bytes().decode("utf-8"))
@@ -155,6 +161,10 @@ class CellRecord:
         missing = [key for key in required if key not in obj]
         if missing:
             self._set_aside(path, f"lacks {', '.join(repr(k) for k in missing)}")
+            return None
+        problem = check(obj)  # valid JSON can still hold "files": "x" or "status": 5
+        if problem:
+            self._set_aside(path, problem)
             return None
         return obj
 

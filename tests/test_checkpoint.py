@@ -72,6 +72,49 @@ def test_leftovers_of_a_killed_write_are_removed(store):
     assert not any("00000002" in n for n in names)
 
 
+def test_a_linked_checkpoints_folder_loses_only_the_files_bench_wrote(tmp_path):
+    """Issue 18: a symlinked checkpoints/ made bench delete every file in the link's target that the
+    index did not name."""
+    target = tmp_path / "elsewhere"
+    (target / "notes").mkdir(parents=True)
+    (target / "precious.txt").write_text("keep me")
+    (target / "notes" / "draft.md").write_text("keep me too")
+    (target / "step-1.pt").write_bytes(b"not a name bench gives its states")
+    cell = tmp_path / "cell"
+    cell.mkdir()
+    (cell / "checkpoints").symlink_to(target, target_is_directory=True)
+    store = CheckpointStore(cell / "checkpoints", "cell123", warn=lambda line: None)
+    for step in (1, 2, 3):
+        store.save(_state(step), step=step, best=step == 1)
+    assert store.load().state["step"] == 3
+    assert len(store.files()) == 3  # best, latest, and the user's step-1.pt
+    store.clear()
+    assert sorted(p.relative_to(target).as_posix() for p in target.rglob("*")) == [
+        "notes", "notes/draft.md", "precious.txt", "step-1.pt"]
+    assert (cell / "checkpoints").is_symlink()  # the link stays: the user made it
+
+
+def test_a_run_with_a_linked_checkpoints_folder_keeps_the_target_s_files(tmp_path, write_matrix, capsys):
+    from bench import cli
+    from bench.cells import resolve_cells
+    from bench.matrix import load_matrix
+    from bench.registry import load_plugins
+    from tests.conftest import TINY_DEFAULTS
+
+    matrix = write_matrix(TINY_DEFAULTS + 'model = "lstm"\noptimizer = "sgd"\nn_layer = 1\ncheckpoint_every = 3\n')
+    (cell,) = resolve_cells(load_matrix(matrix), load_plugins().registry)
+    target = tmp_path / "big-disk"
+    target.mkdir()
+    (target / "precious.txt").write_text("keep me")
+    folder = tmp_path / "out" / "tiny" / cell.id
+    folder.mkdir(parents=True)
+    (folder / "checkpoints").symlink_to(target, target_is_directory=True)
+    for extra in ([], ["--force"]):
+        assert cli.main(["run", str(matrix), "--device", "cpu", "--outputs", str(tmp_path / "out"), *extra]) == 0
+        assert [p.name for p in target.iterdir()] == ["precious.txt"]
+    assert "1 trained" in capsys.readouterr().err
+
+
 def test_truncated_latest_falls_back_to_best_with_a_warning(store):
     store.save(_state(1), step=1, best=True)
     latest = store.save(_state(2), step=2, best=False)

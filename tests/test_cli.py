@@ -139,6 +139,11 @@ BAD_INPUTS = {
     "name-nul": ('name = "tiny\\u0000x"\n' + TINY_DEFAULTS + ONE_CELL, {}, "control character '\\x00'"),
     "name-newline": ('name = "tiny\\nx"\n' + TINY_DEFAULTS + ONE_CELL, {}, "control character '\\n'"),
     "name-300-chars": (f'name = "{"n" * 300}"\n' + TINY_DEFAULTS + ONE_CELL, {}, "300 characters long"),
+    # Issue 18: nesting deep enough for a RecursionError, in the TOML parser or after it.
+    "arrays-900-deep": (f'x = {"[" * 900}{"]" * 900}\n' + TINY_DEFAULTS + ONE_CELL, {},
+                        "nested too deeply for the TOML parser; a matrix needs at most 16 levels"),
+    "include-200-deep": (TINY_DEFAULTS + ONE_CELL + f'include = [{"{ a = " * 200}1{" }" * 200}]\n', {},
+                         "matrix.include nests arrays or tables more than 16 levels deep"),
 }
 
 
@@ -197,6 +202,27 @@ def test_read_only_outputs_folder(bench, write_matrix, outputs, monkeypatch):
     assert_one_line_error(result, f"cannot write results in {str(outputs / 'tiny')!r}: Permission denied; "
                                   "make it writable or choose another folder with --outputs")
     assert _files(outputs) == []
+
+
+def test_read_only_outputs_with_every_cell_finished_reports_and_exits_zero(bench, write_matrix, outputs,
+                                                                           monkeypatch):
+    """Issue 18: it exited 2 although there was nothing to write."""
+    matrix = write_matrix(TINY_DEFAULTS + ONE_CELL)
+    assert bench("run", str(matrix)).returncode == 0
+    before = {p: p.stat().st_mtime_ns for p in _files(outputs)}
+    real_open = os.open
+
+    def read_only(path, flags, *args, **kwargs):  # as a read-only mount answers (root ignores chmod)
+        if flags & (os.O_WRONLY | os.O_RDWR | os.O_CREAT) and Path(path).is_relative_to(outputs):
+            raise PermissionError(errno.EROFS, os.strerror(errno.EROFS), str(path))
+        return real_open(path, flags, *args, **kwargs)
+    monkeypatch.setattr(os, "open", read_only)
+    finished = bench("run", str(matrix))
+    assert finished.returncode == 0, finished.stderr
+    assert finished.stderr.startswith(f"bench: {outputs / 'tiny'} is read-only, but all 1 selected cells of 'tiny' "
+                                      "are already complete; nothing to train")
+    assert "lstm" in finished.stdout and {p: p.stat().st_mtime_ns for p in _files(outputs)} == before
+    assert_one_line_error(bench("run", str(matrix), "--force"), "cannot write results in")
 
 
 def test_lock_file_that_is_a_directory(bench, write_matrix, outputs):

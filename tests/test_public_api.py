@@ -14,10 +14,10 @@ from bench import hookspecs
 from tests.testing.broken_components import LEAK
 
 PUBLIC = {
-    "bench": {"PLUGIN_API_VERSION", "Component", "Corpus", "LanguageModel", "Tokenizer", "hookimpl"},
+    "bench": {"PLUGIN_API_VERSION", "Component", "Corpus", "LanguageModel", "TokenShards", "Tokenizer", "hookimpl"},
     "bench.hookspecs": {
         "PLUGIN_API_VERSION", "PROJECT", "hookimpl", "hookspec", "bench_models", "bench_optimizers",
-        "bench_schedules", "bench_datasets", "bench_tokenizers", "bench_executors", "bench_run_start",
+        "bench_schedules", "bench_datasets", "bench_tokenizers", "bench_executors", "bench_trackers", "bench_run_start",
         "bench_log_step", "bench_evaluation", "bench_run_end"},
     "bench.testing": {
         "ContractViolation", "KitCheck", "ModelChecks", "all_checks", "check_component", "iter_checks",

@@ -87,6 +87,17 @@ def test_disabled_plugins_are_not_loaded(good_and_broken, monkeypatch, capsys, h
         "disabled", "disabled"]
 
 
+def test_a_disable_plugin_name_that_matches_nothing_is_one_warning(good_and_broken, capsys):
+    """Issue 18: a typo in --disable-plugin was silently ignored (and the plugin stayed loaded)."""
+    assert cli.main(["list", "--disable-plugin", "bench_brokn", "--disable-plugin", "bench_good"]) == 0
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if "--disable-plugin 'bench_brokn'" in line]
+    assert len(lines) == 1 and lines[0].startswith("bench: warning: --disable-plugin 'bench_brokn' matches no "
+                                                   "installed plugin; did you mean 'bench_broken'? `bench list "
+                                                   "--verbose` shows each plugin's name (bench-broken, "), lines
+    assert "'bench_good'" not in err  # a name that matches is silent
+
+
 def test_without_autoload_only_builtins_and_named_plugins_load(good_and_broken, monkeypatch, capsys):
     monkeypatch.setenv(NO_AUTOLOAD_ENV, "1")
     (good_and_broken / "plain_module.py").write_text(GOOD.replace("good-sgd", "plain-sgd"))

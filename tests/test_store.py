@@ -106,6 +106,53 @@ def test_metrics_with_a_torn_line_are_moved_aside(tmp_path, capsys):
     assert "metrics.jsonl line 3 is not valid JSON" in err and "moved it to metrics.jsonl.corrupt" in err
 
 
+# Issue 18: valid JSON with wrong types is damage too, warned about and set aside like the above.
+WRONG_TYPES = {
+    "files-a-string": ("summary.json", lambda d: d.update(files="x"), 'has "files": "x", not an object'),
+    "status-a-number": ("summary.json", lambda d: d.update(status=5), 'has "status": 5, not a string'),
+    "status-unknown": ("summary.json", lambda d: d.update(status="done"), 'has "status": "done", not one of ok,'),
+    "loss-a-string": ("summary.json", lambda d: d.update(best_val_loss="abc"),
+                      'has "best_val_loss": "abc", not a number or null'),
+    "loss-nan": ("summary.json", lambda d: d.update(best_val_loss=float("nan")),
+                 'has "best_val_loss": NaN in a finished (ok) result, which needs a finite number'),
+    "fingerprint-a-string": ("summary.json", lambda d: d["files"].update({"best.pt": "x"}),
+                             'has "files"."best.pt": "x", not an object with bytes and sha256'),
+    "config-lr-text": ("config.json", lambda d: d["config"].update(lr="fast"),
+                       'has "config"."lr": "fast", of the wrong type'),
+    "config-lr-negative": ("config.json", lambda d: d["config"].update(lr=-1.0),
+                           'has "config"."lr": -1.0, which must be > 0'),
+    "summary-config-lr": ("summary.json", lambda d: d["config"].update(lr="fast"),
+                          'has "config"."lr": "fast", of the wrong type'),
+}
+
+
+@pytest.mark.parametrize("case", WRONG_TYPES)
+def test_a_field_of_the_wrong_type_is_damage_with_one_warning(tmp_path, capsys, case):
+    name, damage, problem = WRONG_TYPES[case]
+    record = _finished(tmp_path)
+    for which in ("config.json", "summary.json"):  # both carry the cell's configuration
+        data = json.loads((record.path / which).read_text())
+        data["config"] = {"lr": 0.001, "batch_size": 8}
+        (record.path / which).write_text(json.dumps(data))
+    path = record.path / name
+    data = json.loads(path.read_text())
+    damage(data)
+    path.write_text(json.dumps(data))
+    capsys.readouterr()
+    assert (record.read_summary() if name == "summary.json" else record.read_config()) is None
+    err = capsys.readouterr().err
+    assert err == f"warning: {path} {problem}" + err.split(problem, 1)[1] and err.count("\n") == 1, err
+    assert err.endswith(f"moved it to {name}.corrupt; the cell counts as unfinished\n")
+    assert not path.exists() and (record.path / f"{name}.corrupt").exists()
+
+
+def test_a_metrics_row_with_a_text_loss_is_damage(tmp_path, capsys):
+    record = CellRecord(tmp_path / "cell")
+    record.write_metrics([{"kind": "epoch", "step": 1, "val_loss": 2.0}, {"kind": "epoch", "step": 2, "val_loss": "x"}])
+    assert record.read_metrics() == []
+    assert 'metrics.jsonl line 2 has "val_loss": "x", not a number; moved it' in capsys.readouterr().err
+
+
 # -- fault 2: best.pt and metrics.jsonl are fingerprinted in the summary and verified on read ----
 
 def test_the_summary_records_size_and_sha256_of_best_pt_and_metrics(tmp_path):
@@ -192,6 +239,21 @@ def test_run_resumes_every_other_cell_around_damaged_results_and_report_goes_on(
     assert f"warning: {intact.path / 'summary.json'} holds a JSON string, not an object" in err
     perplexity = out.split("## damaged: perplexity")[1].split("\n## ")[0]
     assert "Traceback" not in err and sum("lstm" in line for line in perplexity.splitlines()) == 2
+
+
+def test_wrong_types_in_a_finished_summary_never_stop_run_or_plot(tmp_path, write_matrix, capsys):
+    """Issue 18: `"files": "x"` killed `bench run` and `bench plot` with an AttributeError."""
+    matrix, outputs = write_matrix(E2E_MATRIX, name="typed"), str(tmp_path / "outputs")
+    run = ["run", str(matrix), "--device", "cpu", "--outputs", outputs]
+    assert cli.main(run) == 0
+    damaged = ResultStore(outputs, "typed").records()[0]
+    summary = json.loads((damaged.path / "summary.json").read_text())
+    (damaged.path / "summary.json").write_text(json.dumps({**summary, "files": "x"}))
+    capsys.readouterr()
+    assert cli.main(["plot", "--outputs", outputs, "--out", str(tmp_path / "plots")]) == 0
+    assert 'summary.json has "files": "x", not an object; moved it' in capsys.readouterr().err
+    assert cli.main(run) == 0
+    assert "1 trained, 2 already complete, 0 failed" in capsys.readouterr().err
 
 
 def test_run_sweeps_orphan_temp_files_in_cell_folders_and_the_token_cache(tmp_path, write_matrix, capsys):

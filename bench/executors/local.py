@@ -28,7 +28,7 @@ from bench.cells import Cell
 from bench.executors.progress import ProgressBoard, terminal_is_live
 from bench.executors.threads import check_threads, using_threads
 from bench.executors.worker import SharedFd, Slot, worker_main
-from bench.runner import CellOutcome, RunSpec, Session, lost_cell, run_sequentially, stderr_line
+from bench.runner import CellOutcome, RunSpec, Session, lost_cell, lost_line, run_sequentially, stderr_line
 from bench.store import ResultStore
 
 POLL_S = 0.25
@@ -215,13 +215,12 @@ class Pool:
         assert cell is not None  # only busy workers are drained
         label = self.session.label(cell)
         how = f"killed by {signal.Signals(-code).name}" if code is not None and code < 0 else f"exit code {code}"
-        reason = (f"worker process {worker.process.pid} died ({how}) at step {worker.step}; "
-                  "rerun to resume from its last checkpoint")
+        died = f"worker process {worker.process.pid} died ({how})"
+        outcome = lost_cell(cell, self.store.cell(cell.id), f"{died} at step {worker.step}; rerun to resume from "
+                            "its last checkpoint", worker.step, worker.total, self.spec.device, self.session)
         self.board.finish(label)
-        self.board.say(f"{label}: {reason}")
+        self.board.say(f"{label}: {lost_line(died, outcome)}")
         worker.cell = None  # the next cell for this slot gets a fresh worker
-        outcome = lost_cell(cell, self.store.cell(cell.id), reason, worker.step, worker.total, self.spec.device,
-                            self.session)
         self.session.settled(outcome)
         return outcome
 

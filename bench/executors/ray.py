@@ -29,7 +29,7 @@ from bench.cells import Cell
 from bench.errors import BenchError
 from bench.executors.threads import check_threads
 from bench.executors.transfer import pack_folder, unpack_into
-from bench.runner import CellContext, CellOutcome, RunSpec, Session, lost_cell, run_cell
+from bench.runner import CellContext, CellOutcome, RunSpec, Session, lost_cell, lost_line, run_cell
 from bench.selection import resolve_device
 from bench.signals import STOP_SIGNALS
 from bench.store import ResultStore
@@ -127,6 +127,23 @@ def train_remotely(cell: Cell, label: str, spec: RunSpec, files: dict[str, bytes
         stop.close()
 
 
+def _first_line(exc: BaseException) -> str:
+    return (str(exc).strip().splitlines() or [""])[0][:300]
+
+
+def _local_start_failed(exc: BaseException) -> str:
+    """One line for a local Ray cluster that did not start: the cause, and the usual fix for it."""
+    cause = f"{type(exc).__name__}: {_first_line(exc)}"
+    if isinstance(exc, OSError) and exc.filename:
+        fix = (f"Ray keeps its session files under $RAY_TMPDIR (default /tmp/ray): point RAY_TMPDIR at a writable "
+               f"folder with free space ({exc.filename!r} is not one)")
+    elif isinstance(exc, OSError):
+        fix = "check free space and the open-file limit (ulimit -n) of this machine, and RAY_TMPDIR"
+    else:
+        fix = "`ray start --head` shows Ray's own log; or run without --executor ray (local worker processes)"
+    return f"cannot start a local Ray cluster ({cause}); {fix}"
+
+
 class RayExecutor:
     name = "ray"
 
@@ -148,8 +165,16 @@ class RayExecutor:
         try:
             self.ray.init(address=self.address or None, include_dashboard=False, configure_logging=False)
         except (ConnectionError, RuntimeError, ValueError) as exc:
+            self.ray.shutdown()
+            if not self.address:
+                raise BenchError(_local_start_failed(exc)) from None
             raise BenchError(f"cannot reach the Ray cluster at {self.address!r}: {exc}; check --ray-address "
                              "(host:port of `ray start --head`), or leave it out to start a local cluster") from None
+        except Exception as exc:  # noqa: BLE001 - ray.init raises many types (OSError, TimeoutError, ...)
+            self.ray.shutdown()
+            raise BenchError(_local_start_failed(exc) if not self.address else
+                             f"cannot reach the Ray cluster at {self.address!r}: {type(exc).__name__}: "
+                             f"{_first_line(exc)}; check --ray-address") from None
         finally:
             if threading.current_thread() is threading.main_thread():
                 for signum, handler in handlers.items():
@@ -235,9 +260,11 @@ class _Dispatch:
             if ref in self.cancelled:
                 return None
             first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
-            reason = f"Ray task lost ({type(exc).__name__}: {first}); rerun to resume from its last checkpoint"
-            self.session.say(f"{label}: {reason}")
-            return lost_cell(cell, record, reason, 0, 0, self.spec.device, self.session)
+            died = f"Ray task lost ({type(exc).__name__}: {first})"
+            outcome = lost_cell(cell, record, f"{died}; rerun to resume from its last checkpoint", 0, 0,
+                                self.spec.device, self.session)
+            self.session.say(f"{label}: {lost_line(died, outcome)}")
+            return outcome
         if returned is None:
             return None
         outcome, files, lines, task_s = returned

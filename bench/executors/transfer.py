@@ -44,5 +44,5 @@ def unpack_into(folder: Path, files: dict[str, bytes]) -> None:
     for path in sorted(stale, key=lambda p: p.name != INDEX):  # an index never names a removed file
         path.unlink()
     for path in sorted(folder.rglob("*"), reverse=True):  # emptied folders, children first
-        if path.is_dir() and not any(path.iterdir()):
+        if path.is_dir() and not path.is_symlink() and not any(path.iterdir()):
             path.rmdir()

@@ -27,9 +27,12 @@ FORMATS = {"text": "simple", "github": "github", "markdown": "pipe", "latex": "l
 BEST_MARK = " *"  # the text format's bold
 MISSING = "-"
 BEST = "best"
-# Columns for machines: csv and json carry them, the formats for people leave them out.
+# Columns for machines: csv and json carry them, the formats for people leave them out, except the
+# cell name in a table that has no other way to tell its rows apart (no Architecture column: the
+# versions and estimate-vs-actual tables).
 CELL_NAME, CELL_ID = "Cell", "Cell id"
 MACHINE_ONLY = (CELL_NAME, CELL_ID)
+IDENTITY = "Architecture"
 
 
 def _si(value: float) -> str:
@@ -72,7 +75,15 @@ COLUMN_FORMATS: dict[str, Callable[[float], str]] = {
     "Seconds": _fixed(1), "Rank to target (time)": _integer, "Rank at end (val loss)": _integer,
     "Score": _fixed(3), "Workloads reached": _integer, "Workloads": _integer,
 }
-DEFAULT_FLOAT = _fixed(2)  # perplexities and MiB
+
+
+def _two_decimals_or_significant(value: float) -> str:
+    """Two decimals (perplexities, MiB), but 3 significant digits below 0.1, where two decimals would
+    print lr 0.001 as '0.00': 0.001 -> '0.001', 3.2e-05 -> '3.2e-05'."""
+    return f"{value:.3g}" if value != 0 and abs(value) < 0.1 else f"{value:.2f}"
+
+
+DEFAULT_FLOAT = _two_decimals_or_significant
 
 
 @dataclass
@@ -137,7 +148,8 @@ def render(table: pd.DataFrame, fmt: str, formats: dict[str, Callable[[float], s
         cleaned = table.astype(object).map(lambda v: None if _missing(v) else v)
         return cleaned.to_csv(index=False, na_rep=MISSING).rstrip("\n")
     best = table[BEST].fillna(False).astype(bool).tolist() if BEST in table else [False] * len(table)
-    shown = table.drop(columns=[c for c in (BEST, *MACHINE_ONLY) if c in table])
+    hidden = (BEST, *MACHINE_ONLY) if IDENTITY in table else (BEST, CELL_ID)
+    shown = table.drop(columns=[c for c in hidden if c in table])
     column_formats = {**COLUMN_FORMATS, **(formats or {})}
     rows = []
     for position, (_, row) in enumerate(shown.iterrows()):

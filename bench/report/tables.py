@@ -245,6 +245,11 @@ TableBuilder = Callable[..., Any]
 TABLE_KEYS = ("perplexity", "time", "memory", "aggregate", "params", "versions")
 
 
+def config_formats(frame: pd.DataFrame) -> dict[str, Callable[[float], str]]:
+    """Varying config keys are printed as given (lr 0.0003, not the two decimals of a perplexity)."""
+    return {key: general for key in varying_axes(frame)}
+
+
 def build_sections(frame: pd.DataFrame, *, sort: str = "ppl", peak_tflops: float | None = None,
                    which: tuple[str, ...] = TABLE_KEYS) -> list[Section]:
     """The report of one matrix, in order: perplexity, time, memory, aggregates, params/FLOPs."""
@@ -252,8 +257,7 @@ def build_sections(frame: pd.DataFrame, *, sort: str = "ppl", peak_tflops: float
     if unknown:
         raise BenchError(f"unknown table {unknown[0]!r}; use any of {', '.join(TABLE_KEYS)}")
     sections = []
-    # Varying config keys are printed as given (lr 0.0003, not the two decimals of a perplexity).
-    axis_formats: dict[str, Callable[[float], str]] = {key: general for key in varying_axes(frame)}
+    axis_formats = config_formats(frame)
     if "perplexity" in which:
         notes = []
         if _num(frame, "entropy_floor_ppl").notna().any():

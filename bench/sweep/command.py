@@ -9,6 +9,7 @@ from tabulate import tabulate
 
 from bench.data.loading import check_data_available
 from bench.errors import BenchError
+from bench.limits import refuse_what_cannot_fit
 from bench.lock import MatrixLock
 from bench.matrix import Matrix
 from bench.registry import Registry
@@ -71,6 +72,8 @@ def run_sweep_matrix(matrix: Matrix, path: str, *, registry: Registry, hooks: An
         print("nothing trained (--dry-run)")
         return 0
     target = resolve_device(device)
+    refuse_what_cannot_fit([(f"{path}: sweep cell {config['model']}/{config['optimizer']}", config)
+                            for config in configs], registry, target)
     check_data_available(configs, registry)
     store = ResultStore(outputs, matrix.name)
     with MatrixLock(store.path) as lock, GracefulStop() as stop:
@@ -84,6 +87,20 @@ def run_sweep_matrix(matrix: Matrix, path: str, *, registry: Registry, hooks: An
               file=sys.stderr)
         return stop.exit_code if stop.requested else 1
     from bench.report.render import render_document
-    from bench.sweep.report import sweep_sections
+    from bench.sweep.report import load_groups, sweep_sections
     print(render_document({matrix.name: sweep_sections(store)}, "github"))
-    return 0
+    return _exit_code(load_groups(store), store)
+
+
+def _exit_code(groups: list, store: ResultStore) -> int:
+    """1 (with one line per group) when a group's search found nothing: none of its trials finished."""
+    from collections import Counter
+
+    failed = [g for g in groups if g.trials and not any(t.status == "ok" for t in g.trials)]
+    for group in failed:
+        counts = Counter(t.status for t in group.trials)
+        print(f"bench: every trial of sweep group {group.label!r} failed "
+              f"({', '.join(f'{n} {status}' for status, n in counts.most_common())}); the reason of each is in "
+              f"its summary.json and traceback.txt under {store.path}, fix it and run the same command again",
+              file=sys.stderr)
+    return 1 if failed else 0

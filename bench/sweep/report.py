@@ -15,12 +15,13 @@ import optuna
 import pandas as pd
 
 from bench import floor
+from bench.errors import BenchError
 from bench.fileio import atomic_write_bytes
 from bench.report.render import Section
 from bench.store import ResultStore
 from bench.sweep.ledger import Ledger
 from bench.sweep.spec import final_seeds_note
-from bench.sweep.trials import STORAGE_FILE, storage_url
+from bench.sweep.trials import STORAGE_FILE, connect_storage
 
 MISSING_STATUS = "running"  # proposed, never finished (a killed sweep not yet resumed)
 
@@ -48,7 +49,7 @@ def has_sweep(store: ResultStore) -> bool:
 
 
 def load_groups(store: ResultStore) -> list[GroupView]:
-    storage = optuna.storages.RDBStorage(storage_url(store.path))
+    storage = connect_storage(store.path)
     groups = []
     for name in optuna.study.get_all_study_names(storage):
         study = optuna.load_study(study_name=name, storage=storage)
@@ -223,7 +224,11 @@ def best_config_toml(store: ResultStore) -> str:
     for group in groups:
         best = best_row(group)
         if best is not None:
-            config = json.loads((store.cell(best.attrs["cell_id"]).path / "config.json").read_text())["config"]
+            stored = store.cell(best.attrs["cell_id"]).read_config()  # damaged: warned about and set aside
+            if stored is None:
+                raise BenchError(f"the best trial's config.json in {store.cell(best.attrs['cell_id']).path} is "
+                                 "missing or damaged; run the sweep again to retrain that trial")
+            config = stored["config"]
             configs.append({k: v for k, v in config.items() if k not in OMIT and v is not None})
             trial_seeds.append(config.get("seed", 0))
     if not configs:

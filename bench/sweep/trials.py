@@ -16,11 +16,13 @@ from pathlib import Path
 from typing import Any, Mapping
 
 import optuna
+import sqlalchemy.exc
 from optuna.distributions import BaseDistribution
 from optuna.samplers import BaseSampler, GridSampler, QMCSampler, RandomSampler, TPESampler
 from optuna.study import StudyDirection
 from optuna.trial import TrialState
 
+from bench.errors import BenchError
 from bench.sweep.space import Param
 
 STORAGE_FILE = "sweep.db"
@@ -32,9 +34,30 @@ def storage_url(folder: Path) -> str:
     return f"sqlite:///{(folder / STORAGE_FILE).resolve()}"
 
 
+class DamagedStorage(BenchError):
+    """sweep.db exists but SQLite cannot read it (truncated, overwritten, not a database)."""
+
+
 def open_storage(folder: Path) -> optuna.storages.RDBStorage:
     folder.mkdir(parents=True, exist_ok=True)
-    return optuna.storages.RDBStorage(storage_url(folder))
+    return connect_storage(folder)
+
+
+def connect_storage(folder: Path) -> optuna.storages.RDBStorage:
+    """The sweep's Optuna storage; a damaged ``sweep.db`` is :class:`DamagedStorage` with one line
+    naming the file and what to do (instead of SQLAlchemy's 80-line traceback)."""
+    try:
+        storage = optuna.storages.RDBStorage(storage_url(folder))
+        optuna.study.get_all_study_names(storage)  # reads the tables: damage shows here, not mid-sweep
+    except sqlalchemy.exc.SQLAlchemyError as exc:
+        raise DamagedStorage(damaged_storage_line(folder / STORAGE_FILE, exc)) from None
+    return storage
+
+
+def damaged_storage_line(path: Path, exc: BaseException) -> str:
+    reason = str(getattr(exc, "orig", None) or exc).splitlines()[0]
+    return (f"{path} is damaged ({reason}); move it aside (mv {path} {path}.corrupt) and run the sweep again: "
+            "its search starts over, and every proposed trial whose cell already finished is reused, not retrained")
 
 
 def derived_seed(seed: int, number: int) -> int:

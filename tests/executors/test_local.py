@@ -233,3 +233,31 @@ def test_each_worker_owns_one_gpu_and_nvml_finds_its_process_there(matrix_file, 
         # figure is its own process on its own GPU, not another worker's or the whole device's.
         assert "matched by UUID" in summary["memory"]["sources"]["nvml"]
         assert summary["memory"]["nvml_process_peak_bytes"] > 0
+
+
+def test_a_worker_killed_after_its_cell_finished_keeps_the_result_and_says_so(tmp_path):
+    """Issue 18: it printed "worker died at step 60; rerun to resume" for a cell already counted as trained."""
+    import multiprocessing
+
+    from bench.cells import Cell
+    from bench.executors.local import Pool, Worker
+    from bench.registry import load_plugins
+    from bench.runner import RunSpec, Session
+
+    spec = RunSpec(str(tmp_path / "out"), "pool", "cpu")
+    cell = Cell("c0ffee", "lstm-L1-sgd", {"model": "lstm"})
+    finished = {"id": cell.id, "name": cell.name, "status": "ok", "best_val_loss": 2.5}
+    ResultStore(spec.outputs, spec.matrix).cell(cell.id).write_summary(finished)
+    process = multiprocessing.get_context("spawn").Process(target=time.sleep, args=(60,))
+    process.start()
+    process.kill()  # between writing its summary and reporting "done"
+    process.join()
+    lines: list[str] = []
+    pool = Pool([], spec, None)
+    pool.session = Session(load_plugins().registry, load_plugins().hooks, say=lines.append)
+    pool.board = ProgressBoard(live=False, plain=lines.append)
+    outcome = pool._lost(Worker(slot=None, process=process, conn=None, cell=cell, step=60, total=60))
+    assert outcome.status == "ok" and outcome.summary["best_val_loss"] == 2.5
+    assert lines[-1] == (f"lstm-L1-sgd: worker process {process.pid} died (killed by SIGKILL) after the cell had "
+                         "finished (ok); its result is kept")
+    assert not any("rerun to resume" in line for line in lines)

@@ -83,3 +83,34 @@ def test_document_headings_and_notes_per_format(table):
     assert parsed["matrices"]["quick"]["time"]["notes"] == ["a note"]
     single = render_document({"quick": [Section("time", "time", table)]}, "csv")
     assert single.splitlines()[0].startswith("Architecture")  # a lone table stays plain CSV
+
+
+def test_small_numbers_keep_significant_digits_not_two_decimals():
+    """Issue 18: lr 0.001 printed as '0.00'."""
+    text = render(pd.DataFrame({"Val PPL": [12.3456], "lr": [0.001], "wd": [3.2e-05], "zero": [0.0]}), "github")
+    assert [c.strip() for c in text.splitlines()[2].strip("|").split("|")] == ["12.35", "0.001", "3.2e-05", "0.00"]
+
+
+def test_tables_without_an_architecture_column_show_the_cell_name():
+    """Issue 18: the versions and estimate-vs-actual tables could not be matched to cells."""
+    from bench.report.provenance import provenance_table
+
+    frame = pd.DataFrame({"name": ["gpt1-L1-adamw", "lstm-L1-sgd"], "id": ["a1", "b2"],
+                          "from_model": ["bench-lm 0.1.0"] * 2, "torch_version": ["2.13.0"] * 2})
+    text = render(provenance_table(frame), "github")
+    assert text.splitlines()[0].split("|")[1].strip() == "Cell"
+    assert "gpt1-L1-adamw" in text and "lstm-L1-sgd" in text and "a1" not in text
+    identified = render(pd.DataFrame({"Cell": ["x-cell"], "Architecture": ["gpt1"], "Val PPL": [3.0]}), "github")
+    assert "x-cell" not in identified  # rows the Architecture column already tells apart
+
+
+def test_estimate_vs_actual_rows_name_their_cells(tmp_path):
+    from bench.report.estimate import estimate_vs_actual
+
+    (tmp_path / "estimate.json").write_text(json.dumps({
+        "steps": 20, "device": "cpu", "cost_per_hour": 1.5,
+        "cells": [{"id": "a1", "name": "gpt1-L1-adamw", "hours": 0.5, "cost": 0.75}]}))
+    section = estimate_vs_actual(tmp_path, [{"id": "a1", "status": "ok", "train_time_s": 1800.0}])
+    text = render(section.table, "github")
+    row = [c.strip() for c in text.splitlines()[2].strip("|").split("|")]
+    assert row[:4] == ["gpt1-L1-adamw", "0.50", "0.50", "1.00"]
