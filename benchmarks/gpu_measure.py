@@ -152,7 +152,7 @@ def train(ctx: Context, name: str, settings: dict[str, Any]) -> Trained:
     matrix = folder / "m.toml"
     matrix.write_text(matrix_text(name, settings))
     printed = io.StringIO()
-    with contextlib.redirect_stderr(printed):
+    with contextlib.redirect_stderr(printed), contextlib.redirect_stdout(printed):
         code = main(["run", str(matrix), "--device", ctx.device.type, "--outputs", str(folder / "out")])
     store = ResultStore(folder / "out", name)
     records = store.records()
