@@ -276,7 +276,8 @@ def one_gib_tensor(ctx: Context) -> dict[str, Any]:
     def delta(key: str) -> float | None:
         return after[key] - before[key] if after.get(key) is not None and before.get(key) is not None else None
 
-    return {"allocated_delta_bytes": delta("allocated_peak_bytes"), "reserved_delta_bytes": delta("reserved_peak_bytes"),
+    return {"allocated_delta_bytes": delta("allocated_peak_bytes"),
+            "reserved_delta_bytes": delta("reserved_peak_bytes"),
             "nvml_process_delta_bytes": delta("nvml_process_peak_bytes"),
             "nvml_device_delta_bytes": delta("nvml_device_used_peak_bytes")}
 
@@ -593,8 +594,8 @@ def measure_determinism(ctx: Context) -> dict[str, Any]:
     at = 20
     first = train(ctx, "seed-a", cell_settings(ctx))
     second = train(ctx, "seed-b", cell_settings(ctx))
-    numbers: dict[str, Any] = {"step": at, "loss_first": loss_at(first.rows, at), "loss_second": loss_at(second.rows, at),
-                               "nondeterministic_ops": []}
+    numbers: dict[str, Any] = {"step": at, "loss_first": loss_at(first.rows, at),
+                               "loss_second": loss_at(second.rows, at), "nondeterministic_ops": []}
     if numbers["loss_first"] != numbers["loss_second"]:
         numbers["nondeterministic_ops"] = nondeterministic_ops(ctx)
     return numbers
