@@ -50,7 +50,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="run every measurement on the CPU with tiny sizes (exercises the code, not the GPU)")
     parser.add_argument("--keep", action="store_true", help="keep the temporary folder of the runs")
     parser.add_argument("--judge", type=Path, metavar="JSON", help="write the report from recorded numbers and exit")
-    parser.add_argument("--child", choices=["identity"], help=argparse.SUPPRESS)
+    parser.add_argument("--child", choices=["identity", "tf32"], help=argparse.SUPPRESS)
     return parser.parse_args(argv)
 
 
@@ -145,12 +145,21 @@ def say(line: str) -> None:
     print(line, flush=True)
 
 
+def child(kind: str) -> int:
+    """A measurement that needs a fresh process; prints its numbers as one JSON line."""
+    import torch
+    from gpu_measure import identity_probe, tf32_numbers
+
+    numbers = identity_probe(0) if kind == "identity" else tf32_numbers(torch.device("cuda", 0))
+    print(json.dumps(numbers))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
+    began = time.monotonic()
     args = parse_args(argv)
-    if args.child == "identity":
-        from gpu_measure import identity_probe
-        print(json.dumps(identity_probe(0)))
-        return 0
+    if args.child:
+        return child(args.child)
     if args.judge:
         payload = json.loads(args.judge.read_text())
         write_report(args.out, payload["environment"], payload["checks"], dry=payload.get("dry_run", False),
@@ -169,7 +178,6 @@ def main(argv: list[str] | None = None) -> int:
     env = environment(cuda and not dry, budget)
     notes: list[str] = []
     recorded: dict[str, Any] = {}
-    began = time.monotonic()
 
     def save() -> None:
         env["wall_s"] = round(time.monotonic() - began, 1)

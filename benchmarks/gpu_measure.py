@@ -185,6 +185,37 @@ def replaced(owner: Any, name: str, value: Any) -> Iterator[None]:
         setattr(owner, name, original)
 
 
+@contextlib.contextmanager
+def log_clock() -> Iterator[list[float]]:
+    """``perf_counter()`` right after each of the loop's loss reads (every ``log_every`` steps; each
+    read synchronises the device, so a stamp marks the end of the GPU work of the steps before it)."""
+    import bench.training.loop as loop_module
+
+    stamps: list[float] = []
+    real = loop_module.log_window
+
+    def timed(run: Any, done: int, lr: float) -> None:
+        real(run, done, lr)
+        stamps.append(time.perf_counter())
+
+    with replaced(loop_module, "log_window", timed):
+        yield stamps
+
+
+def steady_step_s(stamps: list[float], log_every: int) -> float:
+    """Mean step time after the first two logging windows (warm-up, and steps 10-19 with the step
+    timer's extra synchronisations), so a sampler tick counts wherever it lands."""
+    if len(stamps) < 4:
+        raise RuntimeError(f"only {len(stamps)} loss reads: too few steps to time")
+    return (stamps[-1] - stamps[1]) / ((len(stamps) - 2) * log_every)
+
+
+def timed_train(ctx: Context, name: str, settings: dict[str, Any]) -> tuple[Trained, float]:
+    with log_clock() as stamps:
+        trained = train(ctx, name, settings)
+    return trained, steady_step_s(stamps, settings["log_every"])
+
+
 def run_bench(args: list[str], timeout: float, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
     """``bench ARGS`` as a subprocess (this interpreter), output captured; raises on timeout."""
     environment = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
@@ -303,13 +334,15 @@ def measure_sampler_overhead(ctx: Context) -> dict[str, Any]:
     from bench.schema import TRAINER_KEYS
 
     default = TRAINER_KEYS["memory_interval_ms"].default
+    steps = 3 * ctx.sizes.steps
     times: dict[int, list[float]] = {default: [], 0: []}
     for round_ in range(ctx.sizes.rounds):
         order = (default, 0) if round_ % 2 == 0 else (0, default)  # interleaved, alternating who goes first
         for interval in order:
-            trained = train(ctx, f"sampler-{interval}", cell_settings(ctx, memory_interval_ms=interval))
-            times[interval].append(trained.summary["time_per_step_s"])
-    return {"sampling_step_s": times[default], "disabled_step_s": times[0], "interval_ms": default}
+            settings = cell_settings(ctx, memory_interval_ms=interval, max_steps=steps, steps_per_epoch=steps)
+            times[interval].append(timed_train(ctx, f"sampler-{interval}", settings)[1])
+    return {"sampling_step_s": times[default], "disabled_step_s": times[0], "interval_ms": default,
+            "steps": steps, "timing": "mean step time after the first 20 steps, from the loop's loss reads"}
 
 
 # -- 4. step timer vs CUDA events --------------------------------------------------------------
@@ -453,23 +486,40 @@ def time_matmul(device: torch.device, size: int, repeats: int = 10) -> float:
     return sorted(samples)[len(samples) // 2]
 
 
-def measure_tf32(ctx: Context) -> dict[str, Any]:
+def tf32_numbers(device: torch.device) -> dict[str, Any]:
+    """Matmul time with bench's ``tf32`` off and on, and every warning raised meanwhile."""
     from bench.accel import configure_tf32
 
-    size = 4096 if ctx.cuda else 256
+    cuda = device.type == "cuda"
+    size = 4096 if cuda else 256
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         timings: dict[bool, list[float]] = {False: [], True: []}
         for enabled in (False, True, False, True):  # interleaved
-            configure_tf32(ctx.device, enabled)
-            timings[enabled].append(time_matmul(ctx.device, size))
-        configure_tf32(ctx.device, True)
+            configure_tf32(device, enabled)
+            timings[enabled].append(time_matmul(device, size))
+        configure_tf32(device, True)
         precision = getattr(torch.backends.cuda.matmul, "fp32_precision", None)
-    configure_tf32(ctx.device, True)  # bench's default for the checks that follow
+    configure_tf32(device, True)  # bench's default for whatever runs next
     messages = sorted({f"{w.category.__name__}: {str(w.message).splitlines()[0][:160]}" for w in caught})
-    return {"size": size, "ms_off": min(timings[False]) if ctx.cuda else None,
-            "ms_on": min(timings[True]) if ctx.cuda else None, "cpu_ms": None if ctx.cuda else timings[True],
+    return {"size": size, "ms_off": min(timings[False]) if cuda else None,
+            "ms_on": min(timings[True]) if cuda else None, "cpu_ms": None if cuda else timings[True],
             "warnings": messages, "fp32_precision": precision}
+
+
+def measure_tf32(ctx: Context) -> dict[str, Any]:
+    if not ctx.cuda:
+        return tf32_numbers(ctx.device)
+    # A fresh process: torch warns once per process, and earlier checks already set TF32 here.
+    done = subprocess.run([sys.executable, str(Path(__file__).with_name("gpu_acceptance.py")), "--child", "tf32"],
+                          capture_output=True, text=True, timeout=ctx.timeout(120), cwd=ROOT)
+    if done.returncode != 0:
+        raise RuntimeError(f"TF32 child failed: {done.stderr.strip()[-300:]}")
+    numbers = json.loads(done.stdout.strip().splitlines()[-1])
+    # Warnings printed by C++ code outside Python's warning machinery land on stderr.
+    stray = [line for line in done.stderr.splitlines() if "tf32" in line.lower() or "fp32_precision" in line]
+    numbers["warnings"] += [f"stderr: {line[:160]}" for line in stray]
+    return numbers
 
 
 # -- 7. torch.compile --------------------------------------------------------------------------
@@ -508,13 +558,15 @@ def measure_compile(ctx: Context) -> dict[str, Any]:
 
 
 def measure_pin_memory(ctx: Context) -> dict[str, Any]:
+    steps = 3 * ctx.sizes.steps
     curves: dict[str, list[dict[str, float]]] = {"pinned": [], "unpinned": []}
     times: dict[str, list[float]] = {"pinned": [], "unpinned": []}
     for round_ in range(max(2, ctx.sizes.rounds)):
         for pin in ((False, True) if round_ % 2 == 0 else (True, False)):  # interleaved
             side = "pinned" if pin else "unpinned"
-            trained = train(ctx, side, cell_settings(ctx, pin_memory=pin))
-            times[side].append(trained.summary["time_per_step_s"])
+            settings = cell_settings(ctx, pin_memory=pin, max_steps=steps, steps_per_epoch=steps)
+            trained, step_s = timed_train(ctx, side, settings)
+            times[side].append(step_s)
             curves[side].append(curve(trained.rows))
     # The unpinned run twice: how far two identical runs drift (the kernels' own non-determinism).
     losses = {"pinned": curves["pinned"][0], "unpinned": curves["unpinned"][0],
@@ -623,9 +675,15 @@ def nondeterministic_ops(ctx: Context) -> list[str]:
 
 
 def latest_checkpoint_step(outputs: Path) -> int:
-    steps = [json.loads(p.read_text()).get("latest", {}).get("step", 0)
-             for p in outputs.glob("*/*/checkpoints/index.json") if p.stat().st_size]
-    return max(steps, default=0)
+    """The newest checkpoint's step under ``outputs`` (0 while there is none); the index is
+    replaced atomically, but may vanish between listing and reading."""
+    steps = [0]
+    for index in outputs.glob("*/*/checkpoints/index.json"):
+        try:
+            steps.append(int(json.loads(index.read_text()).get("latest", {}).get("step", 0)))
+        except (OSError, ValueError):
+            continue
+    return max(steps)
 
 
 def measure_sigkill_resume(ctx: Context) -> dict[str, Any]:
@@ -637,9 +695,10 @@ def measure_sigkill_resume(ctx: Context) -> dict[str, Any]:
                              checkpoint_every=k["every"])
     (folder / "m.toml").write_text(matrix_text(name, settings))
     run = ["run", str(folder / "m.toml"), "--device", ctx.device.type, "--outputs"]
-    reference = run_bench(run + [str(folder / "reference")], timeout=ctx.timeout(180))
-    if reference.returncode != 0:
-        raise RuntimeError(f"uninterrupted run failed: {reference.stderr.strip()[-300:]}")
+    for outputs in ("reference", "reference_again"):  # twice: how far two uninterrupted runs drift
+        reference = run_bench(run + [str(folder / outputs)], timeout=ctx.timeout(180))
+        if reference.returncode != 0:
+            raise RuntimeError(f"uninterrupted run failed: {reference.stderr.strip()[-300:]}")
 
     killed_outputs = folder / "killed"
     process = subprocess.Popen(BENCH + run + [str(killed_outputs)], cwd=ROOT, start_new_session=True,
@@ -661,12 +720,13 @@ def measure_sigkill_resume(ctx: Context) -> dict[str, Any]:
     resumed = run_bench(run + [str(killed_outputs)], timeout=ctx.timeout(180))
     if resumed.returncode != 0:
         raise RuntimeError(f"the rerun after SIGKILL failed: {resumed.stderr.strip()[-300:]}")
-    ref_record = ResultStore(folder / "reference", name).records()[0]
-    res_record = ResultStore(killed_outputs, name).records()[0]
-    summary = res_record.read_summary() or {}
+    def metrics(outputs: Path) -> list[dict[str, Any]]:
+        return ResultStore(outputs, name).records()[0].read_metrics()
+
+    summary = ResultStore(killed_outputs, name).records()[0].read_summary() or {}
     return {"killed_at_step": killed_at, "finished_before_kill": killed_at is None,
-            "resumed_at": summary.get("resumed_at_steps"), "reference": curve(ref_record.read_metrics()),
-            "resumed": curve(res_record.read_metrics())}
+            "resumed_at": summary.get("resumed_at_steps"), "reference": curve(metrics(folder / "reference")),
+            "reference_again": curve(metrics(folder / "reference_again")), "resumed": curve(metrics(killed_outputs))}
 
 
 # -- 13. HellaSwag under bf16 ------------------------------------------------------------------
@@ -773,9 +833,9 @@ MEASUREMENTS: dict[str, Callable[[Context], dict[str, Any]]] = {
 
 # Rough seconds each check takes on one H100/H200 (the time guard skips a check when less is left).
 ESTIMATE_S: dict[str, float] = {
-    "nvml_identity": 15, "memory_ordering": 15, "sampler_overhead": 40, "step_timing": 10, "mixed_precision": 25,
-    "tf32": 5, "compile": 60, "pin_memory": 30, "jobs_oom": 45, "mfu": 75, "determinism": 20,
-    "sigkill_resume": 60, "hellaswag_bf16": 45, "hw3": 120,
+    "nvml_identity": 10, "memory_ordering": 10, "sampler_overhead": 25, "step_timing": 5, "mixed_precision": 15,
+    "tf32": 10, "compile": 45, "pin_memory": 15, "jobs_oom": 40, "mfu": 70, "determinism": 10,
+    "sigkill_resume": 45, "hellaswag_bf16": 40, "hw3": 100,
 }
 SKIPPED_IN_DRY_RUN = {"nvml_identity"}  # needs NVML and a GPU even to try
 
