@@ -73,6 +73,7 @@ class Verdict:
     rule: str
     note: str = ""
     details: tuple[str, ...] = field(default_factory=tuple)
+    seconds: float | None = None  # how long the measurement took
 
 
 # -- small helpers ---------------------------------------------------------------------------
@@ -402,7 +403,7 @@ def judge(check: Check, entry: dict[str, Any] | None, checks: dict[str, Any]) ->
     """One check's verdict from its recorded entry; never raises."""
     def make(outcome: Outcome) -> Verdict:
         return Verdict(check.number, check.key, check.title, outcome.outcome, outcome.measured, check.rule,
-                       outcome.note, outcome.details)
+                       outcome.note, outcome.details, (entry or {}).get("seconds"))
 
     if entry is None:
         return make(Outcome("skip", "not recorded"))

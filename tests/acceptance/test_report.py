@@ -11,7 +11,7 @@ ENV = {"device": "NVIDIA H200", "driver": "570.86.15", "torch": "2.13.0+cu128", 
 
 def verdicts() -> list[Verdict]:
     return [
-        Verdict(1, "nvml_identity", "NVML identity", "pass", "torch GPU-1, NVML GPU-1", "UUIDs equal"),
+        Verdict(1, "nvml_identity", "NVML identity", "pass", "torch GPU-1, NVML GPU-1", "UUIDs equal", seconds=7.5),
         Verdict(6, "tf32", "TF32", "fail", "1.5x | slower than 2x", "speed-up >= 2x", note="a warning"),
         Verdict(14, "hw3", "hw3 matrix", "skip", "time guard: 3 s left", "all 12 cells ok",
                 details=("| cell | status |", "|---|---|", "| lstm | ok |")),
@@ -28,9 +28,9 @@ def test_report_has_environment_rows_and_one_line_per_check():
         assert expected in lines
     rows = [line for line in lines if line.startswith(("| 1 |", "| 6 |", "| 14 |"))]
     assert len(rows) == 3
-    assert rows[0] == "| 1 | NVML identity | PASS | torch GPU-1, NVML GPU-1 | UUIDs equal |"
+    assert rows[0] == "| 1 | NVML identity | PASS | torch GPU-1, NVML GPU-1 | UUIDs equal | 7.5 |"
     # The measured figures and the note share a cell; a pipe inside text cannot break the table.
-    assert rows[1] == "| 6 | TF32 | FAIL | 1.5x \\| slower than 2x — a warning | speed-up >= 2x |"
+    assert rows[1] == "| 6 | TF32 | FAIL | 1.5x \\| slower than 2x — a warning | speed-up >= 2x |  |"
     assert rows[2].startswith("| 14 | hw3 matrix | SKIP | time guard")
 
 

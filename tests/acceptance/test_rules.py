@@ -185,13 +185,14 @@ def test_an_absent_cuda_figure_skips_naming_it():
 
 def test_recorded_states_other_than_measured():
     verdicts = {v.key: v for v in judge_all({
-        "tf32": {"state": "skipped", "reason": "time guard: 3 s left"},
+        "tf32": {"state": "skipped", "reason": "time guard: 3 s left", "seconds": 0.0},
         "compile": {"state": "error", "error": "RuntimeError: inductor failed"},
         "mfu": {"state": "measured", "numbers": {"mfu": "0.4", "achieved_flops_per_s": 1.0,
                                                  "peak_flops_per_s": 2.0, "device_name": "H100"}},
     })}
     assert len(verdicts) == 14
     assert verdicts["tf32"].outcome == "skip" and "time guard" in verdicts["tf32"].measured
+    assert verdicts["tf32"].seconds == 0.0 and verdicts["compile"].seconds is None
     assert verdicts["compile"].outcome == "fail" and "inductor failed" in verdicts["compile"].measured
     assert verdicts["mfu"].outcome == "fail" and "could not be judged" in verdicts["mfu"].measured
     assert verdicts["hw3"].outcome == "skip" and verdicts["hw3"].measured == "not recorded"
