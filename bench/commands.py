@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import sys
 from collections.abc import Mapping
 from pathlib import Path
@@ -51,7 +52,8 @@ def list_keys() -> int:
     """The harness keys a cell may set (bench/schema.py), each with its default and rule."""
     from bench.schema import TRAINER_KEYS
 
-    rows = [[name, "-" if key.default is None else repr(key.default), key.requirement or "-", key.help]
+    # Defaults as a matrix file writes them (TOML: "text", true, 0.001).
+    rows = [[name, "-" if key.default is None else json.dumps(key.default), key.requirement or "-", key.help]
             for name, key in TRAINER_KEYS.items()]
     print(fit_table(rows, ["key", "default", "rule", "meaning"], wrap=(2, 3)))
     print(f"\n{len(rows)} harness keys; each model, optimizer, dataset and schedule adds its own\n"

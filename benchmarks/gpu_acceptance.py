@@ -191,7 +191,8 @@ def main(argv: list[str] | None = None) -> int:
         for check in CHECKS:
             recorded[check.key] = ({"state": "skipped", "reason": "needs CUDA; no CUDA device here"}
                                    if check.needs_cuda else {"state": "skipped", "reason": "nothing to run"})
-        notes.append("No CUDA device was available: every check needs one. Run this script on a GPU machine; "
+        notes.append("No CUDA device was available. Every check is about bench's CUDA path (their CPU "
+                     "counterparts are in the test suite), so none ran. Run this script on a GPU machine; "
                      "`--cpu-dry-run` exercises the measurement code on the CPU.")
         save()
         say(f"report: {args.out}")

@@ -258,7 +258,8 @@ def test_keys_lists_every_harness_key_with_its_default_and_rule(bench, monkeypat
     assert lines[0].split() == ["key", "default", "rule", "meaning"]
     lr = next(line for line in lines if line.startswith("lr "))
     assert lr.split()[:4] == ["lr", "0.001", ">", "0"]
-    assert next(line for line in lines if line.startswith("oom_retry ")).split()[1] == "False"
+    assert next(line for line in lines if line.startswith("oom_retry ")).split()[1] == "false"
+    assert next(line for line in lines if line.startswith("dataset ")).split()[1] == '"synthetic"'
 
 
 @pytest.mark.parametrize("argv,expected", [
