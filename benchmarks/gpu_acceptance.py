@@ -23,16 +23,18 @@ pass / fail / skip line with the measured figures and the rule, and writes the m
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
 import shutil
+import signal
 import sys
 import time
 import traceback
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_OUT = ROOT / "outputs" / "gpu_acceptance" / "report.md"
@@ -126,6 +128,8 @@ def run_checks(ctx: Any, only: set[str] | None, recorded: dict[str, Any], save: 
             entry: dict[str, Any] = {"state": "measured", "numbers": gm.MEASUREMENTS[check.key](ctx)}
         except gm.Skip as exc:
             entry = {"state": "skipped", "reason": str(exc)}
+        except gm.TimeGuard:
+            entry = {"state": "skipped", "reason": "stopped by the time guard: the budget ran out during this check"}
         except KeyboardInterrupt:
             raise
         except Exception as exc:  # noqa: BLE001 - one check's crash must not stop the others
@@ -139,6 +143,28 @@ def run_checks(ctx: Any, only: set[str] | None, recorded: dict[str, Any], save: 
                 f"{verdict.measured}{' — ' + verdict.note if verdict.note else ''}")
         gm.release(ctx)
         save()
+
+
+@contextlib.contextmanager
+def hard_deadline(seconds: float) -> Iterator[None]:
+    """Raise :class:`gpu_measure.TimeGuard` in the main thread once ``seconds`` have passed, so that a
+    check running long is cut off where the per-check estimates did not foresee it (Unix only)."""
+    import gpu_measure as gm
+
+    if not hasattr(signal, "setitimer"):
+        yield
+        return
+
+    def expire(signum: int, frame: Any) -> None:
+        raise gm.TimeGuard()
+
+    previous = signal.signal(signal.SIGALRM, expire)
+    signal.setitimer(signal.ITIMER_REAL, max(seconds, 0.001))
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
 
 
 def say(line: str) -> None:
@@ -208,7 +234,11 @@ def main(argv: list[str] | None = None) -> int:
                      "absent, so their checks skip. The pass/fail lines judge the code path, not a GPU.")
     ctx = gm.Context(device=device, dry=dry, work=work, deadline=began + budget, say=say)
     try:
-        run_checks(ctx, only, recorded, save)
+        with hard_deadline(ctx.left()):
+            run_checks(ctx, only, recorded, save)
+    except gm.TimeGuard:  # between two checks: the entries recorded so far stand, the rest are skipped
+        for check in CHECKS:
+            recorded.setdefault(check.key, {"state": "skipped", "reason": "time guard: the budget ran out"})
     except KeyboardInterrupt:
         notes.append("interrupted (Ctrl-C): the checks after the last recorded one did not run")
         save()

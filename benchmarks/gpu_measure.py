@@ -42,6 +42,14 @@ class Skip(Exception):
     """The check cannot run here (data missing, one GPU where it needs more...): recorded as skipped."""
 
 
+class TimeGuard(BaseException):
+    """The overall budget ran out in the middle of a check (raised by a SIGALRM handler). Not an
+    ``Exception``, so bench's own per-cell error handling lets it through to the script."""
+
+
+STOPPED_BY_SIGNAL = (128 + signal.SIGINT, 128 + signal.SIGTERM)  # `bench run`'s exit after a graceful stop
+
+
 @dataclass
 class Sizes:
     """Model and run sizes: realistic on a GPU, tiny for the CPU dry run."""
@@ -154,6 +162,8 @@ def train(ctx: Context, name: str, settings: dict[str, Any]) -> Trained:
     printed = io.StringIO()
     with contextlib.redirect_stderr(printed), contextlib.redirect_stdout(printed):
         code = main(["run", str(matrix), "--device", ctx.device.type, "--outputs", str(folder / "out")])
+    if code in STOPPED_BY_SIGNAL:  # Ctrl-C reached the in-process run: stop the script, not just this run
+        raise KeyboardInterrupt
     store = ResultStore(folder / "out", name)
     records = store.records()
     summary = records[0].read_summary() if records else None

@@ -72,3 +72,14 @@ def test_the_matrices_it_writes_are_valid(scripts, tmp_path, monkeypatch):
     matrix = load_matrix(hw3)
     assert matrix.name == "hw3_acceptance" and len(matrix.combinations) == 12
     assert matrix.defaults["max_steps"] == 200 and "max_chars" not in matrix.defaults
+
+
+def test_the_time_guard_cuts_a_check_off_and_the_script_still_reports(tmp_path):
+    out = tmp_path / "report.md"
+    done = subprocess.run([sys.executable, str(SCRIPT), "--cpu-dry-run", "--only", "3", "--budget-s", "4",
+                           "--out", str(out)], capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "CUDA_VISIBLE_DEVICES": ""})
+    assert done.returncode == 0, done.stderr
+    row = next(line for line in out.read_text().splitlines() if line.startswith("| 3 |"))
+    assert "| SKIP | " in row and "time guard" in row
+    assert "CPU dry run" in out.read_text().splitlines()[0]
