@@ -212,7 +212,8 @@ def judge_mixed_precision(n: dict[str, Any], _: dict[str, Any]) -> Outcome:
     if final is None or not math.isfinite(final):
         problems.append("fp16 final loss not finite")
     measured = (f"bf16 loss {loss16:.5f} vs fp32 {loss32:.5f} at step {step} ({rel:.2%} apart); weights "
-                f"{', '.join(weights)}, optimizer state {', '.join(states) or 'none'}; fp16: scale "
+                f"{', '.join(weights)}, optimizer state {', '.join(states) or 'none'}; fp16 (scaler started at "
+                f"{fp16.get('init_scale', 65536.0):g} on purpose): scale "
                 f"{_scale_path(scales)}, {len(overflowed)} overflowing step(s) skipped, {len(applied)} applied, "
                 f"final loss {final}")
     return verdict(not problems, measured, "; ".join(problems))
