@@ -296,8 +296,9 @@ def judge_mfu(n: dict[str, Any], _: dict[str, Any]) -> Outcome:
     name = n.get("device_name") or ""
     if n.get("peak_flops_per_s") is None:
         achieved = n.get("achieved_flops_per_s")
-        return Outcome("skip", f"{name or 'this device'} is not in bench.timing's peak table: MFU unknown "
-                               f"(achieved {achieved and achieved / 1e12:.1f} TFLOP/s)")
+        achieved_text = f"{achieved / 1e12:.3g} TFLOP/s" if achieved else "n/a"
+        return Outcome("skip", f"no datasheet {n.get('matmul_precision') or ''} peak for {name or 'this device'} "
+                               f"in bench/timing.py: MFU unknown (achieved {achieved_text})")
     mfu, achieved, peak = need(n, "mfu", "achieved_flops_per_s", "peak_flops_per_s")
     measured = (f"MFU {mfu:.1%}: {achieved / 1e12:.1f} TFLOP/s achieved of {peak / 1e12:.1f} "
                 f"({n.get('peak_flops_source')}); {n.get('tokens_per_s') or 0:,.0f} tokens/s")

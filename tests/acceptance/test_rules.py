@@ -149,8 +149,11 @@ def test_mfu_goal_applies_to_h100_h200_only_and_an_unknown_device_skips():
     elsewhere = {**GOOD["mfu"], "mfu": 0.2, "device_name": "NVIDIA A10G"}
     verdict = measured("mfu", elsewhere)
     assert verdict.outcome == "pass" and "H100/H200 only" in verdict.note
-    unknown = {**GOOD["mfu"], "mfu": None, "peak_flops_per_s": None, "device_name": "Mystery GPU"}
-    assert measured("mfu", unknown).outcome == "skip"
+    unknown = {**GOOD["mfu"], "mfu": None, "peak_flops_per_s": None, "device_name": "Mystery GPU",
+               "matmul_precision": "bf16"}
+    verdict = measured("mfu", unknown)
+    assert verdict.outcome == "skip" and "no datasheet bf16 peak for Mystery GPU" in verdict.measured
+    assert "MFU unknown (achieved 445 TFLOP/s)" in verdict.measured
 
 
 def test_differing_seeds_pass_when_torch_names_the_kernels():
