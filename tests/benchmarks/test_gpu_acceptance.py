@@ -76,10 +76,11 @@ def test_the_matrices_it_writes_are_valid(scripts, tmp_path, monkeypatch):
 
 def test_the_time_guard_cuts_a_check_off_and_the_script_still_reports(tmp_path):
     out = tmp_path / "report.md"
-    done = subprocess.run([sys.executable, str(SCRIPT), "--cpu-dry-run", "--only", "3", "--budget-s", "4",
+    # Check 12 starts `bench run` three times, one process after another: it cannot finish in 3 s.
+    done = subprocess.run([sys.executable, str(SCRIPT), "--cpu-dry-run", "--only", "12", "--budget-s", "3",
                            "--out", str(out)], capture_output=True, text=True, timeout=120,
                           env={**os.environ, "CUDA_VISIBLE_DEVICES": ""})
     assert done.returncode == 0, done.stderr
-    row = next(line for line in out.read_text().splitlines() if line.startswith("| 3 |"))
+    row = next(line for line in out.read_text().splitlines() if line.startswith("| 12 |"))
     assert "| SKIP | " in row and "time guard" in row
     assert "CPU dry run" in out.read_text().splitlines()[0]
