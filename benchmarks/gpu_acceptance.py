@@ -202,6 +202,8 @@ def main(argv: list[str] | None = None) -> int:
     dry = args.cpu_dry_run
     budget = args.budget_s or (DRY_BUDGET_S if dry else BUDGET_S)
     env = environment(cuda and not dry, budget)
+    if dry:
+        env["device"] = "CPU (--cpu-dry-run)"
     notes: list[str] = []
     recorded: dict[str, Any] = {}
 
