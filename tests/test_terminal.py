@@ -33,6 +33,9 @@ def test_a_very_narrow_terminal_keeps_a_minimum_column_width():
     assert widths[2] >= MIN_WRAPPED and widths[3] >= MIN_WRAPPED
 
 
-def test_terminal_width_reads_columns(monkeypatch):
+def test_terminal_width_reads_columns_and_a_pipe_is_not_wrapped(monkeypatch, capsys):
     monkeypatch.setenv("COLUMNS", "123")
     assert terminal_width() == 123
+    monkeypatch.delenv("COLUMNS")
+    assert terminal_width() is None  # pytest captures stdout: not a terminal
+    assert len(fit_table(ROWS, HEADERS, wrap=(2, 3)).splitlines()) == 4
