@@ -38,6 +38,9 @@ def grad_scaler(device: torch.device, dtype: str) -> torch.amp.GradScaler:
 
 def configure_tf32(device: torch.device, enabled: bool) -> None:
     """Let fp32 matmuls and convolutions use TF32 tensor cores on CUDA (process-wide torch flags)."""
+    # The legacy setters on purpose: torch (2.9+) keeps its newer ``fp32_precision`` readers in step
+    # with them and warns about neither, while setting ``fp32_precision`` makes later legacy reads
+    # (``allow_tf32``, as inductor's conv template does) raise "mix of the legacy and new APIs".
     if device.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = enabled
         torch.backends.cudnn.allow_tf32 = enabled

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import difflib
 import os
+import re
 import sys
 from typing import Any, Sequence
 
@@ -16,13 +18,35 @@ def _outputs_root(args: argparse.Namespace) -> str:
     return args.outputs or os.environ.get("BENCH_OUTPUTS") or DEFAULT_OUTPUTS
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, except that a misspelt subcommand gets one line with a did-you-mean (exit 2)
+    instead of the usage block and the whole list of choices."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        commands = next((a for a in self._actions if isinstance(a, argparse._SubParsersAction)), None)
+        wrong = re.match(rf"argument {re.escape(commands.dest)}: invalid choice: '([^']*)'", message) \
+            if commands is not None and commands.dest else None
+        if commands is None or wrong is None:
+            super().error(message)
+        names = list(commands.choices)
+        match = difflib.get_close_matches(wrong.group(1), names, n=1, cutoff=0.5)
+        hint = f"did you mean {match[0]!r}?" if match else f"choose from {', '.join(names)}"
+        self.exit(2, f"{self.prog}: error: unknown command {wrong.group(1)!r}; {hint}\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="bench", description=__doc__)
+    parser = _Parser(prog="bench", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     _add_plugin_options(parser, "global_")
     sub = parser.add_subparsers(dest="command", required=True)
-    for add in (_add_list, _add_run, _add_estimate, _add_report, _add_plot, _add_fit, _add_eval):
+    for add in (_add_list, _add_keys, _add_run, _add_estimate, _add_report, _add_plot, _add_fit, _add_eval):
         add(sub)
     return parser
+
+
+def _version() -> str:
+    from bench import __version__
+    return __version__
 
 
 # One pair of functions per subcommand: `_add_X` declares its arguments and names `_X` as the
@@ -39,6 +63,16 @@ def _add_list(sub: argparse._SubParsersAction) -> None:
 def _list(args: argparse.Namespace) -> int:
     from bench.commands import list_components
     return list_components(verbose=args.verbose, plugins=_plugin_selection(args))
+
+
+def _add_keys(sub: argparse._SubParsersAction) -> None:
+    keys = sub.add_parser("keys", help="show every harness key a cell may set, with its default and rule")
+    keys.set_defaults(handler=_keys)
+
+
+def _keys(args: argparse.Namespace) -> int:
+    from bench.commands import list_keys
+    return list_keys()
 
 
 def _add_run(sub: argparse._SubParsersAction) -> None:

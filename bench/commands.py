@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import json
 import sys
 from collections.abc import Mapping
 from pathlib import Path
@@ -24,6 +25,7 @@ from bench.report.select import matrix_summaries as _matrix_summaries
 from bench.selection import resolve_device, select_cells
 from bench.shapes import shapes_only
 from bench.store import CellRecord, ResultStore, matrix_names
+from bench.terminal import fit_table
 from bench.words import plural
 
 # Modules only some commands need are imported inside those commands: pandas (report tables),
@@ -39,13 +41,26 @@ def list_components(*, verbose: bool = False, plugins: PluginSelection | None = 
         print(f"\n{kind}s ({len(entries)})")
         rows = [[e.component.name, e.distribution, _format_defaults(e.component.defaults),
                  e.component.description] for e in entries]
-        print(tabulate(rows, headers=["name", "provided by", "defaults", "description"], tablefmt="simple"))
+        print(fit_table(rows, ["name", "provided by", "defaults", "description"], wrap=(2, 3)))
     for clash in registry.clashes():
         print(f"bench: warning: {clash}; cells that use it fail, the others run", file=sys.stderr)
     if verbose:
         print("\nplugins")
-        rows = [[r.name, r.provider.module, r.provider.label, r.status, r.error] for r in loaded.records]
-        print(tabulate(rows, headers=["plugin", "module", "distribution", "status", "error"], tablefmt="simple"))
+        rows = [[r.name, r.provider.module, r.provider.label, r.status, r.error or ""] for r in loaded.records]
+        print(fit_table(rows, ["plugin", "module", "distribution", "status", "error"], wrap=(1, 4)))
+    return 0
+
+
+def list_keys() -> int:
+    """The harness keys a cell may set (bench/schema.py), each with its default and rule."""
+    from bench.schema import TRAINER_KEYS
+
+    # Defaults as a matrix file writes them (TOML: "text", true, 0.001).
+    rows = [[name, "-" if key.default is None else json.dumps(key.default), key.requirement or "-", key.help]
+            for name, key in TRAINER_KEYS.items()]
+    print(fit_table(rows, ["key", "default", "rule", "meaning"], wrap=(2, 3)))
+    print(f"\n{len(rows)} harness keys; each model, optimizer, dataset and schedule adds its own\n"
+          "(their defaults are in `bench list`).")
     return 0
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import os
+import warnings
 
 import pytest
 import torch
@@ -38,6 +39,23 @@ def test_tf32_flags_change_only_on_cuda(monkeypatch):
     before = torch.backends.cuda.matmul.allow_tf32
     accel.configure_tf32(torch.device("cpu"), not before)
     assert torch.backends.cuda.matmul.allow_tf32 == before
+
+
+@pytest.mark.skipif(not hasattr(torch.backends.cuda.matmul, "fp32_precision"), reason="torch before 2.9")
+def test_tf32_flags_warn_nothing_and_newer_readers_follow_them():
+    # Setting CUDA's flags needs no GPU: this runs the same torch code configure_tf32 runs on one.
+    matmul, cudnn = torch.backends.cuda.matmul, torch.backends.cudnn
+    before = (matmul.allow_tf32, cudnn.allow_tf32)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            for enabled, precision in ((True, "tf32"), (False, "ieee")):
+                accel.configure_tf32(torch.device("cuda"), enabled)
+                assert matmul.fp32_precision == precision and matmul.allow_tf32 is enabled
+                # cuDNN off reads "none" (inherit the global default, which is full fp32).
+                assert (cudnn.conv.fp32_precision == "tf32") is enabled and cudnn.allow_tf32 is enabled
+    finally:
+        matmul.allow_tf32, cudnn.allow_tf32 = before
 
 
 def test_default_eval_batch_size_per_device():

@@ -261,3 +261,58 @@ def test_a_real_process_exits_two_on_bad_input_and_quietly_on_a_closed_pipe(writ
     assert all(line.startswith("import time:") for line in stderr), listing.stderr  # no traceback
     imported = {line.rsplit("|", 1)[1].strip() for line in stderr[1:]}
     assert "torch" in imported and not imported & {"pandas", "matplotlib", "torch._dynamo"}
+
+
+def test_version_prints_the_installed_version(capsys):
+    from importlib.metadata import version
+
+    with pytest.raises(SystemExit) as exited:
+        main(["--version"])
+    assert exited.value.code == 0
+    assert capsys.readouterr().out == f"bench {version('bench-lm')}\n"
+
+
+def test_keys_lists_every_harness_key_with_its_default_and_rule(bench, monkeypatch):
+    from bench.schema import TRAINER_KEYS
+
+    monkeypatch.setenv("COLUMNS", "100")
+    result = bench("keys")
+    assert result.returncode == 0
+    lines = result.stdout.splitlines()
+    assert all(len(line) <= 100 for line in lines)
+    starts = {line.split()[0] for line in lines if line and not line.startswith(" ")}
+    assert set(TRAINER_KEYS) <= starts
+    assert lines[0].split() == ["key", "default", "rule", "meaning"]
+    lr = next(line for line in lines if line.startswith("lr "))
+    assert lr.split()[:4] == ["lr", "0.001", ">", "0"]
+    assert next(line for line in lines if line.startswith("oom_retry ")).split()[1] == "false"
+    assert next(line for line in lines if line.startswith("dataset ")).split()[1] == '"synthetic"'
+
+
+@pytest.mark.parametrize("argv,expected", [
+    (["rn"], "bench: error: unknown command 'rn'; did you mean 'run'?"),
+    (["reprot"], "bench: error: unknown command 'reprot'; did you mean 'report'?"),
+    (["fit", "isoflp", "m.toml"], "bench fit: error: unknown command 'isoflp'; did you mean 'isoflop'?"),
+    (["qqq"], "bench: error: unknown command 'qqq'; choose from list, keys, run, estimate, report, plot, fit, eval"),
+])
+def test_a_misspelt_subcommand_is_one_line_exit_two(argv, expected, capsys):
+    with pytest.raises(SystemExit) as exited:
+        main(argv)
+    assert exited.value.code == 2
+    assert capsys.readouterr().err.splitlines() == [expected]
+
+
+def test_other_usage_errors_keep_argparse_usage(capsys):
+    with pytest.raises(SystemExit) as exited:
+        main(["run"])
+    assert exited.value.code == 2
+    assert "the following arguments are required: matrix" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("flags", [[], ["--verbose"]])
+def test_list_fits_a_100_column_terminal(flags, bench, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "100")
+    result = bench("list", *flags)
+    assert result.returncode == 0 and "gpt2-tiny" in result.stdout
+    too_wide = [line for line in result.stdout.splitlines() if len(line) > 100]
+    assert not too_wide
