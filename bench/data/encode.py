@@ -63,7 +63,7 @@ def can_cut(tokenizer: Any) -> bool:
 
 def split_for_batch(text: str, chunk_chars: int = CHUNK_CHARS) -> list[str]:
     """Cut ``text`` into pieces of about ``chunk_chars`` characters at safe line starts."""
-    return [piece.text for piece in pieces([[text]], chunk_chars)]
+    return [piece.text for piece in pieces([[text]], chunk_chars) if piece.text]
 
 
 def pieces(documents: Iterable[Iterable[str]], chunk_chars: int = CHUNK_CHARS, cut: bool = True) -> Iterator[Piece]:
@@ -106,7 +106,7 @@ def encode_task(tokenizer: Any, task: list[Piece], eot: int | None) -> np.ndarra
 
     Raises ``ValueError`` when the tokenizer yields an id outside ``[0, vocab_size)``."""
     texts = [piece.text for piece in task]
-    encoded = tokenizer.encode_batch(texts) if can_cut(tokenizer) and len(texts) > 1 else \
+    encoded = tokenizer.encode_batch(texts) if can_cut(tokenizer) else \
         [tokenizer.encode(text) for text in texts]
     eot_array = np.array([eot if eot is not None else 0], dtype=np.int64)
     parts: list[np.ndarray] = []
