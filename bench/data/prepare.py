@@ -45,16 +45,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from bench.data.encode import (
-    CHUNK_CHARS,
-    TASK_CHARS,
-    can_cut,
-    encode_documents,
-    pieces,
-    tasks,
-    token_dtype,
-    worker_pool,
-)
+from bench.data import encode
 from bench.data.sources import Source
 from bench.errors import BenchError, ConfigError
 from bench.fileio import atomic_open, atomic_write_json, is_temp_name, sha256_file
@@ -111,7 +102,8 @@ def fingerprint(plan: Plan, tokenizer: Any, eot: int | None) -> dict[str, Any]:
         "holdout_docs": dict(plan.holdout),
         "shard_tokens": plan.shard_tokens,
         "tokenizer": tokenizer_entry(tokenizer, eot),
-        "pieces": {"chunk_chars": CHUNK_CHARS, "task_chars": TASK_CHARS, "cut": can_cut(tokenizer)},
+        "pieces": {"chunk_chars": encode.CHUNK_CHARS, "task_chars": encode.TASK_CHARS,
+                   "cut": encode.can_cut(tokenizer)},
     }
 
 
@@ -133,7 +125,7 @@ def prepare(plan: Plan, tokenizer: Any, *, progress: bool = True, say: Callable[
     fresh = not any(entry["shards"] for entry in state["splits"].values())
     try:
         # The workers are forked before the progress bar starts its thread.
-        with worker_pool(tokenizer, plan.workers) as pool:
+        with encode.worker_pool(tokenizer, plan.workers) as pool:
             for split, split_source, start, stop in plan.reads():
                 _prepare_split(plan, state, split, split_source, start, stop, tokenizer, eot, pool, progress)
     except (BenchError, ValueError) as exc:
@@ -253,7 +245,7 @@ def _prepare_split(plan: Plan, state: dict, split: str, source: Source, start: i
     if entry["done"]:
         return
     resume_task, resume_offset = entry["shards"][-1]["resume"] if entry["shards"] else (0, 0)
-    dtype = token_dtype(tokenizer.vocab_size)
+    dtype = encode.token_dtype(tokenizer.vocab_size)
 
     def finished(shard: dict) -> None:
         entry["shards"].append(shard)
@@ -261,8 +253,9 @@ def _prepare_split(plan: Plan, state: dict, split: str, source: Source, start: i
 
     read = [0]
     documents = islice(source.documents(read), start, stop)
-    stream = encode_documents(tasks(pieces(documents, cut=can_cut(tokenizer))), tokenizer, eot=eot, pool=pool,
-                              skip=lambda index: index < resume_task)
+    pieces = encode.pieces(documents, encode.CHUNK_CHARS, cut=encode.can_cut(tokenizer))
+    stream = encode.encode_documents(encode.tasks(pieces, encode.TASK_CHARS), tokenizer, eot=eot, pool=pool,
+                                     skip=lambda index: index < resume_task)
     bar = _progress_bar(split, source.total_bytes if start == 0 and stop is None else None, show)
     started, encoded = time.perf_counter(), 0
     with ShardWriter(plan.out, split, len(entry["shards"]), plan.shard_tokens, dtype, finished) as writer:

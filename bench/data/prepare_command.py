@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import re
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +36,12 @@ def run_prepare(*, out: str, train: list[str], valid: list[str], test: list[str]
     built = build_tokenizer(tokenizer, plugins)
     for source in plan.sources.values():
         source.check()
-    prepare(plan, built, progress=progress)
+    try:
+        prepare(plan, built, progress=progress)
+    except KeyboardInterrupt:
+        print("\nbench: interrupted; run the same command again to resume (finished shards are kept)",
+              file=sys.stderr)
+        return 130
     return 0
 
 
