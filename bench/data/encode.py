@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import multiprocessing
 import re
+import signal
 from collections import deque
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -130,6 +131,9 @@ _worker_tokenizer: Any = None  # set in each forked worker by _init_worker
 def _init_worker(tokenizer: Any) -> None:
     global _worker_tokenizer
     _worker_tokenizer = tokenizer
+    # Ctrl-C reaches the whole process group: the parent stops the pool (and keeps its finished
+    # shards); a worker printing its own KeyboardInterrupt traceback would only be noise.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def _encode_in_worker(task: list[Piece], eot: int | None) -> np.ndarray:
