@@ -36,7 +36,7 @@ import sys
 import tempfile
 import textwrap
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 BARE = textwrap.dedent('''
@@ -166,7 +166,7 @@ def main() -> None:
 
 def report(rows: dict, args: argparse.Namespace, load_before: tuple, load_after: tuple) -> str:
     lines = [
-        f"# `bench data prepare` vs a bare tiktoken + multiprocessing pipeline ({datetime.now(timezone.utc):%Y-%m-%d})",
+        f"# `bench data prepare` vs a bare tiktoken + multiprocessing pipeline ({datetime.now(UTC):%Y-%m-%d})",
         "",
         f"Machine: {platform.node()}, {os.cpu_count()} CPUs, {platform.processor() or platform.machine()}, "
         f"Python {platform.python_version()}; `--workers {args.workers}` on both sides. Load average "
