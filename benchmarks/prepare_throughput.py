@@ -13,9 +13,9 @@ folder that is deleted at the end. Both sides get the same files and the same wo
   streamed; GPT-2 via tiktoken's ``encode_ordinary_batch``; 100M-token shards with SHA-256 and a
   manifest), run as its own process, startup (plugin loading, ~1-4 s) included;
 * bare: a script in the style of llm.c's ``fineweb.py``: the main process reads each file in
-  ~2 MB runs of lines, ``multiprocessing.Pool(N).imap`` hands each run to a worker that calls
-  ``encode_ordinary_batch`` on its lines and returns a uint16 array, and the main process appends
-  the arrays to one ``.bin`` file. No EOT, no shards, no checksums, no resume.
+  ~2 MB runs of lines, ``multiprocessing.Pool(N).imap`` hands each run to a worker that joins it
+  into 8 pieces, calls ``encode_ordinary_batch`` on them and returns a uint16 array, and the main
+  process appends the arrays to one ``.bin`` file. No EOT, no shards, no checksums, no resume.
 
 tokens/s = tokens written / wall seconds of the whole process. Peak memory is the largest sum, over
 the process and its children, of the proportional set size (``Pss`` in ``/proc/PID/smaps_rollup``,
@@ -46,7 +46,11 @@ BARE = textwrap.dedent('''
     enc = tiktoken.get_encoding("gpt2")
 
     def work(lines):
-        return np.concatenate([np.array(ids, dtype=np.uint16) for ids in enc.encode_ordinary_batch(lines)])
+        # ~2 MB of lines as 8 joined pieces: one encode_ordinary_batch call over tiktoken's 8 threads.
+        # (Handing it the single lines instead costs a thread-pool task per line: ~0.55x as fast here.)
+        step = max(1, -(-len(lines) // 8))
+        pieces = ["".join(lines[i:i + step]) for i in range(0, len(lines), step)]
+        return np.concatenate([np.array(ids, dtype=np.uint16) for ids in enc.encode_ordinary_batch(pieces)])
 
     def runs(files):
         for name in files:
