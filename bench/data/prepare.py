@@ -123,11 +123,13 @@ def prepare(plan: Plan, tokenizer: Any, *, progress: bool = True, say: Callable[
     created = not plan.out.exists()
     state = _load_state(plan.out, source, say)
     fresh = not any(entry["shards"] for entry in state["splits"].values())
+    started, encoded = time.perf_counter(), 0
     try:
         # The workers are forked before the progress bar starts its thread.
         with encode.worker_pool(tokenizer, plan.workers) as pool:
             for split, split_source, start, stop in plan.reads():
-                _prepare_split(plan, state, split, split_source, start, stop, tokenizer, eot, pool, progress)
+                encoded += _prepare_split(plan, state, split, split_source, start, stop, tokenizer, eot, pool,
+                                          progress)
     except (BenchError, ValueError) as exc:
         # Nothing half-written: what this run started from nothing goes away with the error.
         if created:
@@ -150,7 +152,9 @@ def prepare(plan: Plan, tokenizer: Any, *, progress: bool = True, say: Callable[
     }
     atomic_write_json(plan.out / MANIFEST, manifest)
     (plan.out / STATE).unlink(missing_ok=True)
-    say(f"bench: wrote {_summary(manifest)} to {plan.out}")
+    seconds = time.perf_counter() - started
+    say(f"bench: wrote {_summary(manifest)} to {plan.out}; tokenized {encoded:,} tokens in {seconds:.1f} s "
+        f"({encoded / max(seconds, 1e-9):,.0f} tokens/s)")
     return manifest
 
 
@@ -240,10 +244,11 @@ def _first_difference(old: Any, new: Any, where: str = "") -> str:
 # -- one split: stream, encode, cut into shards ---------------------------------------------------
 
 def _prepare_split(plan: Plan, state: dict, split: str, source: Source, start: int, stop: int | None,
-                   tokenizer: Any, eot: int | None, pool: Any, show: bool) -> None:
+                   tokenizer: Any, eot: int | None, pool: Any, show: bool) -> int:
+    """Prepare one split; the number of tokens encoded (resumed work not counted)."""
     entry = state["splits"].setdefault(split, {"shards": [], "done": False})
     if entry["done"]:
-        return
+        return 0
     resume_task, resume_offset = entry["shards"][-1]["resume"] if entry["shards"] else (0, 0)
     dtype = encode.token_dtype(tokenizer.vocab_size)
 
@@ -269,6 +274,7 @@ def _prepare_split(plan: Plan, state: dict, split: str, source: Source, start: i
     bar.close()
     entry["done"] = True
     atomic_write_json(plan.out / STATE, state)
+    return encoded
 
 
 def _progress_bar(split: str, total: int | None, show: bool) -> Any:
