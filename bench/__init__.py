@@ -10,12 +10,12 @@ from typing import Any
 from bench.components import Component
 from bench.hookspecs import hookimpl
 
-__all__ = ["Component", "Corpus", "LanguageModel", "TextFile", "Tokenizer", "hookimpl"]
+__all__ = ["Component", "Corpus", "LanguageModel", "TextFile", "TokenShards", "Tokenizer", "hookimpl"]
 __version__ = "0.1.0"
 
 # Imported on first use, so `bench --help` and other torch-free paths stay fast.
 _LAZY = {"LanguageModel": "bench.lm", "Corpus": "bench.data.corpus", "TextFile": "bench.data.corpus",
-         "Tokenizer": "bench.data.tokenizer"}
+         "Tokenizer": "bench.data.tokenizer", "TokenShards": "bench.data.shards"}
 
 
 def __getattr__(name: str) -> Any:

@@ -60,7 +60,7 @@ OPERATIONAL_KEYS = frozenset({"checkpoint", "checkpoint_every", "checkpoint_asyn
 LATER_KEY_NEUTRALS: dict[str, Any] = {
     "eval_stride": 0, "max_flops": 0.0, "max_tokens": 0, "max_time": 0.0, "max_cost": 0.0, "cost_per_hour": 1.5,
     "divergence_margin": 5.0, "loss_chunk": 0, "compile": False, "tf32": True, "pin_memory": False,
-    "decay_exclude": [],
+    "decay_exclude": [], "val_windows": 0, "test_windows": 0,
 }
 
 

@@ -54,7 +54,9 @@ the named arguments are passed by bench, and a declared ``lr`` arrives once, as 
 * dataset:   ``factory(**hparams) -> bench.Corpus`` (splits ``train``/``valid``/``test`` of text (a
   ``str``, or a ``bench.TextFile`` that stays on disk and is streamed) or of token ids;
   tag the component ``"text"`` or ``"tokens"``: a ``"tokens"`` dataset sets
-  ``Corpus.vocab_size`` and gets no tokenizer, a ``"text"`` one is encoded by the cell's tokenizer)
+  ``Corpus.vocab_size`` and gets no tokenizer, a ``"text"`` one is encoded by the cell's tokenizer;
+  a token split is a 1-D integer array or a ``bench.TokenShards`` of several, e.g. ``np.memmap``
+  files, which bench reads in place and never copies whole)
 * tokenizer: ``factory(**hparams) -> bench.Tokenizer`` (``name``, ``vocab_size``, ``encode``,
   ``decode``; ``eot_token``: the document-separator id or ``None``; optional
   ``encode_batch(texts) -> list[list[int]]``, used for long texts when present, must equal ``encode``
@@ -192,7 +194,8 @@ def bench_evaluation(cell: dict[str, Any], epoch: int, step: int, metrics: dict[
     :param epoch: the epoch in progress (1-based).
     :param step: optimizer steps done so far.
     :param metrics: ``loss`` (mean nats/token over the validation split's ``seq_len`` windows, which
-        advance by ``eval_stride``: non-overlapping by default), ``ppl`` (``exp(loss)``), ``tokens``
+        advance by ``eval_stride``: non-overlapping by default; with ``val_windows`` a fixed subset of
+        them, the same every pass), ``ppl`` (``exp(loss)``), ``tokens``
         (targets scored) and, for word-level datasets such as wikitext2, ``word_ppl`` (``exp`` of the
         total loss over the split's word count).
     """

@@ -28,6 +28,10 @@ def _non_negative(v):
     return v >= 0
 
 
+def _at_least_minus_one(v):
+    return v >= -1
+
+
 TRAINER_KEYS: dict[str, Key] = {
     "model": Key(None, "registered model name"),
     "optimizer": Key(None, "registered optimizer name"),
@@ -48,6 +52,10 @@ TRAINER_KEYS: dict[str, Key] = {
     "eval_stride": Key(0, "evaluation window stride; 0 means seq_len (non-overlapping windows, each starting "
                        "without context); less slides the window so every token gets >= seq_len - stride "
                        "tokens of context", _non_negative, ">= 0"),
+    "val_windows": Key(0, "windows each validation pass scores: 0 = auto (the whole split up to 4,194,304 tokens, "
+                       "else a fixed subset of 4,194,304 // seq_len windows), -1 = the whole split, N = N windows "
+                       "evenly spaced over the split, the same on every pass", _at_least_minus_one, ">= -1"),
+    "test_windows": Key(0, "windows the test pass scores; same values as val_windows", _at_least_minus_one, ">= -1"),
     "eval_batch_size": Key(0, "sequences per evaluation batch; 0 means the device's default (CPU: batch_size, "
                            "CUDA: 2 x batch_size; see bench.accel)", _non_negative, ">= 0"),
     "target_loss": Key(0.0, "val loss (nats) that the report's time-to-target table measures against; 0 means none",

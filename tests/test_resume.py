@@ -325,3 +325,32 @@ def test_an_async_checkpoint_resumes_exactly_as_a_sync_one(write_matrix, tmp_pat
         curves[background] = _curves(tmp_path / f"async={background}", "tiny")
     _same_state(states[False], states[True])
     assert max_curve_difference(curves[False], curves[True]) == 0.0
+
+
+def test_a_token_files_cell_killed_mid_training_resumes_bitwise(write_matrix, tmp_path, runner):
+    """Shards read in place (three llm.c train shards, held-out valid/test): SIGKILL in the middle
+    of an epoch, resume, and the loss curve is the uninterrupted one to the last bit."""
+    import numpy as np
+
+    from bench_plugins.token_files import write_llmc_shard
+
+    ids = np.random.default_rng(0).integers(0, 16, 9000)
+    for i, part in enumerate(np.array_split(ids, 3)):
+        write_llmc_shard(tmp_path / f"train_{i:06d}.bin", part)
+    shards = TINY_DEFAULTS.replace('dataset = "synthetic"', f"""dataset = "token-files"
+train = "{tmp_path}/train_*.bin"
+holdout_fraction = 0.05""").replace("train_tokens = 4000\nvalid_tokens = 600\ntest_tokens = 600\n", "")
+    shards = shards.replace("log_every = 5", "log_every = 1")
+    matrix = shards + "checkpoint_every = 3\nn_layer = 1\n\n[matrix]\nmodel = [\"lstm\"]\noptimizer = [\"adamw\"]\n"
+    assert cli.main(["run", str(write_matrix(matrix, "reference")), "--device", "cpu",
+                     "--outputs", str(tmp_path / "reference")]) == 0
+    path = write_matrix(matrix)
+    process = runner(path, tmp_path / "killed", "batch", 14)  # in epoch 2, after the step-12 checkpoint
+    _, err = process.communicate(timeout=120)
+    assert process.returncode == -signal.SIGKILL, err
+    process = runner(path, tmp_path / "killed")
+    _, err = process.communicate(timeout=120)
+    assert process.returncode == 0, err
+    assert "resuming after step 12" in err
+    reference, resumed = _curves(tmp_path / "reference", "reference"), _curves(tmp_path / "killed", "tiny")
+    assert max_curve_difference(reference, resumed) == 0.0

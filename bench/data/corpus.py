@@ -9,6 +9,8 @@ from typing import Iterator
 
 import numpy as np
 
+from bench.data.shards import TokenShards
+
 SPLITS = ("train", "valid", "test")
 READ_BYTES = 1 << 20  # bytes read at a time from a text file
 
@@ -62,7 +64,9 @@ def is_text_split(split: object) -> bool:
 @dataclass
 class Corpus:
     """Three splits of either text (``str``, or a :class:`TextFile` on disk) or token ids (1-D
-    integer ``np.ndarray``).
+    integer ``np.ndarray``, or :class:`bench.data.shards.TokenShards`: several such arrays, e.g.
+    memory-mapped shard files). Token arrays are read where they lie (a memmap is never copied
+    whole; see :mod:`bench.data.loading`).
 
     Token corpora set ``vocab_size``. ``entropy_rate`` (nats per token), when the source is
     known analytically, is the loss no model can beat on average; reports show ``exp`` of it
@@ -70,7 +74,7 @@ class Corpus:
     """
 
     name: str
-    splits: dict[str, str | TextFile | np.ndarray]
+    splits: dict[str, str | TextFile | np.ndarray | TokenShards]
     vocab_size: int | None = None
     entropy_rate: float | None = None
     notes: dict[str, str] = field(default_factory=dict)

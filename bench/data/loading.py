@@ -1,4 +1,17 @@
-"""Turn a cell's dataset + tokenizer settings into token tensors on the training device."""
+"""Turn a cell's dataset + tokenizer settings into the token splits a cell trains and evaluates on.
+
+Where the splits live (see :mod:`bench.data.shards`):
+
+* on the CPU, the arrays are used as the dataset returned them: a memory-mapped file stays mapped
+  (its pages are the page cache's, not the process's), a plugin's array is not copied or widened;
+* on CUDA, all splits are copied to the device as one ``int32`` tensor each when together they
+  take at most :data:`DEVICE_SHARE` of the device's free memory and ``pin_memory`` is off (batches
+  are then gathered on the device, as bench always did); otherwise they stay on the host and each
+  training batch is gathered there and copied from pinned memory one step ahead
+  (:mod:`bench.data.prefetch`).
+
+The batches are the same either way: only where they are gathered changes.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +22,7 @@ import numpy as np
 import torch
 
 from bench.data.corpus import SPLITS, Corpus, TextFile
+from bench.data.shards import SplitTokens, TokenShards, split_tokens, to_device
 from bench.data.token_cache import count_words, load_tokens, word_count_of_blocks
 from bench.errors import BenchError, ConfigError
 from bench.registry import Registered, Registry
@@ -16,7 +30,7 @@ from bench.registry import Registered, Registry
 
 @dataclass
 class CellData:
-    splits: dict[str, torch.Tensor]
+    splits: dict[str, SplitTokens]
     vocab_size: int
     entropy_rate: float | None
     text: bool
@@ -28,6 +42,7 @@ def load_cell_data(config: dict[str, Any], registry: Registry, device: torch.dev
     dataset = registry.get("dataset", config["dataset"])
     corpus: Corpus = dataset.build(config)
     tokenizer = None
+    arrays: dict[str, np.ndarray | TokenShards]
     if corpus.is_text:
         tokenizer_component = registry.get("tokenizer", config["tokenizer"])
         tokenizer = tokenizer_component.build(config)
@@ -35,14 +50,34 @@ def load_cell_data(config: dict[str, Any], registry: Registry, device: torch.dev
                                      label=f"{dataset.name} {split}") for split in SPLITS}
         vocab_size = tokenizer.vocab_size
     else:
-        arrays = {split: np.asarray(corpus.splits[split]) for split in SPLITS}
+        arrays = {split: _as_ids(corpus.splits[split]) for split in SPLITS}
         vocab_size = int(cast(int, corpus.vocab_size))  # Corpus requires it of token corpora
-    # int32 halves the footprint of int64 and is enough for any vocabulary; batches are
-    # widened to int64 only when gathered.
-    splits = {split: torch.from_numpy(np.asarray(a, dtype=np.int32)).to(device) for split, a in arrays.items()}
+    splits = place_splits({split: split_tokens(a) for split, a in arrays.items()}, device,
+                          keep_on_host=bool(config.get("pin_memory")))
     words = {split: count_words(cast("str | TextFile", corpus.splits[split])) for split in SPLITS} \
         if corpus.is_text and "words" in dataset.tags else None
     return CellData(splits, vocab_size, corpus.entropy_rate, corpus.is_text, tokenizer, words)
+
+
+DEVICE_SHARE = 0.25  # of the device's free memory that token splits may take when copied to it
+
+
+def _as_ids(split: Any) -> np.ndarray | TokenShards:
+    return split if isinstance(split, TokenShards) else np.asarray(split)
+
+
+def place_splits(splits: dict[str, SplitTokens], device: torch.device, *, keep_on_host: bool = False
+                 ) -> dict[str, SplitTokens]:
+    """The splits where batches will be gathered: see the module docstring. ``keep_on_host``
+    (``pin_memory = true``) keeps the train split on the host whatever its size."""
+    if device.type != "cuda":
+        return dict(splits)
+    moving = [name for name in splits if not (keep_on_host and name == "train")]
+    needed = sum(4 * splits[name].numel() for name in moving)  # int32 on the device
+    free, _ = torch.cuda.mem_get_info(device)
+    if needed > DEVICE_SHARE * free:
+        return dict(splits)
+    return {name: to_device(s, device) if name in moving else s for name, s in splits.items()}
 
 
 def word_count(text: str) -> int:

@@ -218,6 +218,16 @@ def params_notes(frame: pd.DataFrame, peak_tflops: float | None = None) -> list[
     return notes
 
 
+def bounded_evaluation_notes(frame: pd.DataFrame) -> list[str]:
+    """Say which windows a perplexity covers wherever some cells scored a fixed subset of a split
+    (``val_windows``/``test_windows``) rather than all of it."""
+    if "eval_windows" not in frame:
+        return []
+    scopes = frame["eval_windows"].dropna().astype(str)
+    bounded = sorted({scope for scope in scopes if "fixed windows" in scope})
+    return [f"Val/Test PPL computed over {scope} (see val_windows/test_windows)." for scope in bounded]
+
+
 TableBuilder = Callable[..., Any]
 TABLE_KEYS = ("perplexity", "time", "memory", "aggregate", "params", "versions")
 
@@ -235,6 +245,7 @@ def build_sections(frame: pd.DataFrame, *, sort: str = "ppl", peak_tflops: float
         notes = []
         if _num(frame, "entropy_floor_ppl").notna().any():
             notes.append("Floor PPL is exp(entropy rate) of the synthetic source: no model can beat it.")
+        notes.extend(bounded_evaluation_notes(frame))
         sections.append(Section("perplexity", "perplexity (best cell per architecture in bold)",
                                 perplexity_table(frame), notes, axis_formats))
     if "time" in which:

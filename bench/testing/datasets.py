@@ -13,6 +13,7 @@ import numpy as np
 
 from bench.components import Component
 from bench.data.corpus import SPLITS, Corpus, TextFile
+from bench.data.shards import TokenShards
 from bench.testing.kit import KindChecks, require
 
 TAGS = ("text", "tokens")
@@ -61,23 +62,29 @@ def check_token_ids(case: DatasetCase) -> None:
     require(vocab > 0, f"vocab_size must be positive, got {corpus.vocab_size}")
     for split in SPLITS:
         split_ids = corpus.splits[split]
-        is_ids = (isinstance(split_ids, np.ndarray) and split_ids.ndim == 1
-                  and np.issubdtype(split_ids.dtype, np.integer))
-        require(is_ids,
-                f"split {split!r} must be a 1-D integer numpy array, got {type(split_ids).__name__}")
-        ids = np.asarray(split_ids)
-        if len(ids):
-            low, high = int(ids.min()), int(ids.max())
-            require(0 <= low and high < vocab,
-                    f"split {split!r} has ids in [{low}, {high}], outside [0, vocab_size={vocab})")
+        arrays: list[Any] = split_ids.arrays if isinstance(split_ids, TokenShards) else [split_ids]
+        for ids in arrays:
+            is_ids = isinstance(ids, np.ndarray) and ids.ndim == 1 and np.issubdtype(ids.dtype, np.integer)
+            require(is_ids, f"split {split!r} must be a 1-D integer numpy array or TokenShards of them, "
+                            f"got {type(ids).__name__}")
+            if len(ids):
+                low, high = int(ids.min()), int(ids.max())
+                require(0 <= low and high < vocab,
+                        f"split {split!r} has ids in [{low}, {high}], outside [0, vocab_size={vocab})")
 
 
 def check_deterministic(case: DatasetCase) -> None:
     a, b = case.build(), case.build()
     for split in SPLITS:
         x, y = a.splits[split], b.splits[split]
-        same = x == y if isinstance(x, (str, TextFile)) else np.array_equal(np.asarray(x), np.asarray(y))
+        same = x == y if isinstance(x, (str, TextFile)) else _same_ids(x, y)
         require(same, f"two builds with the same hyperparameters gave different {split!r} splits; seed any randomness")
+
+
+def _same_ids(x: Any, y: Any) -> bool:
+    xs = x.arrays if isinstance(x, TokenShards) else [x]
+    ys = y.arrays if isinstance(y, TokenShards) else [y]
+    return len(xs) == len(ys) and all(np.array_equal(a, b) for a, b in zip(xs, ys))
 
 
 def check_entropy_rate(case: DatasetCase) -> None:

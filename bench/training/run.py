@@ -18,7 +18,8 @@ from bench.cells import Cell
 from bench.checkpoint import CHECKPOINT_DIR, CheckpointStore
 from bench.data.loading import CellData, load_cell_data
 from bench.data.prefetch import PrefetchingSampler
-from bench.data.samplers import RandomBatchSampler
+from bench.data.samplers import RandomBatchSampler, window_limit
+from bench.data.shards import HostTokens
 from bench.evaluation.perplexity import evaluate
 from bench.loss import lm_loss
 from bench.param_roles import tag_parameter_roles
@@ -71,7 +72,12 @@ class Run:
         batch_size = config["eval_batch_size"] or default_eval_batch_size(self.device, self.loop.micro_batch)
         return evaluate(self.model, self.data.splits[split], seq_len=config["seq_len"], batch_size=batch_size,
                         dtype=config["dtype"], stride=config["eval_stride"] or None, words=words,
-                        loss_chunk=config["loss_chunk"])
+                        loss_chunk=config["loss_chunk"], limit=self.window_limit(split), device=self.device)
+
+    def window_limit(self, split: str) -> int:
+        """Windows an evaluation of ``split`` scores (0: all); ``val_windows``/``test_windows``."""
+        setting = self.config["val_windows" if split == "valid" else "test_windows"]
+        return window_limit(setting, self.data.splits[split].numel(), self.config["seq_len"])
 
     def checkpoint_state(self) -> dict[str, Any]:
         # Built-in schedules are pure functions of the step; a plugin's stateful one may expose state_dict.
@@ -124,13 +130,13 @@ def build_run(cell: Cell, registry: Registry, hooks: Any, device: torch.device, 
 
 
 def _train_sampler(config: dict[str, Any], data: CellData, device: torch.device) -> Any:
-    """Random training windows; with ``pin_memory`` on CUDA, gathered in host memory and copied one
-    step ahead (see :mod:`bench.data.prefetch`), else gathered where the tokens already are."""
-    if not (config["pin_memory"] and device.type == "cuda"):
-        return RandomBatchSampler(data.splits["train"], config["batch_size"], config["seq_len"], seed=config["seed"])
-    data.splits["train"] = data.splits["train"].cpu()  # frees the device copy
+    """Random training windows, gathered where the tokens are; on CUDA with the train split on the
+    host (``pin_memory``, or too large for the device: see :mod:`bench.data.loading`), gathered in
+    host memory and copied from pinned memory one step ahead (see :mod:`bench.data.prefetch`)."""
     sampler = RandomBatchSampler(data.splits["train"], config["batch_size"], config["seq_len"], seed=config["seed"])
-    return PrefetchingSampler(sampler, device, pin=True)
+    if device.type == "cuda" and isinstance(data.splits["train"], HostTokens):
+        return PrefetchingSampler(sampler, device, pin=True)
+    return sampler
 
 
 def _warn_if_too_large(run: Run) -> None:

@@ -10,6 +10,7 @@ import torch
 
 from bench import memory, timing
 from bench.budget import budget_record
+from bench.data.samplers import scored_targets
 from bench.evaluation.perplexity import perplexity
 from bench.fileio import atomic_write_bytes
 from bench.store import BEST_WEIGHTS
@@ -37,13 +38,24 @@ def finish(run: Run, stopped_by: str | None) -> dict[str, Any]:
     return summary
 
 
-def evaluation_windows(config: dict[str, Any]) -> str:
-    """Which windows the perplexities were computed on, in words (stored with every summary)."""
+def evaluation_windows(config: dict[str, Any], limits: dict[str, int] | None = None) -> str:
+    """Which windows the perplexities were computed on, in words (stored with every summary).
+    ``limits`` (split -> windows scored, 0 for all) adds which part of each split was scored."""
     stride = config["eval_stride"] or config["seq_len"]
     if stride == config["seq_len"]:
-        return f"non-overlapping windows of {config['seq_len']} tokens, each starting without context"
-    return (f"sliding windows of {config['seq_len']} tokens, stride {stride}: each token scored once with "
-            f"at least {config['seq_len'] - stride} tokens of context")
+        shape = f"non-overlapping windows of {config['seq_len']} tokens, each starting without context"
+    else:
+        shape = (f"sliding windows of {config['seq_len']} tokens, stride {stride}: each token scored once with "
+                 f"at least {config['seq_len'] - stride} tokens of context")
+    if not limits or not any(limits.values()):
+        return shape
+    parts = [f"{split}: {evaluation_scope(limit)}" for split, limit in limits.items()]
+    return f"{shape}; {', '.join(parts)}"
+
+
+def evaluation_scope(limit: int) -> str:
+    """``full split``, or the fixed subset a bounded evaluation scores."""
+    return "full split" if limit <= 0 else f"{limit:,} fixed windows evenly spaced over the split"
 
 
 def build_summary(run: Run, test: dict[str, float], stopped_by: str | None) -> dict[str, Any]:
@@ -54,6 +66,7 @@ def build_summary(run: Run, test: dict[str, float], stopped_by: str | None) -> d
     epochs = math.ceil(steps / plan.steps_per_epoch)
     counts = run.model.parameter_counts()
     gpu_name = memory.device_name(run.device, loop.memory or {})
+    limits = {split: run.window_limit(split) for split in ("valid", "test")}
     best_row = next((r for r in loop.rows if r.get("kind") == "epoch" and r.get("epoch") == loop.best_epoch), {})
     return {
         **run.info,
@@ -78,8 +91,11 @@ def build_summary(run: Run, test: dict[str, float], stopped_by: str | None) -> d
         "test_loss": test["loss"],
         "test_ppl": test["ppl"],
         "test_word_ppl": test.get("word_ppl"),
-        "eval_windows": evaluation_windows(config),
-        "eval_tokens": {"valid": int(data.splits["valid"].numel() - 1), "test": test["tokens"]},
+        "eval_windows": evaluation_windows(config, limits),
+        "eval_limits": limits,  # windows each pass scored per split; 0 = the full split
+        "eval_tokens": {"valid": scored_targets(data.splits["valid"].lengths, config["seq_len"],
+                                                config["eval_stride"] or None, limits["valid"]),
+                        "test": test["tokens"]},
         "eval_words": data.words,
         "entropy_floor_ppl": math.exp(data.entropy_rate) if data.entropy_rate is not None else None,
         "text_tokenizer": config["tokenizer"] if data.text else None,

@@ -1,7 +1,19 @@
+import numpy as np
 import pytest
 import torch
 
-from bench.data.samplers import IGNORE, RandomBatchSampler, evaluation_batches, sequential_windows
+from bench.data.samplers import (
+    AUTO_EVAL_TOKENS,
+    IGNORE,
+    RandomBatchSampler,
+    evaluation_batches,
+    evaluation_windows,
+    scored_targets,
+    sequential_windows,
+    window_at,
+    window_count,
+    window_limit,
+)
 
 
 @pytest.mark.parametrize("stride_fraction", [None, 1.0, 0.5, 0.25])
@@ -61,3 +73,35 @@ def test_random_batches_are_reproducible_and_resumable():
     second = RandomBatchSampler(tokens, batch_size=4, seq_len=10, seed=99)
     second.load_state_dict(state)
     assert torch.equal(second.next_batch()[0], x2)
+
+
+def test_window_count_and_window_at_agree_with_sequential_windows():
+    for n_tokens in (0, 1, 2, 9, 17, 100, 257):
+        for seq_len, stride in ((16, 16), (16, 5), (8, 1), (50, 50)):
+            windows = list(sequential_windows(n_tokens, seq_len, stride))
+            assert window_count(n_tokens, seq_len, stride) == len(windows)
+            assert [window_at(n_tokens, seq_len, stride, k) for k in range(len(windows))] == windows
+
+
+def test_bounded_evaluation_scores_the_same_evenly_spread_windows_every_time():
+    lengths = [1000, 37, 2000, 500]
+    first = list(evaluation_windows(lengths, seq_len=16, stride=8, limit=20))
+    assert first == list(evaluation_windows(lengths, seq_len=16, stride=8, limit=20))
+    everything = list(evaluation_windows(lengths, seq_len=16, stride=8))
+    assert len(first) == 20 and set(first) <= set(everything)
+    positions = [everything.index(w) for w in first]
+    assert positions == sorted(positions) and positions[0] == 0
+    assert {w[0] for w in first} >= {0, 2, 3}, "the subset spans the shards, not just the first tokens"
+    gaps = np.diff(positions)
+    assert gaps.max() - gaps.min() <= 1
+    assert scored_targets(lengths, 16, 8, limit=20) == sum(w[3] for w in first)
+    assert scored_targets(lengths, 16, 8) == sum(n - 1 for n in lengths) == sum(w[3] for w in everything)
+    # a limit at or above the number of windows is the full pass
+    assert list(evaluation_windows(lengths, 16, 8, limit=10**6)) == everything
+
+
+def test_window_limit_defaults_to_the_full_pass_for_small_splits():
+    assert window_limit(0, AUTO_EVAL_TOKENS, 64) == 0
+    assert window_limit(0, AUTO_EVAL_TOKENS + 1, 64) == AUTO_EVAL_TOKENS // 64
+    assert window_limit(-1, 10 * AUTO_EVAL_TOKENS, 64) == 0
+    assert window_limit(20, 100, 64) == 20

@@ -231,3 +231,27 @@ def test_a_failed_background_checkpoint_fails_the_cell_before_its_summary(tmp_pa
     assert saved == [5, 10, 15, 20]  # the last write failed in the thread; the trainer waited and raised it
     record = ResultStore(tmp_path, "loop").cell(make_cell(model="lstm", optimizer="adamw", epochs=2).id)
     assert record.read_summary() is None
+
+
+def test_bounded_validation_scores_the_same_windows_every_pass(tmp_path, monkeypatch):
+    from bench.data import samplers
+    from bench.report.frame import summaries_frame
+    from bench.report.tables import bounded_evaluation_notes
+
+    passes = []
+    real = samplers.evaluation_windows
+
+    def recording(lengths, seq_len, stride=None, limit=0):
+        windows = list(real(lengths, seq_len, stride, limit))
+        passes.append(windows)
+        return iter(windows)
+
+    monkeypatch.setattr(samplers, "evaluation_windows", recording)
+    summary, _ = train(tmp_path, model="lstm", optimizer="adamw", epochs=3, val_windows=5, test_windows=-1)
+    validations, test = passes[:3], passes[3]  # three epoch ends, then the test pass (the summary counts after)
+    assert len(validations) == 3 and all(v == validations[0] for v in validations) and len(validations[0]) == 5
+    assert len(test) == len(list(real([600], 16)))  # the whole test split
+    assert summary["eval_tokens"]["valid"] == sum(w[3] for w in validations[0]) == 5 * 16
+    assert "valid: 5 fixed windows evenly spaced over the split, test: full split" in summary["eval_windows"]
+    notes = bounded_evaluation_notes(summaries_frame([summary]))
+    assert len(notes) == 1 and "5 fixed windows" in notes[0]
