@@ -1,4 +1,4 @@
-"""The `bench` command line: list, run, report, plot, fit, eval."""
+"""The `bench` command line: list, run, report, plot, fit, eval, data."""
 
 from __future__ import annotations
 
@@ -39,7 +39,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     _add_plugin_options(parser, "global_")
     sub = parser.add_subparsers(dest="command", required=True)
-    for add in (_add_list, _add_keys, _add_run, _add_estimate, _add_report, _add_plot, _add_fit, _add_eval):
+    for add in (_add_list, _add_keys, _add_run, _add_estimate, _add_report, _add_plot, _add_fit, _add_eval,
+                _add_data):
         add(sub)
     return parser
 
@@ -274,6 +275,47 @@ def _eval_hellaswag(args: argparse.Namespace) -> int:
     from bench.commands import eval_hellaswag
     return eval_hellaswag(run=args.run, limit=args.limit, batch_size=args.batch_size, device=args.device,
                           plugins=_plugin_selection(args), log_samples=args.log_samples)
+
+
+def _add_data(sub: argparse._SubParsersAction) -> None:
+    data = sub.add_parser("data", help="prepare your own data: tokenize files into token shards")
+    action = data.add_subparsers(dest="data_action", required=True)
+    prep = action.add_parser(
+        "prepare", help="tokenize text, JSONL or Parquet files into llm.c token shards plus manifest.json",
+        description="Tokenize text (.txt: a file is a document), JSONL (one object per line, its --field) or "
+                    "Parquet (its --field column) files, or folders of them, plain or .gz/.zst, into llm.c shards "
+                    "and a manifest.json that `dataset = \"token-files\"` with `manifest = \"OUT\"` reads. "
+                    "Streams; resumable: run the same command again after an interruption.")
+    prep.add_argument("inputs", nargs="*", metavar="INPUT", help="train inputs: files or folders")
+    prep.add_argument("--out", required=True, metavar="DIR", help="output folder (new, or one this command made)")
+    prep.add_argument("--train", nargs="+", default=[], metavar="INPUT", help="more train inputs")
+    prep.add_argument("--valid", nargs="+", default=[], metavar="INPUT", help="inputs of the valid split")
+    prep.add_argument("--test", nargs="+", default=[], metavar="INPUT", help="inputs of the test split")
+    prep.add_argument("--valid-docs", type=int, default=0, metavar="N",
+                      help="hold out the first N documents of the train inputs as the valid split")
+    prep.add_argument("--test-docs", type=int, default=0, metavar="N",
+                      help="hold out the next N documents as the test split")
+    prep.add_argument("--field", default="text", help="JSONL field / Parquet column holding the text (default text)")
+    prep.add_argument("--tokenizer", default="gpt2", help="any tokenizer plugin (default gpt2; `bench list`)")
+    prep.add_argument("--workers", type=int, default=None,
+                      help="tokenizing processes (default: the CPUs this process may use)")
+    prep.add_argument("--shard-tokens", default="100M", metavar="N",
+                      help="tokens per shard, e.g. 100M (default, as llm.c), 1e6, 50000")
+    prep.add_argument("--hf", metavar="NAME[:CONFIG]",
+                      help="a Hugging Face dataset as the train input, streamed (needs bench-lm[hf])")
+    prep.add_argument("--hf-split", default="train", help="the split of --hf to read (default train)")
+    prep.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
+    _add_plugin_options(prep, "")
+    prep.set_defaults(handler=_data_prepare)
+
+
+def _data_prepare(args: argparse.Namespace) -> int:
+    from bench.data.prepare_command import default_workers, run_prepare
+    return run_prepare(out=args.out, train=args.inputs + args.train, valid=args.valid, test=args.test,
+                       field=args.field, tokenizer=args.tokenizer, workers=args.workers or default_workers(),
+                       shard_tokens=args.shard_tokens, valid_docs=args.valid_docs, test_docs=args.test_docs,
+                       hf=args.hf, hf_split=args.hf_split, plugins=_plugin_selection(args),
+                       progress=not args.no_progress)
 
 
 def _add_plugin_options(parser: argparse.ArgumentParser, prefix: str) -> None:

@@ -51,8 +51,9 @@ the named arguments are passed by bench, and a declared ``lr`` arrives once, as 
 * schedule:  ``factory(*, lr: float, total_steps: int, **hparams) -> Callable[[int], float]``
   (maps a 0-based optimizer step to the learning rate for that step; a stateful schedule exposes
   ``state_dict()`` and ``load_state_dict(state)`` and is checkpointed with the cell)
-* dataset:   ``factory(**hparams) -> bench.Corpus`` (splits ``train``/``valid``/``test`` of text or
-  of token ids; tag the component ``"text"`` or ``"tokens"``: a ``"tokens"`` dataset sets
+* dataset:   ``factory(**hparams) -> bench.Corpus`` (splits ``train``/``valid``/``test`` of text (a
+  ``str``, or a ``bench.TextFile`` that stays on disk and is streamed) or of token ids;
+  tag the component ``"text"`` or ``"tokens"``: a ``"tokens"`` dataset sets
   ``Corpus.vocab_size`` and gets no tokenizer, a ``"text"`` one is encoded by the cell's tokenizer;
   a token split is a 1-D integer array or a ``bench.TokenShards`` of several, e.g. ``np.memmap``
   files, which bench reads in place and never copies whole)

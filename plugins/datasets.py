@@ -36,6 +36,9 @@ Text datasets (tag ``"text"``, tokenized by the cell's tokenizer)
 -----------------------------------------------------------------
 
 ``text`` reads three local UTF-8 files named by ``train_path``/``valid_path``/``test_path``.
+Every text split is a :class:`bench.data.corpus.TextFile`: it stays on disk and is streamed
+through the tokenizer once (the token cache keys it by size, mtime and sampled blocks), so a
+text dataset never holds its text as one string.
 ``wikitext2`` is the *tokenized* WikiText-2 of pytorch/examples' word_language_model (words
 separated by spaces, rare words replaced by ``<unk>``; not the raw release usually paired with
 GPT-2's BPE: under GPT-2 each ``<unk>`` is three tokens, ~14 % of all tokens). It is tagged
@@ -46,11 +49,12 @@ Karpathy's 1.1 MB ``input.txt``. Both are found through
 tinyshakespeare ships as one file; it is cut into train 90% / valid 5% / test 5% of its
 characters, each cut moved forward to just after the next newline so no line is split and the
 three splits tile the file exactly. Every text dataset takes ``max_chars`` (0 = everything) to
-truncate each split for quick runs.
+truncate each split for quick runs (the first ``max_chars`` characters of each split).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from bisect import bisect_right
 from pathlib import Path
@@ -58,7 +62,7 @@ from pathlib import Path
 import numpy as np
 
 from bench.components import Component
-from bench.data.corpus import Corpus
+from bench.data.corpus import Corpus, TextFile
 from bench.data.datadir import locate
 from bench.data.token_cache import token_dtype
 from bench.errors import DataMissingError
@@ -268,16 +272,14 @@ TINYSHAKESPEARE_CUTS = (0.90, 0.95)  # train | valid | test boundaries, as fract
 
 
 def _read_text(path: Path) -> str:
-    """The file's exact content (no newline translation), so its hash keys the token cache."""
+    """The file's exact content (no newline translation)."""
     return path.read_bytes().decode("utf-8")
 
 
-def _truncate(splits: dict[str, str], max_chars: int, dataset: str) -> dict[str, str]:
+def _truncate(splits: dict[str, TextFile], max_chars: int, dataset: str) -> dict[str, str | TextFile]:
     if int(max_chars) != max_chars or max_chars < 0:
         raise ValueError(f"{dataset}: max_chars must be an integer >= 0 (0 = all), got {max_chars!r}")
-    if max_chars == 0:
-        return splits
-    return {name: text[: int(max_chars)] for name, text in splits.items()}
+    return {name: dataclasses.replace(split, max_chars=int(max_chars)) for name, split in splits.items()}
 
 
 def text(train_path: str = "", valid_path: str = "", test_path: str = "", max_chars: int = 0) -> Corpus:
@@ -296,14 +298,14 @@ def text(train_path: str = "", valid_path: str = "", test_path: str = "", max_ch
         path = Path(value).expanduser()
         if not path.is_file():
             raise DataMissingError(f"dataset 'text': {key} {str(path)!r} is not a readable file")
-        splits[split] = _read_text(path)
+        splits[split] = TextFile(path)
     return Corpus(name="text", splits=_truncate(splits, max_chars, "text"), notes={"source": "local files"})
 
 
 def wikitext2(max_chars: int = 0) -> Corpus:
     """WikiText-2 as pytorch/examples word_language_model ships it: tokenized words with <unk>."""
     root = locate(list(WIKITEXT2_FILES), dataset="wikitext2", downloads=WIKITEXT2_FILES)
-    splits = {split: _read_text(root / "wikitext-2" / f"{split}.txt") for split in ("train", "valid", "test")}
+    splits = {split: TextFile(root / "wikitext-2" / f"{split}.txt") for split in ("train", "valid", "test")}
     return Corpus(
         name="wikitext2",
         splits=_truncate(splits, max_chars, "wikitext2"),
@@ -328,10 +330,15 @@ def split_at_newlines(content: str, fractions: tuple[float, ...]) -> list[str]:
 def tinyshakespeare(max_chars: int = 0) -> Corpus:
     """Karpathy's tiny Shakespeare, cut 90/5/5 at line boundaries into train/valid/test."""
     root = locate(list(TINYSHAKESPEARE_FILES), dataset="tinyshakespeare", downloads=TINYSHAKESPEARE_FILES)
-    train, valid, test = split_at_newlines(_read_text(root / "tinyshakespeare" / "input.txt"), TINYSHAKESPEARE_CUTS)
+    path = root / "tinyshakespeare" / "input.txt"
+    # The cuts are found on the decoded text (1.1 MB) and kept as byte offsets into the file.
+    sizes = [len(part.encode("utf-8")) for part in split_at_newlines(_read_text(path), TINYSHAKESPEARE_CUTS)]
+    bounds = [0, sizes[0], sizes[0] + sizes[1], sum(sizes)]
+    splits = {split: TextFile(path, start, end) for split, start, end in zip(("train", "valid", "test"), bounds,
+                                                                            bounds[1:])}
     return Corpus(
         name="tinyshakespeare",
-        splits=_truncate({"train": train, "valid": valid, "test": test}, max_chars, "tinyshakespeare"),
+        splits=_truncate(splits, max_chars, "tinyshakespeare"),
         notes={"source": f"tinyshakespeare/input.txt from {root}, split 90/5/5 at newlines"},
     )
 

@@ -14,7 +14,8 @@ from bench import hookspecs
 from tests.testing.broken_components import LEAK
 
 PUBLIC = {
-    "bench": {"PLUGIN_API_VERSION", "Component", "Corpus", "LanguageModel", "TokenShards", "Tokenizer", "hookimpl"},
+    "bench": {"PLUGIN_API_VERSION", "Component", "Corpus", "LanguageModel", "TextFile", "TokenShards", "Tokenizer",
+             "hookimpl"},
     "bench.hookspecs": {
         "PLUGIN_API_VERSION", "PROJECT", "hookimpl", "hookspec", "bench_models", "bench_optimizers",
         "bench_schedules", "bench_datasets", "bench_tokenizers", "bench_executors", "bench_trackers", "bench_run_start",

@@ -21,9 +21,9 @@ from typing import Any, cast
 import numpy as np
 import torch
 
-from bench.data.corpus import SPLITS, Corpus
+from bench.data.corpus import SPLITS, Corpus, TextFile
 from bench.data.shards import SplitTokens, TokenShards, split_tokens, to_device
-from bench.data.token_cache import load_tokens
+from bench.data.token_cache import count_words, load_tokens, word_count_of_blocks
 from bench.errors import BenchError, ConfigError
 from bench.registry import Registered, Registry
 
@@ -46,15 +46,15 @@ def load_cell_data(config: dict[str, Any], registry: Registry, device: torch.dev
     if corpus.is_text:
         tokenizer_component = registry.get("tokenizer", config["tokenizer"])
         tokenizer = tokenizer_component.build(config)
-        arrays = {split: load_tokens(cast(str, corpus.splits[split]), tokenizer, label=f"{dataset.name} {split}")
-                  for split in SPLITS}
+        arrays = {split: load_tokens(cast("str | TextFile", corpus.splits[split]), tokenizer,
+                                     label=f"{dataset.name} {split}") for split in SPLITS}
         vocab_size = tokenizer.vocab_size
     else:
         arrays = {split: _as_ids(corpus.splits[split]) for split in SPLITS}
         vocab_size = int(cast(int, corpus.vocab_size))  # Corpus requires it of token corpora
     splits = place_splits({split: split_tokens(a) for split, a in arrays.items()}, device,
                           keep_on_host=bool(config.get("pin_memory")))
-    words = {split: word_count(cast(str, corpus.splits[split])) for split in SPLITS} \
+    words = {split: count_words(cast("str | TextFile", corpus.splits[split])) for split in SPLITS} \
         if corpus.is_text and "words" in dataset.tags else None
     return CellData(splits, vocab_size, corpus.entropy_rate, corpus.is_text, tokenizer, words)
 
@@ -84,7 +84,7 @@ def word_count(text: str) -> int:
     """Words as word-level language modelling counts them: whitespace-separated tokens plus one
     end-of-line per line (the pytorch/examples convention for WikiText-2), so that per-word
     perplexity, exp(total NLL / words), compares with word-level results in the literature."""
-    return sum(len(line.split()) + 1 for line in text.splitlines())
+    return word_count_of_blocks([text])
 
 
 def data_key(config: dict[str, Any], registry: Registry) -> tuple:

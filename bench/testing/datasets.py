@@ -17,7 +17,7 @@ from typing import Any, Mapping
 import numpy as np
 
 from bench.components import Component
-from bench.data.corpus import SPLITS, Corpus
+from bench.data.corpus import SPLITS, Corpus, TextFile
 from bench.data.shards import TokenShards
 from bench.testing.kit import KindChecks, require
 
@@ -54,7 +54,9 @@ def check_splits(case: DatasetCase) -> None:
     for split in SPLITS:
         require(split in corpus.splits, f"split {split!r} is missing")
     for split in ("train", "valid"):
-        require(len(corpus.splits[split]) > 0, f"the {split} split is empty; training and validation need data")
+        content = corpus.splits[split]
+        empty = content.is_empty() if isinstance(content, TextFile) else len(content) == 0
+        require(not empty, f"the {split} split is empty; training and validation need data")
 
 
 def check_token_ids(case: DatasetCase) -> None:
@@ -80,7 +82,7 @@ def check_deterministic(case: DatasetCase) -> None:
     a, b = case.build(), case.build()
     for split in SPLITS:
         x, y = a.splits[split], b.splits[split]
-        same = x == y if isinstance(x, str) else _same_ids(x, y)
+        same = x == y if isinstance(x, (str, TextFile)) else _same_ids(x, y)
         require(same, f"two builds with the same hyperparameters gave different {split!r} splits; seed any randomness")
 
 

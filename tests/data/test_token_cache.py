@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import numpy as np
 import pytest
 
 from bench.data import token_cache
-from bench.data.token_cache import load_tokens, split_for_batch, token_dtype
+from bench.data.corpus import TextFile
+from bench.data.loading import word_count
+from bench.data.token_cache import load_tokens, split_for_batch, token_dtype, word_count_of_blocks
 from bench.fileio import sweep_temp_files
 
 
@@ -163,18 +168,95 @@ def test_orphan_temp_files_of_the_cache_are_swept(cache):
 
 # -- fault 10: tokenizing says what it does, with progress ---------------------------------------
 
-def test_tokenizing_says_what_and_shows_chunk_progress(monkeypatch, capsys):
+def test_tokenizing_says_what_and_shows_progress(monkeypatch, capsys):
     monkeypatch.setattr(token_cache, "CHUNK_CHARS", 100)
     monkeypatch.setattr(token_cache, "PROGRESS_EVERY_S", 0.0)
     text = "".join(f"line {i} with text\n" for i in range(200))
-    pieces = len(split_for_batch(text, 100))
     tok = CountingTokenizer("batched", batch=True)
     load_tokens(text, tok, label="wikitext2 train")
     lines = capsys.readouterr().err.splitlines()
     assert lines[0].startswith("bench: tokenizing wikitext2 train with batched (once; cached in ")
-    groups = -(-pieces // token_cache.CHUNKS_PER_BATCH)
-    assert [line.split(" chunks")[0] for line in lines[1:1 + groups]] == [
-        f"bench:   {min(pieces, (g + 1) * token_cache.CHUNKS_PER_BATCH)}/{pieces}" for g in range(groups)]
+    counts = [int(line.split()[1].replace(",", "")) for line in lines[1:-1]]
+    assert len(counts) == tok.batch_calls > 1 and counts == sorted(counts) and counts[-1] == len(text)
+    assert all(line.endswith(" s)") and " tokens of wikitext2 train (" in line for line in lines[1:-1])
     assert lines[-1].startswith(f"bench: tokenized wikitext2 train: {len(text.encode()):,} tokens in ")
     load_tokens(text, tok, label="wikitext2 train")
     assert capsys.readouterr().err == ""  # cached: nothing to say
+
+
+# -- text files: streamed through the one tokenization path, keyed cheaply ------------------------
+
+def test_a_text_file_gives_the_ids_of_its_whole_text(tmp_path, monkeypatch):
+    monkeypatch.setattr(token_cache, "CHUNK_CHARS", 100)
+    text = "".join(f"{' ' if i % 3 else ''}line {i} ünïcode\n{'' if i % 5 else chr(10)}" for i in range(400))
+    path = tmp_path / "a.txt"
+    path.write_bytes(text.encode("utf-8"))
+    tok = CountingTokenizer("batched", batch=True)
+    ids = load_tokens(TextFile(path), tok)
+    assert ids.tolist() == list(text.encode("utf-8")) and tok.batch_calls > 1
+    part = TextFile(path, start=10, end=2000, max_chars=500)
+    assert load_tokens(part, tok).tolist() == list(part.read().encode("utf-8"))
+    assert part.read() == text.encode("utf-8")[10:2000].decode("utf-8")[:500]
+
+
+def test_a_text_file_is_read_in_blocks_that_may_cut_a_character(tmp_path):
+    text = "ünï€😀\n" * 300
+    path = tmp_path / "u.txt"
+    path.write_bytes(text.encode("utf-8"))
+    blocks = list(TextFile(path).blocks(read_bytes=7))
+    assert "".join(blocks) == text and len(blocks) > 100
+
+
+def test_the_cheap_key_notices_a_changed_file_of_the_same_size(tmp_path):
+    path = tmp_path / "a.txt"
+    path.write_text("alpha beta\n" * 100)
+    tok = CountingTokenizer()
+    first = load_tokens(TextFile(path), tok).tolist()
+    first_key = token_cache.text_key(TextFile(path))
+    assert load_tokens(TextFile(path), tok).tolist() == first and tok.encode_calls == 1  # cached
+    stat = path.stat()
+    path.write_text("gamma delt\n" * 100)  # same size, new content, new mtime
+    assert path.stat().st_size == stat.st_size
+    again = load_tokens(TextFile(path), tok).tolist()
+    assert tok.encode_calls == 2 and again == list(("gamma delt\n" * 100).encode())
+    # Same size and the old mtime put back by hand (cp -p of another version): a sampled block differs.
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    assert path.stat().st_mtime_ns == stat.st_mtime_ns and token_cache.text_key(TextFile(path)) != first_key
+    path.write_text("alpha beta\n" * 100)
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    assert token_cache.text_key(TextFile(path)) == first_key  # truly the same file again: a cache hit
+    assert load_tokens(TextFile(path), tok).tolist() == first and tok.encode_calls == 2
+
+
+def test_word_counts_stream_and_match_the_whole_text(tmp_path):
+    text = " the cat <unk> \n\n = Title = \r\n tail\rx\u2028y words  "
+    path = tmp_path / "w.txt"
+    path.write_bytes(text.encode("utf-8"))
+    expected = word_count(text)
+    assert all(word_count_of_blocks([text[:i], text[i:]]) == expected for i in range(len(text) + 1))
+    assert token_cache.count_words(TextFile(path)) == expected
+    assert token_cache.count_words(TextFile(path)) == expected  # now from its cache file
+
+
+def test_built_in_text_datasets_give_the_ids_of_encoding_their_text(monkeypatch):
+    """The ids before this change were ``gpt2.encode(split text)`` (tests/plugins/test_tokenizers.py
+    checked the old chunked path against it); the streamed path must give the same."""
+    monkeypatch.setenv("BENCH_OFFLINE", "1")
+    data = os.environ.get("BENCH_DATA_DIR")
+    if not data or not (Path(data) / "tinyshakespeare" / "input.txt").is_file() \
+            or not (Path(data) / "wikitext-2" / "valid.txt").is_file():
+        pytest.skip("BENCH_DATA_DIR with tinyshakespeare and wikitext-2 not set")
+    from bench_plugins import datasets, tokenizers
+
+    gpt2 = tokenizers.gpt2()
+    shakespeare = datasets.tinyshakespeare()
+    content = (Path(data) / "tinyshakespeare" / "input.txt").read_bytes().decode("utf-8")
+    old_splits = datasets.split_at_newlines(content, datasets.TINYSHAKESPEARE_CUTS)
+    for split, old in zip(("train", "valid", "test"), old_splits):
+        assert load_tokens(shakespeare.splits[split], gpt2).tolist() == gpt2.encode(old)
+    valid = datasets.wikitext2().splits["valid"]
+    old = (Path(data) / "wikitext-2" / "valid.txt").read_bytes().decode("utf-8")
+    assert load_tokens(valid, gpt2).tolist() == gpt2.encode(old)
+    assert token_cache.count_words(valid) == word_count(old)
+    short = datasets.wikitext2(max_chars=5000).splits["valid"]
+    assert load_tokens(short, gpt2).tolist() == gpt2.encode(old[:5000])

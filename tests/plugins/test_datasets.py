@@ -165,8 +165,9 @@ def test_text_reads_three_files_and_truncates(tmp_path):
         paths[f"{split}_path"] = str(tmp_path / f"{split}.txt")
         Path(paths[f"{split}_path"]).write_text(f"{split} text ünï\n" * 10, encoding="utf-8")
     corpus = text(**paths)
-    assert corpus.is_text and corpus.splits["valid"] == "valid text ünï\n" * 10
-    assert all(len(s) == 5 for s in text(**paths, max_chars=5).splits.values())
+    assert corpus.is_text and corpus.splits["valid"].read() == "valid text ünï\n" * 10
+    assert all(len(s.read()) == 5 for s in text(**paths, max_chars=5).splits.values())
+    assert text(**paths, max_chars=13).splits["train"].read() == "train text ün"  # characters, not bytes
 
 
 def test_text_missing_path_names_the_key(tmp_path):
@@ -194,11 +195,12 @@ def test_wikitext2_from_data_dir(offline):
     _real_data("wikitext-2/train.txt", "wikitext-2/valid.txt", "wikitext-2/test.txt")
     corpus = wikitext2()
     assert corpus.is_text
-    assert corpus.splits["train"].startswith(" \n = Valkyria Chronicles III = \n")
-    assert len(corpus.splits["train"].encode("utf-8")) == 10_797_148
-    assert len(corpus.splits["train"].splitlines()) == 36_718
+    train = corpus.splits["train"].read()
+    assert train.startswith(" \n = Valkyria Chronicles III = \n")
+    assert len(train.encode("utf-8")) == 10_797_148
+    assert len(train.splitlines()) == 36_718
     short = wikitext2(max_chars=1000)
-    assert all(len(short.splits[s]) == 1000 for s in SPLITS)
+    assert all(len(short.splits[s].read()) == 1000 for s in SPLITS)
 
 
 def test_split_at_newlines_tiles_and_snaps():
@@ -211,7 +213,7 @@ def test_tinyshakespeare_splits_cover_the_file_without_overlap(offline):
     _real_data("tinyshakespeare/input.txt")
     content = (Path(os.environ["BENCH_DATA_DIR"]) / "tinyshakespeare" / "input.txt").read_text(encoding="utf-8")
     corpus = tinyshakespeare()
-    train, valid, test = (corpus.splits[s] for s in SPLITS)
+    train, valid, test = (corpus.splits[s].read() for s in SPLITS)
     assert train + valid + test == content
     assert train.endswith("\n") and valid.endswith("\n")
     n = len(content)
