@@ -206,7 +206,7 @@ class SweepRun:
                contexts: dict[str, tuple[GroupContext, Budget]]) -> dict[str, list[Outcome]] | None:
         """Every group's batch: impossible trials and prunes are settled here, the cells left to train go
         to the executor together. The outcomes per group, in request order; None if a stop ended it."""
-        groups = {g.label: g for g in self.groups}
+        groups = {label: g for g in self.groups for label, _ in self.studies(g)}
         resolved = {label: [self._resolve(groups[label], contexts[label][0], r) for r in requests]
                     for label, requests in batches.items()}
         train: dict[str, Cell] = {}  # one entry per cell: two proposals of the same values share it

@@ -206,3 +206,41 @@ def test_lr_range_tries_the_fractions_a_batch_at_a_time(context):
 
     lrs = [r.params["lr"] for r in drive(context("s", raw), evaluate, batches=sizes)]
     assert sizes == [1] * 6 + [2] and lrs[6:] == pytest.approx([0.24, 0.032])
+
+
+def test_asha_promotes_the_top_third_without_waiting_for_a_full_rung(context):
+    """R = 9, eta = 3: rungs at 1, 3, 9 units (10, 30, 90 steps). One job at a time; the metric of
+    trial n is METRIC[n] at every rung. Hand-run of ASHA's get_job:
+    start 0, 1, 2; rung 0 has 3 results -> promote its best (1); start 3; rung 0's top 1 of 4 is 3 -> promote 3;
+    start 4, 5 (the 6 trials are used); rung 0's top 2 of 6 are 3, 4 -> promote 4; rung 1's top 1 of 3 is 3 ->
+    train 3 to the end; nothing left to promote: prune 0, 1, 2, 4, 5."""
+    metric = [5.0, 3.0, 4.0, 1.0, 2.0, 6.0]
+    raw = {"strategy": "asha", "max_resource": 9, "eta": 3, "resource_steps": 10, "trials": 6, "space": SPACE,
+           "seed": 0}
+    requests = drive(context("asha", raw), evaluate=lambda r: Outcome(
+        f"c{r.number}", "pruned" if isinstance(r, Prune) else ("paused" if r.halt_at_step else "ok"),
+        metric[r.number], getattr(r, "halt_at_step", 0) or 90))
+    runs = [(r.number, r.halt_at_step) for r in requests if isinstance(r, Run)]
+    assert runs == [(0, 10), (1, 10), (2, 10), (1, 30), (3, 10), (3, 30), (4, 10), (5, 10), (4, 30), (3, 0)]
+    assert [r.number for r in requests if isinstance(r, Prune)] == [0, 1, 2, 4, 5]
+    study = context("asha", raw).trials.study
+    states = {t.number: t.state for t in study.get_trials()}
+    assert states[3] == optuna.trial.TrialState.COMPLETE
+    assert all(states[n] == optuna.trial.TrialState.PRUNED for n in (0, 1, 2, 4, 5))
+
+
+def test_asha_fills_a_batch_with_promotions_and_new_configurations(context):
+    metric = [5.0, 3.0, 4.0, 1.0, 2.0, 6.0, 7.0, 8.0, 9.0]
+    raw = {"strategy": "asha", "max_resource": 9, "eta": 3, "resource_steps": 10, "trials": 9, "space": SPACE,
+           "seed": 0, "batch": 3}
+    sizes = []
+    requests = drive(context("asha-batch", raw), batches=sizes, evaluate=lambda r: Outcome(
+        f"c{r.number}", "pruned" if isinstance(r, Prune) else ("paused" if r.halt_at_step else "ok"),
+        metric[r.number], getattr(r, "halt_at_step", 0) or 90))
+    runs = [(r.number, r.halt_at_step) for r in requests if isinstance(r, Run)]
+    # batch 1: three new; batch 2: promote 1 (top 1 of 3) and start 3, 4; batch 3: promote 3 (top 1 of 5 at
+    # rung 0; rung 1's single result has no top third), start 5 and 6.
+    assert runs[:3] == [(0, 10), (1, 10), (2, 10)]
+    assert runs[3:6] == [(1, 30), (3, 10), (4, 10)]
+    assert runs[6:9] == [(3, 30), (5, 10), (6, 10)]
+    assert sizes[0] == 3 and (3, 0) in runs
