@@ -153,17 +153,8 @@ def _dry_run_table(cells: list[Cell], registry: Registry, device: torch.device) 
 
 
 def _train_tokens(config: dict, registry: Registry, cache: dict) -> int:
-    """Tokens in the cell's train split, read only when the step count depends on it (no max_steps,
-    steps_per_epoch or token/FLOP budget); tokenized splits come from the token cache."""
-    if config["max_steps"] or config["steps_per_epoch"] or config["max_tokens"] or config["max_flops"]:
-        return 0
-    from bench.data.loading import load_cell_data
-
-    dataset = registry.get("dataset", config["dataset"])
-    key = (dataset.name, repr(sorted(dataset.params(config).items())), config["tokenizer"])
-    if key not in cache:
-        cache[key] = int(load_cell_data(config, registry, torch.device("cpu")).splits["train"].numel())
-    return cache[key]
+    from bench.budget import train_split_tokens
+    return train_split_tokens(config, registry, cache)
 
 
 def _vocab_size(config: dict, registry: Registry) -> int:

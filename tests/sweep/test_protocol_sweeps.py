@@ -111,3 +111,62 @@ lr = { loguniform = [1e-3, 1e-1] }
     assert first.trials[0].params != second.trials[0].params  # a seed of their own
     assert first.user_attrs["final_cells"] == second.user_attrs["final_cells"]
     assert len(first.user_attrs["final_cells"]) == 2
+
+
+def test_dry_run_lists_each_trial_with_planned_steps_and_time(write_matrix, tmp_path, capsys):
+    path = write_matrix(TINY.replace("max_steps = 8", "max_steps = 24") + """
+[sweep]
+strategy = "random"
+trials = 3
+seed = 5
+studies = 1
+[sweep.space]
+lr = { loguniform = [1e-4, 1.0] }
+""", name="planned")
+    outputs = tmp_path / "out"
+    assert main(["run", str(path), "--dry-run", "--outputs", str(outputs)]) == 0
+    out = capsys.readouterr().out
+    assert "all: 3 trial(s)" in out and "ms/step" in out
+    rows = [line.split() for line in out.splitlines() if line[:1].isdigit()]
+    assert [r[0] for r in rows] == ["0", "1", "2"]
+    assert all(r[2] == "24" and float(r[3]) > 0 for r in rows)
+    assert not (outputs / "planned").exists()  # nothing written
+
+
+def test_dry_run_of_asha_shows_its_rungs(write_matrix, tmp_path, capsys):
+    path = write_matrix(TINY.replace("max_steps = 8\n", "") + """
+[sweep]
+strategy = "asha"
+max_resource = 9
+eta = 3
+resource_steps = 2
+trials = 4
+[sweep.space]
+lr = { loguniform = [1e-4, 1.0] }
+""", name="asha_plan")
+    assert main(["run", str(path), "--dry-run", "--outputs", str(tmp_path / "out")]) == 0
+    out = capsys.readouterr().out
+    assert "rungs (configurations x units of 2 steps)" in out
+    assert "2 -> 6 -> 18 if promoted" in out
+
+
+def test_asha_trains_through_the_runner_and_resumes_promoted_cells(write_matrix, tmp_path):
+    path = write_matrix(TINY.replace("max_steps = 8\n", "") + """
+[sweep]
+strategy = "asha"
+max_resource = 9
+eta = 3
+resource_steps = 1
+trials = 9
+[sweep.space]
+lr = { loguniform = [1e-3, 1e-1] }
+""", name="asha_run")
+    outputs = tmp_path / "out"
+    assert main(["run", str(path), "--outputs", str(outputs)]) == 0
+    study, = studies(outputs, "asha_run").values()
+    states = [t.state for t in study.get_trials()]
+    # 9 at rung 0 -> its top 3 to rung 1 -> their top 1 to the end; the other 8 are pruned.
+    assert len(states) == 9 and TrialState.RUNNING not in states
+    assert states.count(TrialState.PRUNED) == 8
+    best = [t for t in study.get_trials() if t.state == TrialState.COMPLETE]
+    assert best and all(9 in t.intermediate_values for t in best)
