@@ -11,7 +11,6 @@ import itertools
 import math
 from typing import Any
 
-import numpy as np
 import pandas as pd
 
 from bench.analysis import protocols, speedup, stats
@@ -178,9 +177,56 @@ def decay_warnings(summaries: list[dict[str, Any]], ids) -> list[str]:
             f"schedule ({shown}{more}); rankings flip while the learning rate decays, compare at the end."]
 
 
-def profile_from_studies(trials: pd.DataFrame) -> pd.DataFrame:
-    return protocols.studies_times(trials)
+def plain_labels(summaries: list[dict[str, Any]], axes: list[str]) -> dict[str, tuple[str, str]]:
+    """A plain matrix's configurations: the values of its varying axes (seed aside)."""
+    labels = {}
+    for s in summaries:
+        config = s.get("config") or {}
+        labels[s["id"]] = (", ".join(f"{k}={config.get(k)}" for k in axes) or "all cells", "")
+    return labels
 
 
-def finite_or_nan(value: float) -> float:
-    return value if np.isfinite(value) else math.nan
+def evaluation_curve(frame: pd.DataFrame, reference: str, read_metrics) -> pd.DataFrame:
+    """The reference's val loss at every evaluation against tokens seen, mean over its cells per step."""
+    rows = []
+    for cell_id, tokens in zip(frame.loc[frame["algorithm"].astype(str) == reference, "id"],
+                               frame.loc[frame["algorithm"].astype(str) == reference, "tokens"]):
+        metrics = [r for r in read_metrics(cell_id) if r.get("val_loss") is not None and r.get("step")]
+        if not metrics:
+            continue
+        last = max(r["step"] for r in metrics)
+        per_step = tokens / last if last else math.nan
+        rows += [{"step": r["step"], "tokens": r["step"] * per_step, "loss": float(r["val_loss"])} for r in metrics]
+    curve = pd.DataFrame(rows, columns=["step", "tokens", "loss"])
+    return curve.groupby("step", as_index=False).mean() if len(curve) else curve
+
+
+def protocol_sections(summaries: list[dict[str, Any]], read_metrics, *, labels: dict[str, tuple[str, str]],
+                      fair: bool, warnings: list[str], which: list[str] | None, target: float | None,
+                      alpha: float, target_alpha: float, sigma: float, margin: float, reference: str | None,
+                      algorithm: str) -> list[Section]:
+    """The fair comparison (sweeps with final seeds), target tests (a target is set) and speedups
+    (the reference is among the configurations), each where it applies or was asked for."""
+    frame = configurations(summaries, labels, algorithm)
+    if frame.empty:
+        return []
+
+    def wants(key: str) -> bool:
+        return which is None or key in which
+
+    sections: list[Section] = []
+    if fair and wants("fair"):
+        sections += fair_sections(frame, alpha, warnings + decay_warnings(summaries, frame["id"]))
+    if target is not None and wants("target_test"):
+        sections.append(target_section(frame, target, alpha=target_alpha, sigma=sigma, margin=margin))
+    present = set(frame["algorithm"].astype(str))
+    chosen = reference if reference is not None else ("adamw" if "adamw" in present else None)
+    if chosen is not None and wants("speedup") and frame["algorithm"].astype(str).nunique() > 1:
+        section = speedup_section(frame, chosen, evaluation_curve(frame, chosen, read_metrics))
+        if section is not None:
+            sections.append(section)
+        elif reference is not None:
+            sections.append(Section("speedup", f"speedup vs {reference} (D_eff / D)", pd.DataFrame(), [
+                f"No finished cell has {algorithm} = {reference}; pick --reference among: "
+                f"{', '.join(sorted(present))}."]))
+    return sections

@@ -6,7 +6,6 @@ import sys
 from typing import Any
 
 import torch
-
 from tabulate import tabulate
 
 from bench.data.loading import check_data_available
