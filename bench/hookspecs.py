@@ -61,6 +61,20 @@ the named arguments are passed by bench, and a declared ``lr`` arrives once, as 
 * executor:  ``factory(**options) -> executor`` with ``execute(cells, spec, session)`` (runs cells; see
   :mod:`bench.executors`)
 
+Optimizer modes (optional part of the optimizer contract): an optimizer whose parameters hold
+different values while training and while being evaluated (Schedule-Free: training at ``y``,
+evaluating at the average ``x``) defines both methods ``train() -> None`` and ``eval() -> None``
+(one without the other declares nothing). bench then calls ``train()`` before the first step of every
+run and resumed run (so the optimizer may start, and a checkpoint may load, in eval mode), and
+``eval()`` before, ``train()`` after, every validation pass (with the best weights copied in eval
+mode, so the test split is scored on them) and every checkpoint save (so a checkpoint holds the
+evaluation weights and the optimizer's eval-mode state). Each call must be idempotent, ``step()`` is
+only called in train mode, and ``state_dict`` must record the mode (Schedule-Free keeps it in its
+param groups). An eval/train round trip should give the training weights back bitwise (the kit
+accepts a float-rounding difference); one that does not makes a run depend, in the last bits, on when
+it was evaluated and checkpointed, and a halted-and-continued run leave the uninterrupted path.
+``bench.optimizer_modes`` has the helpers; ``bench.testing`` checks the switch.
+
 Factory errors: a factory raising ``ValueError`` says the matrix asks for something impossible; bench
 refuses the matrix (exit 2) with the message, before anything trains. Every factory is tried at
 resolve time (the model's shapes only, on the meta device); any other exception, or an object of the wrong type,

@@ -3,7 +3,9 @@
 The problem is a tiny language model (token table, a hidden matrix with bias, a LayerNorm, an
 untied head) with its parameters tagged by role as bench's trainer tags them, trained on a new
 random batch every step, so gradients vary from step to step. Everything runs on CPU, where the
-comparisons are bitwise.
+comparisons are bitwise. An optimizer that declares the train/eval switch (see "Optimizer modes"
+in :mod:`bench.hookspecs`) is driven as bench's trainer drives it: train mode before stepping, eval
+mode around the checkpoint of the round trip, and :func:`check_train_eval_modes` checks the switch.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from torch.nn import functional as F
 
 from bench.components import Component
 from bench.lm import LanguageModel
+from bench.optimizer_modes import evaluating, has_modes, training
 from bench.param_roles import role_of, tag_parameter_roles
 from bench.testing.kit import KindChecks, require
 
@@ -75,6 +78,7 @@ def loss_at(model: nn.Module, step: int) -> torch.Tensor:
 
 
 def train(model: nn.Module, opt: torch.optim.Optimizer, steps: range) -> None:
+    training(opt)  # as the trainer does before stepping (a no-op without the switch)
     for step in steps:
         opt.zero_grad(set_to_none=True)
         loss_at(model, step).backward()
@@ -95,12 +99,14 @@ def check_returns_optimizer(case: OptimizerCase) -> None:
 
 
 def check_step_changes_parameters(case: OptimizerCase) -> None:
+    """Two steps move every parameter: some methods spend their first step only measuring the
+    gradient (ADOPT initialises its second moment, SOAP its preconditioner), as their papers do."""
     model, opt = case.build()
     before = copy.deepcopy(model)
-    train(model, opt, range(1))
+    train(model, opt, range(2))
     moved = set(_differences(model, before))
     stuck = [f"{name} ({role_of(p)})" for name, p in model.named_parameters() if name not in moved]
-    require(not stuck, f"one step at lr={case.lr} left {stuck} unchanged although they had gradients")
+    require(not stuck, f"two steps at lr={case.lr} left {stuck} unchanged although they had gradients")
 
 
 def check_deterministic(case: OptimizerCase) -> None:
@@ -123,10 +129,14 @@ def _reload(state: dict[str, Any]) -> dict[str, Any]:
 def check_state_round_trip(case: OptimizerCase) -> None:
     k = ROUND_TRIP_STEPS
     whole, whole_opt = case.build()
-    train(whole, whole_opt, range(2 * k))
+    train(whole, whole_opt, range(k))
+    with evaluating(whole_opt):  # where the trainer switches for its checkpoint (nothing without the switch)
+        pass
+    train(whole, whole_opt, range(k, 2 * k))
     first, first_opt = case.build()
     train(first, first_opt, range(k))
-    saved_model, saved_opt = _reload(first.state_dict()), _reload(first_opt.state_dict())
+    with evaluating(first_opt):  # bench checkpoints in eval mode
+        saved_model, saved_opt = _reload(first.state_dict()), _reload(first_opt.state_dict())
     resumed, resumed_opt = case.build(seed=1)  # fresh objects: nothing carries over but the saved state
     resumed.load_state_dict(saved_model)
     resumed_opt.load_state_dict(saved_opt)
@@ -134,6 +144,36 @@ def check_state_round_trip(case: OptimizerCase) -> None:
     differ = _differences(resumed, whole)
     require(not differ, f"{k} steps + state_dict save/load + {k} steps differ from {2 * k} uninterrupted steps in "
             f"{differ}: load_state_dict must restore every buffer (momentum, step counts, ...) so resuming is exact")
+
+
+def _snapshot(model: nn.Module) -> dict[str, torch.Tensor]:
+    return {name: p.detach().clone() for name, p in model.named_parameters()}
+
+
+def check_train_eval_modes(case: OptimizerCase) -> None:
+    """The optional switch: both methods or neither; eval() and train() idempotent; train() after
+    eval() gives the training weights back; steps after an evaluation go on from them."""
+    model, opt = case.build()
+    declared = [name for name in ("train", "eval") if callable(getattr(opt, name, None))]
+    require(len(declared) in (0, 2), f"the optimizer defines {declared}() but not both train() and eval(); "
+            "define both to declare the train/eval switch, or neither")
+    if not has_modes(opt):
+        return
+    train(model, opt, range(ROUND_TRIP_STEPS))
+    training_weights = _snapshot(model)
+    opt.train()
+    require(all(torch.equal(p, training_weights[n]) for n, p in model.named_parameters()),
+            "train() in train mode changed the parameters; each switch must be idempotent")
+    opt.eval()
+    evaluation_weights = _snapshot(model)
+    opt.eval()
+    require(all(torch.equal(p, evaluation_weights[n]) for n, p in model.named_parameters()),
+            "eval() in eval mode changed the parameters; each switch must be idempotent")
+    opt.train()
+    back = [n for n, p in model.named_parameters() if not torch.allclose(p, training_weights[n], rtol=1e-5, atol=1e-6)]
+    require(not back, f"train() after eval() did not give back the training weights of {back}")
+    train(model, opt, range(ROUND_TRIP_STEPS, 2 * ROUND_TRIP_STEPS))  # stepping after an evaluation still works
+    require(all(torch.isfinite(p).all() for p in model.parameters()), "steps after an eval/train switch gave NaN")
 
 
 def check_uses_group_lr(case: OptimizerCase) -> None:
@@ -159,6 +199,7 @@ def check_skips_parameters_without_grad(case: OptimizerCase) -> None:
     opt.zero_grad(set_to_none=True)
     loss_at(model, 0).backward()
     model.hidden.weight.grad = None  # as for a parameter the forward pass did not use
+    training(opt)
     opt.step()
     require(torch.equal(model.hidden.weight, before),
             "a parameter whose .grad is None changed in step(); leave such parameters untouched")
@@ -174,5 +215,5 @@ def check_rejects_negative_lr(case: OptimizerCase) -> None:
 
 KIND = KindChecks("optimizer", (
     check_returns_optimizer, check_step_changes_parameters, check_deterministic, check_state_round_trip,
-    check_uses_group_lr, check_skips_parameters_without_grad, check_rejects_negative_lr,
+    check_uses_group_lr, check_skips_parameters_without_grad, check_rejects_negative_lr, check_train_eval_modes,
 ), make_case)

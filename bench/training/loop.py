@@ -26,6 +26,7 @@ from bench.accel import autocast_context
 from bench.cells import Cell
 from bench.evaluation.perplexity import perplexity
 from bench.loss import lm_loss
+from bench.optimizer_modes import evaluating, training
 from bench.registry import Registry
 from bench.store import CellRecord
 from bench.training.outcomes import Halted, Interrupted, check_divergence
@@ -62,6 +63,7 @@ def train_steps(run: Run, stop: Any) -> str | None:
     step_timer = timing.StepWindowTimer(run.device, times=loop.step_times)  # syncs only around steps 10-19
     memory.reset_peak(run.device)
     run.model.train()
+    training(run.optimizer)  # a Schedule-Free optimizer starts (and a checkpoint resumes) in eval mode
     sampler = memory.start_sampling(run.device, config["memory_interval_ms"])
     stopped_by = None
     if run.config["compile"] and loop.step < plan.total_steps:
@@ -178,7 +180,8 @@ def validate(run: Run, epoch: int, step: int) -> dict[str, float]:
 
 
 def validate_midway(run: Run, done: int) -> None:
-    result = validate(run, epoch=math.ceil(done / run.plan.steps_per_epoch), step=done)
+    with evaluating(run.optimizer):
+        result = validate(run, epoch=math.ceil(done / run.plan.steps_per_epoch), step=done)
     run.loop.rows.append({"kind": "step", "step": done, **_validation_fields(result),
                           "train_time_s": run.loop.clocks["train"].total})
 
@@ -188,17 +191,19 @@ def end_epoch(run: Run, done: int) -> bool:
     loop = run.loop
     epoch = math.ceil(done / run.plan.steps_per_epoch)
     train_loss = loop.epoch_loss.item() / max(loop.epoch_steps, 1)
-    result = validate(run, epoch=epoch, step=done)
+    with evaluating(run.optimizer):  # the weights evaluated are the ones kept as the best
+        result = validate(run, epoch=epoch, step=done)
+        new_best = result["loss"] < loop.best_val_loss  # also false for a NaN loss
+        if new_best:
+            run.best_weights = {k: v.detach().to("cpu", copy=True) for k, v in run.model.state_dict().items()}
     loop.rows.append({"kind": "epoch", "epoch": epoch, "step": done, "train_loss": train_loss,
                       "train_ppl": perplexity(train_loss), **_validation_fields(result),
                       "train_time_s": loop.clocks["train"].total, "eval_time_s": loop.clocks["eval"].total})
     loop.epoch_loss.zero_()
     loop.epoch_steps = 0
-    if not result["loss"] < loop.best_val_loss:  # also false for a NaN loss
-        return False
-    loop.best_val_loss, loop.best_epoch, loop.best_train_loss = result["loss"], epoch, train_loss
-    run.best_weights = {k: v.detach().to("cpu", copy=True) for k, v in run.model.state_dict().items()}
-    return True
+    if new_best:
+        loop.best_val_loss, loop.best_epoch, loop.best_train_loss = result["loss"], epoch, train_loss
+    return new_best
 
 
 def _validation_fields(result: dict[str, float]) -> dict[str, float]:
@@ -229,6 +234,7 @@ def persist(run: Run, is_best: bool) -> None:
     save_clock.start()
     run.record.write_metrics(run.loop.rows)
     if run.checkpoints is not None:
-        run.checkpoints.save(run.checkpoint_state(), step=run.loop.step, best=is_best)
+        with evaluating(run.optimizer):  # save() copies the state before it returns
+            run.checkpoints.save(run.checkpoint_state(), step=run.loop.step, best=is_best)
     save_clock.stop()
     train_clock.start()

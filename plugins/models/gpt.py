@@ -1,7 +1,7 @@
-"""The decoder skeleton GPT-1 and GPT-2 share; each model file supplies its block and flags.
+"""The decoder skeleton GPT-1, GPT-2 and Llama share; each model file supplies its block and flags.
 
-    idx -> token + learned position embeddings -> dropout -> n_layer blocks
-        -> final LayerNorm (GPT-2 only) = hidden(idx)  -> head: a linear map to the vocabulary
+    idx -> token (+ learned position, GPT) embeddings -> dropout -> n_layer blocks
+        -> final norm (GPT-2: LayerNorm, Llama: RMSNorm) = hidden(idx)  -> head: a linear map to the vocabulary
 
 ``hidden`` and ``head`` are the optional split of bench's model contract (see
 :class:`bench.lm.LanguageModel`): the harness runs the vocabulary-sized head only at the
@@ -24,19 +24,27 @@ from ._blocks import check_heads, check_hparams, init_gpt_weights, transformer_f
 
 # (n_embd, n_head, dropout, bias) -> a block mapping (B, T, C) to (B, T, C).
 BlockFactory = Callable[[int, int, float, bool], nn.Module]
+# (n_embd, bias) -> the final norm.
+NormFactory = Callable[[int, bool], nn.Module]
+
+
+def layer_norm(n_embd: int, bias: bool) -> nn.Module:
+    return nn.LayerNorm(n_embd, bias=bias)
 
 
 class GPT(LanguageModel):
-    """A causal transformer decoder; ``block`` decides where the LayerNorms sit.
+    """A causal transformer decoder; ``block`` decides where the norms sit and what the sublayers are.
 
-    ``final_norm`` adds the LayerNorm before the head (GPT-2; a post-LN block already ends
-    with one). ``scaled_residual_init`` starts the residual projections at
+    ``final_norm`` adds ``norm`` (a LayerNorm unless given) before the head (GPT-2, Llama; a post-LN
+    block already ends with one). ``scaled_residual_init`` starts the residual projections at
     ``0.02 / sqrt(2 * n_layer)`` (GPT-2), see :func:`._blocks.init_gpt_weights`.
+    ``learned_positions=False`` drops the position table: the blocks place tokens themselves (RoPE).
     """
 
     def __init__(self, vocab_size: int, *, block: BlockFactory, final_norm: bool, scaled_residual_init: bool,
                  n_layer: int, n_embd: int, n_head: int, n_positions: int, dropout: float,
-                 tie_weights: bool, bias: bool = True):
+                 tie_weights: bool, bias: bool = True, norm: NormFactory = layer_norm,
+                 learned_positions: bool = True):
         super().__init__()
         check_hparams(vocab_size, n_layer=n_layer, dropout=dropout,
                       n_embd=n_embd, n_head=n_head, n_positions=n_positions)
@@ -46,11 +54,13 @@ class GPT(LanguageModel):
         self.n_layer, self.n_embd = n_layer, n_embd
 
         self.wte = nn.Embedding(vocab_size, n_embd)
-        self.wpe = nn.Embedding(n_positions, n_embd)
+        self.wpe = nn.Embedding(n_positions, n_embd) if learned_positions else None
         self.drop = nn.Dropout(dropout)
         self.blocks = nn.ModuleList(block(n_embd, n_head, dropout, bias) for _ in range(n_layer))
         # Identity holds no parameters, so GPT-1's state_dict has no ln_f entries.
-        self.ln_f = nn.LayerNorm(n_embd, bias=bias) if final_norm else nn.Identity()
+        self.ln_f = norm(n_embd, bias) if final_norm else nn.Identity()
+        # Weights of one layer's matmuls, for the FLOP count (12 d^2 for GPT's blocks).
+        self.layer_matmul = sum(p.numel() for p in self.blocks[0].parameters() if p.ndim >= 2)
         self.lm_head = nn.Linear(n_embd, vocab_size, bias=False)
         if tie_weights:
             # The input and output embeddings share one matrix (GPT-1 and GPT-2 both do): it
@@ -75,11 +85,14 @@ class GPT(LanguageModel):
         return self.ln_f(x)
 
     def _embed(self, idx: torch.Tensor, start: int) -> torch.Tensor:
-        """Token plus position embeddings of ``idx`` placed at positions ``start, start + 1, ...``."""
+        """Token plus position embeddings of ``idx`` placed at positions ``start, start + 1, ...``
+        (token embeddings alone without a position table)."""
         end = start + idx.size(1)
         if end > self.context_length:
             raise ValueError(f"sequence length {end} exceeds n_positions={self.context_length}; "
                              f"use shorter sequences or raise n_positions")
+        if self.wpe is None:
+            return self.drop(self.wte(idx))
         pos = torch.arange(start, end, device=idx.device)
         return self.drop(self.wte(idx) + self.wpe(pos))
 
@@ -88,5 +101,6 @@ class GPT(LanguageModel):
 
     def flops_per_token(self, seq_len: int) -> int:
         return transformer_flops_per_token(
-            n_layer=self.n_layer, n_embd=self.n_embd, vocab_size=self.vocab_size, seq_len=seq_len
+            n_layer=self.n_layer, n_embd=self.n_embd, vocab_size=self.vocab_size, seq_len=seq_len,
+            layer_matmul=self.layer_matmul,
         )

@@ -36,12 +36,12 @@ def build(name: str, vocab_size: int = 37, **hparams) -> LanguageModel:
     return MODELS[name].factory(vocab_size, **{**MODELS[name].defaults, **hparams})
 
 
-def test_plugin_registers_three_models_through_pluggy():
+def test_plugin_registers_four_models_through_pluggy():
     pm = pluggy.PluginManager(hookspecs.PROJECT)
     pm.add_hookspecs(hookspecs)
     pm.register(models_plugin)
     (components,) = pm.hook.bench_models()
-    assert [c.name for c in components] == ["lstm", "gpt1", "gpt2-tiny"]
+    assert [c.name for c in components] == ["lstm", "gpt1", "gpt2-tiny", "llama"]
     assert all(c.description for c in components)
 
 

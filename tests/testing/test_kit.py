@@ -84,7 +84,7 @@ def test_an_optimizer_ignoring_the_group_lr_fails():
 
 def test_an_optimizer_that_does_nothing_fails():
     frozen = Component("frozen", lambda params, *, lr, device_type: torch.optim.SGD(params, lr=0.0), {})
-    with pytest.raises(ContractViolation, match="fails check_step_changes_parameters: one step at lr=0.001 left"):
+    with pytest.raises(ContractViolation, match="fails check_step_changes_parameters: two steps at lr=0.001 left"):
         check_optimizer(frozen)
 
 
