@@ -77,6 +77,7 @@ def _size(obj: Any) -> int:
 def estimate_cell(cell: Cell, registry: Registry, device: torch.device, *, steps: int, cost_per_hour: float,
                   say: Callable[[str], None]) -> CellEstimate:
     # Imported here: the training package is heavy and only this command needs it.
+    from bench.optimizer_modes import training
     from bench.timing import synchronize
     from bench.training.loop import set_lr, train_step
     from bench.training.run import build_run
@@ -90,6 +91,7 @@ def estimate_cell(cell: Cell, registry: Registry, device: torch.device, *, steps
         timer = timing.StepWindowTimer(device)
         memory.reset_peak(device)
         run.model.train()
+        training(run.optimizer)  # a Schedule-Free optimizer steps only in train mode, as in the loop
         sampler = memory.start_sampling(device, config["memory_interval_ms"])
         try:
             for step in range(steps):
