@@ -3,7 +3,6 @@ from __future__ import annotations
 import math
 
 import pytest
-
 from matplotlib.figure import Figure
 
 from bench.report import plots
