@@ -244,3 +244,54 @@ def test_asha_fills_a_batch_with_promotions_and_new_configurations(context):
     assert runs[3:6] == [(1, 30), (3, 10), (4, 10)]
     assert runs[6:9] == [(3, 30), (5, 10), (6, 10)]
     assert sizes[0] == 3 and (3, 0) in runs
+
+
+def _pruned_context(make, name, storage=None):
+    raw = {"strategy": "random", "trials": 6, "seed": 2, "space": SPACE, "pruner": "median",
+           "pruner_startup_trials": 1, "batch": 2}
+    ctx = make(name, raw, storage)
+    ctx.total_steps, ctx.eval_every = 40, 10
+    return ctx
+
+
+def _curve(params, step):
+    return loss(params) + 1.0 / step
+
+
+def _reporting(ctx):
+    """Stands for the driver: every evaluation up to the halt is reported, then the outcome told."""
+    def evaluate(request):
+        if isinstance(request, Prune):
+            return Outcome(f"c{request.number}", "pruned", request.outcome.metric, request.outcome.step)
+        end = request.halt_at_step or 40
+        ctx.trials.report(request.number, [(s, _curve(request.params, s)) for s in range(10, end + 1, 10)])
+        status = "paused" if request.halt_at_step else "ok"
+        return Outcome(f"c{request.number}", status, _curve(request.params, end), end)
+    return evaluate
+
+
+def test_pruned_search_stops_losers_and_replays_exactly_after_a_kill(context, tmp_path):
+    reference_ctx = _pruned_context(context, "ref")
+    reference = drive(reference_ctx, evaluate=_reporting(reference_ctx))
+    kinds = [(type(r).__name__, r.number, getattr(r, "halt_at_step", None)) for r in reference]
+    assert any(kind == "Prune" for kind, _, _ in kinds)  # the median rule stopped someone
+    assert [r.halt_at_step for r in reference if isinstance(r, Run)][:2] == [10, 10]
+    pruned = [t for t in reference_ctx.trials.study.get_trials() if t.state == optuna.trial.TrialState.PRUNED]
+    assert pruned and all(max(t.intermediate_values) < 40 for t in pruned)
+
+    killed_ctx = _pruned_context(context, "run", open_storage(tmp_path))
+    evaluate = _reporting(killed_ctx)
+
+    def dies_late(request):
+        outcome = evaluate(request)
+        if isinstance(request, Run) and request.number == 3 and request.halt_at_step == 20:
+            # The cell trained past the decision before the kill: step 30 is in the storage already.
+            killed_ctx.trials.report(3, [(30, _curve(request.params, 30))])
+            raise Stop
+        return outcome
+
+    with pytest.raises(Stop):
+        drive(killed_ctx, evaluate=dies_late)
+    resumed_ctx = _pruned_context(context, "run", open_storage(tmp_path))
+    resumed = drive(resumed_ctx, evaluate=_reporting(resumed_ctx))
+    assert [(type(r).__name__, r.number, getattr(r, "halt_at_step", None)) for r in resumed] == kinds
