@@ -331,8 +331,15 @@ def _protocol_sections(store: ResultStore, summaries: list[dict], *, which, targ
     goal = override if override is not None else next(
         (t for t in (analysis_report.cell_target(s, None) for s in done) if t is not None), None)
     read = lambda cell_id: store.cell(cell_id).read_metrics()  # noqa: E731
+    warnings = sweep_report.edge_warnings(groups)
+    trial_ids = {r.attrs.get("cell_id") for g in groups for r in g.trials}
+    reused = sorted({str((s.get("config") or {}).get("seed")) for s in done if s["id"] in labels and s["id"] in trial_ids})
+    if fair and reused:
+        warnings.append(f"Seed(s) {', '.join(reused)} of final_seeds are the search's own seed: those reruns are the "
+                        f"trial cells that won, not fresh runs, so the winner's mean is biased low (selected on "
+                        f"that seed); use final_seeds the search did not use.")
     sections = protocols_report.protocol_sections(
-        summaries, read, labels=labels, fair=fair, warnings=sweep_report.edge_warnings(groups), which=which,
+        summaries, read, labels=labels, fair=fair, warnings=warnings, which=which,
         target=goal, alpha=alpha, target_alpha=target_alpha, sigma=sigma, margin=z_margin, reference=reference,
         algorithm=algorithm)
     trials = sweep_report.studies_trials(groups, algorithm)

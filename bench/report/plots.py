@@ -168,9 +168,7 @@ def configuration_bands(cells: list[CellCurves]) -> list[Band]:
     for cell in cells:
         groups.setdefault(key(cell), []).append(cell)
     configs = [(c[0].summary.get("config") or {}) for c in groups.values()]
-    varying = [k for k in dict.fromkeys(k for config in configs for k in config)
-               if k not in NOT_CONFIGURATION and k not in ("model", "optimizer", "n_layer")
-               and len({repr(config.get(k)) for config in configs}) > 1]
+    varying = _label_keys(configs)
     bands = []
     for members in groups.values():
         config = members[0].summary.get("config") or {}
@@ -188,6 +186,24 @@ def configuration_bands(cells: list[CellCurves]) -> list[Band]:
     return bands
 
 
+def _label_keys(configs: list[dict[str, Any]]) -> list[str]:
+    """Keys that tell configurations of the same model, optimizer and depth apart (lr, a swept width);
+    keys that only follow from the optimizer or model (betas, momentum) are already in the label."""
+    def family(config: dict[str, Any]) -> tuple:
+        return config.get("model"), config.get("optimizer"), config.get("n_layer")
+
+    keys = []
+    for key in dict.fromkeys(k for config in configs for k in config):
+        if key in NOT_CONFIGURATION or key in ("model", "optimizer", "n_layer"):
+            continue
+        seen: dict[tuple, set[str]] = {}
+        for config in configs:
+            seen.setdefault(family(config), set()).add(repr(config.get(key)))
+        if any(len(values) > 1 for values in seen.values()):
+            keys.append(key)
+    return keys
+
+
 def _short(value: Any) -> str:
     return f"{value:.3g}" if isinstance(value, float) else str(value)
 
@@ -195,9 +211,9 @@ def _short(value: Any) -> str:
 def matrix_figure(name: str, cells: list[CellCurves]) -> Figure:
     """Every configuration's validation perplexity: the mean over its seeds and, with 2+ seeds, the
     95 % t band (computed on the loss, drawn as exp of it), against epoch and against time."""
-    fig = Figure(figsize=(13, 6), dpi=DPI, layout="constrained")
-    by_epoch, by_time = fig.subplots(1, 2)
     bands = configuration_bands(cells)
+    fig = Figure(figsize=(13, 6 + 0.18 * len(bands) / 3), dpi=DPI, layout="constrained")
+    by_epoch, by_time = fig.subplots(1, 2)
     colors = _palette(len(bands))
     styles: dict[str | None, str] = {}
     everything: list[float] = []
@@ -223,7 +239,9 @@ def matrix_figure(name: str, cells: list[CellCurves]) -> Figure:
         axis.set_ylabel("validation perplexity")
         axis.grid(True, alpha=0.3, which="both")
     by_epoch.xaxis.set_major_locator(MaxNLocator(integer=True))
-    by_epoch.legend(fontsize=7, ncol=2 if len(bands) > 8 else 1)
+    # Below both panels: a long list of configurations must not cover the curves.
+    fig.legend(*by_epoch.get_legend_handles_labels(), loc="outside lower center", fontsize=7,
+               ncol=min(3, max(1, len(bands) // 4 + 1)))
     banded = any(b.n > 1 for b in bands)
     fig.suptitle(f"{name}: validation perplexity per configuration"
                  + (" (line: exp of the mean val loss over n seeds; band: 95 % t interval)" if banded else ""))

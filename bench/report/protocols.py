@@ -87,8 +87,8 @@ def fair_sections(frame: pd.DataFrame, alpha: float, warnings: list[str]) -> lis
         return []
     pairs = all_pairs(frame, alpha)
     seeds = sorted({int(s) for s in frame["seed"].dropna()})
-    notes = [f"Each configuration at its own tuned settings (its sweep group's best trial), rerun over the fresh "
-             f"final seeds {seeds}; trial cells are left out. Intervals: Student-t over seeds."]
+    notes = [f"Each configuration at its own tuned settings (its sweep group's best trial), rerun over the final "
+             f"seeds {seeds} (finished ones); other trial cells are left out. Intervals: Student-t over seeds."]
     pair_notes = [pairs_rule(len(pairs), alpha)]
     if len(seeds) < 2:
         pair_notes.append("One final seed: no claim is possible; set [sweep] final_seeds = [0, 1, 2] or more.")

@@ -234,13 +234,15 @@ def write_sweep_plots(store: ResultStore, out_dir: str | Path) -> list[Path]:
         fig = Figure(figsize=(7, 4.5), layout="constrained")
         axis = fig.subplots()
         failed = []
-        for label in labels:
+        for index, label in enumerate(labels):
             metric = _metric(groups[0].settings)
             rows = [r for g in groups if g.group == label for r in g.trials]
             points = sorted((r.params[param], _value(r, metric)) for r in rows
                             if r.params.get(param) is not None and r.status in ("ok", WARM_STATUS)
                             and _value(r, metric) is not None)
-            line = axis.plot(*zip(*points), marker="o", label=label) if points else None
+            # Distinct markers keep groups with equal results (adam and adamw at small decay) both visible.
+            line = axis.plot(*zip(*points), marker="osD^v<>p"[index % 8], markersize=7 - index % 3, alpha=0.85,
+                             label=label) if points else None
             color = line[0].get_color() if line else "red"
             if points:
                 best = min(points, key=lambda p: p[1])

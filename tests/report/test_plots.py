@@ -115,6 +115,6 @@ def test_matrix_figure_draws_a_band_and_names_n_in_the_legend():
     cells = _seeded_cells([[3.0, 2.5, 2.0], [3.2, 2.7, 2.1], [3.1, 2.6, 2.3]])
     fig = plots.matrix_figure("m", cells)
     axis = fig.axes[0]
-    assert [t.get_text() for t in axis.get_legend().get_texts()] == ["llama/adamw/L2 (n=3)"]
+    assert [t.get_text() for t in fig.legends[0].get_texts()] == ["llama/adamw/L2 (n=3)"]
     assert axis.collections  # the fill_between band
     assert "95 % t interval" in fig._suptitle.get_text()
