@@ -333,7 +333,8 @@ def _protocol_sections(store: ResultStore, summaries: list[dict], *, which, targ
     read = lambda cell_id: store.cell(cell_id).read_metrics()  # noqa: E731
     warnings = sweep_report.edge_warnings(groups)
     trial_ids = {r.attrs.get("cell_id") for g in groups for r in g.trials}
-    reused = sorted({str((s.get("config") or {}).get("seed")) for s in done if s["id"] in labels and s["id"] in trial_ids})
+    reused = sorted({str((s.get("config") or {}).get("seed")) for s in done
+                     if s["id"] in labels and s["id"] in trial_ids})
     if fair and reused:
         warnings.append(f"Seed(s) {', '.join(reused)} of final_seeds are the search's own seed: those reruns are the "
                         f"trial cells that won, not fresh runs, so the winner's mean is biased low (selected on "
