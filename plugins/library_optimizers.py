@@ -2,8 +2,8 @@
 
 Sources (pinned in ``constraints.txt``; the installed version is printed by ``bench list``):
 
-* ``pytorch-optimizer`` (kozistr, Apache-2.0, tested on every release): Lion, SOAP, Shampoo,
-  AdEMAMix, MARS, Prodigy, Adam-mini, Signum (its ``SignSGD`` with momentum), ADOPT;
+* ``pytorch-optimizer`` (kozistr, Apache-2.0, tested on every release): Lion, SOAP, Shampoo, Kron
+  (PSGD), AdEMAMix, MARS, Prodigy, Adam-mini, Signum (its ``SignSGD`` with momentum), ADOPT;
 * ``schedulefree`` (facebookresearch, Apache-2.0, the authors' reference code): Schedule-Free AdamW.
 
 Each factory takes the library's own hyperparameters under the library's names, with the library's
@@ -16,9 +16,7 @@ Left out: Sophia. Its Hessian estimate needs either ``loss.backward(create_graph
 (Sophia-H, Hutchinson) or an extra forward/backward pass on labels sampled from the model every
 k steps (Sophia-G, the paper's main variant). bench's optimizer contract hands an optimizer first-order
 gradients only, so either would need a second training loop; see README, "Optimizers".
-Kron/PSGD is left out too: its preconditioner update draws from the global numpy and torch random
-generators, so its state_dict does not determine its next step (the kit's resume check); and the
-library's ScalableShampoo (Anil et al.'s distributed Shampoo) keeps Python objects in its state, which
+The library's ScalableShampoo (Anil et al.'s distributed Shampoo) keeps Python objects in its state, which
 bench's weights-only checkpoint loading refuses, so ``shampoo`` is Gupta et al.'s original.
 """
 
@@ -27,11 +25,13 @@ from __future__ import annotations
 from importlib.metadata import version
 from typing import Any, Sequence
 
+import numpy as np
 import pytorch_optimizer as po
 import schedulefree
 import torch
 from torch import nn
 
+from bench import rng
 from bench.components import Component
 from bench.hookspecs import hookimpl
 from bench.param_roles import role_of
@@ -148,6 +148,69 @@ def adopt(params: Params, *, lr: float, device_type: str, betas: Sequence[float]
                     weight_decay=weight_decay, weight_decouple=True)
 
 
+class Kron(po.Kron):
+    """pytorch-optimizer's Kron (PSGD) drawing from random streams of its own, kept in its state.
+
+    The library draws the preconditioner's probe vectors from torch's global generator and its
+    balancing coin from numpy's, so its next step depended on generators its state_dict does not
+    hold (resuming was not exact) and it shifted every later draw of the run (dropout, sampling).
+    Here each step runs with the optimizer's own generator states, saved in ``param_groups[0]``
+    (tensors and numbers, so checkpoints load weights-only), and the global ones are put back.
+    The streams start from the seed torch was last seeded with (the cell's seed under bench).
+    """
+
+    def __init__(self, params: Any, **hparams: Any):
+        super().__init__(params, **hparams)
+        outer = rng.capture()
+        seed = torch.initial_seed() % 2**32
+        torch.manual_seed(seed)
+        np.random.seed(seed)
+        self.param_groups[0]["bench_rng"] = _rng_state()
+        rng.restore(outer)
+
+    def step(self, closure: Any = None) -> Any:
+        outer = rng.capture()
+        _restore_rng(self.param_groups[0]["bench_rng"])
+        try:
+            return super().step(closure)
+        finally:
+            self.param_groups[0]["bench_rng"] = _rng_state()
+            rng.restore(outer)
+
+
+def _rng_state() -> dict[str, Any]:
+    """The torch (CPU and initialised CUDA) and numpy generator states, as bench.rng keeps them."""
+    state = rng.capture()
+    return {"torch": state["torch"], "cuda": state["cuda"], "numpy": state["numpy"]}
+
+
+def _restore_rng(state: dict[str, Any]) -> None:
+    rng.restore({**rng.capture(), **state})
+
+
+def kron(params: Params, *, lr: float, device_type: str, momentum: float = 0.9, weight_decay: float = 0.0,
+         pre_conditioner_update_probability: float = -1.0, max_size_triangular: int = 8192,
+         min_ndim_triangular: int = 2, memory_save_mode: str = "", balance_prob: float = 0.01,
+         decay_exclude: Sequence[str] = ()) -> torch.optim.Optimizer:
+    # pre_conditioner_update_probability < 0: the library's schedule (every step for 500 steps, then
+    # decaying to 3 %); memory_save_mode "": full preconditioners (the library's None).
+    _check(lr, weight_decay, momentum=momentum)
+    if pre_conditioner_update_probability > 1:
+        raise ValueError(f"pre_conditioner_update_probability must be <= 1 (< 0: the library's schedule), "
+                         f"got {pre_conditioner_update_probability}")
+    if memory_save_mode not in ("", "one_diag", "smart_one_diag", "all_diag"):
+        raise ValueError(f"memory_save_mode must be '', 'one_diag', 'smart_one_diag' or 'all_diag', "
+                         f"got {memory_save_mode!r}")
+    _positive(max_size_triangular=max_size_triangular, min_ndim_triangular=min_ndim_triangular)
+    if not 0 <= balance_prob <= 1:
+        raise ValueError(f"balance_prob must be in [0, 1], got {balance_prob}")
+    probability = None if pre_conditioner_update_probability < 0 else pre_conditioner_update_probability
+    return Kron(decay_groups(params, weight_decay, decay_exclude), lr=lr, momentum=momentum, weight_decay=weight_decay,
+                weight_decouple=True, pre_conditioner_update_probability=probability,
+                max_size_triangular=max_size_triangular, min_ndim_triangular=min_ndim_triangular,
+                memory_save_mode=memory_save_mode or None, balance_prob=balance_prob)
+
+
 class _RoleNamed(nn.Module):
     """Parameters under names that Adam-mini's name-based partition reads: ``embed_*`` for the token
     table and the output head (Adam's per-coordinate second moment, as in the paper), ``norm_*`` for
@@ -250,6 +313,11 @@ def bench_optimizers() -> list[Component]:
                                         "preconditioning_compute_steps": 1, "matrix_eps": 1e-6},
                    "Shampoo: Kronecker-factored preconditioner per dimension", f"{PO} Shampoo",
                    "Gupta et al. 2018, arXiv:1802.09568"),
+        _component("kron", kron, {"lr": 1e-3, "momentum": 0.9, "weight_decay": 0.0,
+                                  "pre_conditioner_update_probability": -1.0, "max_size_triangular": 8192,
+                                  "min_ndim_triangular": 2, "memory_save_mode": "", "balance_prob": 0.01},
+                   "Kron: PSGD with Kronecker-factored preconditioners", f"{PO} Kron",
+                   "Li 2019, arXiv:1809.10232"),
         _component("ademamix", ademamix, {"lr": 1e-3, "betas": [0.9, 0.999, 0.9999], "alpha": 5.0,
                                           "t_alpha_beta3": 0, "eps": 1e-8, "weight_decay": 0.0},
                    "AdEMAMix: Adam plus a slow EMA of gradients", f"{PO} AdEMAMix",

@@ -102,7 +102,7 @@ def test_hw3_dry_run_shows_twelve_cells_with_parameter_counts(bench):
 def test_list_shows_every_kind(bench):
     result = bench("list")
     assert result.returncode == 0
-    for heading in ("models (4)", "optimizers (18)", "datasets (", "tokenizers (", "schedules (4)"):
+    for heading in ("models (4)", "optimizers (19)", "datasets (", "tokenizers (", "schedules (4)"):
         assert heading in result.stdout
     for name in ("gpt2-tiny", "llama", "momentum", "soap", "schedulefree-adamw", "synthetic", "wikitext2",
                  "tinyshakespeare", "cosine", "wsd"):

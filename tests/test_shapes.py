@@ -58,7 +58,7 @@ def test_probing_optimizers_does_not_import_dynamo_and_leaves_torch_as_it_was():
              "with optimizer_probe():\n"
              "    for name in registry.names('optimizer'):\n"
              "        component = registry.get('optimizer', name)\n"
-             "        component.factory(probe_parameters(), lr=1e-3, device_type='cpu', **component.defaults)\n"
+             "        component.build(component.defaults, probe_parameters(), lr=1e-3, device_type='cpu')\n"
              "print('torch._dynamo' in sys.modules)\n"
              "torch.optim.SGD(probe_parameters(), lr=0.1)\nprint('torch._dynamo' in sys.modules)\n")
     done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=300, check=True)

@@ -22,9 +22,12 @@ What is checked (the functions live in ``bench.testing.<kind>s`` and have docstr
 
 * models: shapes, causality in eval AND train mode (dropout masks held equal), context length,
   parameter counts, FLOPs, gradients reach every parameter, it fits one batch, determinism;
-* optimizers: covers every parameter, a step moves them, determinism, state round trip
+* optimizers: covers every parameter, two steps move them, determinism, state round trip
   (k steps + save/load + k steps == 2k steps, bitwise on CPU), obeys ``param_groups[i]["lr"]``,
-  skips parameters without a gradient, rejects a negative lr;
+  skips parameters without a gradient, rejects a negative lr, and for an optimizer declaring the
+  optional train/eval switch (``train()`` and ``eval()``, see :mod:`bench.hookspecs`): both or neither,
+  each idempotent, ``train()`` after ``eval()`` gives the training weights back, and the round trip
+  is driven and checkpointed in eval mode as bench's trainer does it;
 * schedules: values in [0, lr], proportional to lr, exact resume, tiny runs, rejects lr 0;
 * datasets: tag matches content, splits, token ids in range, determinism (missing data skips);
 * tokenizers: attributes, encode/decode round trip, ``encode_batch`` agrees with ``encode``.

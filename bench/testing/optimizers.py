@@ -161,15 +161,16 @@ def check_train_eval_modes(case: OptimizerCase) -> None:
         return
     train(model, opt, range(ROUND_TRIP_STEPS))
     training_weights = _snapshot(model)
-    opt.train()
+    switch: Any = opt  # has train() and eval(): checked above
+    switch.train()
     require(all(torch.equal(p, training_weights[n]) for n, p in model.named_parameters()),
             "train() in train mode changed the parameters; each switch must be idempotent")
-    opt.eval()
+    switch.eval()
     evaluation_weights = _snapshot(model)
-    opt.eval()
+    switch.eval()
     require(all(torch.equal(p, evaluation_weights[n]) for n, p in model.named_parameters()),
             "eval() in eval mode changed the parameters; each switch must be idempotent")
-    opt.train()
+    switch.train()
     back = [n for n, p in model.named_parameters() if not torch.allclose(p, training_weights[n], rtol=1e-5, atol=1e-6)]
     require(not back, f"train() after eval() did not give back the training weights of {back}")
     train(model, opt, range(ROUND_TRIP_STEPS, 2 * ROUND_TRIP_STEPS))  # stepping after an evaluation still works

@@ -3,7 +3,8 @@
     weights + gradients + optimizer state + activations, where
     weights = gradients = 4 bytes x parameters (fp32 master weights),
     optimizer state = k x 4 bytes x parameters (k = 2 for Adam-style moments, 1 for momentum, 0 for SGD;
-                      optimizers not in the table are assumed to keep k = 2),
+                      optimizers not in the table are assumed to keep k = 2; for the preconditioned
+                      ones, soap, shampoo and kron, k is a typical figure for square-ish matrices),
     activations = micro_batch x seq_len x n_layer x (16 x width + n_head x seq_len) values,
                   2 bytes each under bfloat16/float16 autocast, else 4,
                   + 3 x vocab x 4 bytes (logits, their fp32 softmax and its gradient) for every
@@ -21,7 +22,9 @@ from typing import Any
 import torch
 
 OPTIMIZER_STATE_COPIES = {"sgd": 0, "momentum": 1, "adam": 2, "adamw": 2, "nadam": 2, "radam": 2,
-                          "adafactor": 0, "muon": 1, "lion": 1}
+                          "adafactor": 0, "muon": 1, "lion": 1, "signum": 1, "adopt": 2, "adam-mini": 1,
+                          "schedulefree-adamw": 2, "ademamix": 3, "mars": 3, "prodigy": 4, "soap": 4, "shampoo": 4,
+                          "kron": 2}
 
 
 def estimate_training_bytes(config: dict[str, Any], params: int, vocab_size: int) -> dict[str, int]:

@@ -17,7 +17,8 @@ from bench.testing import parametrize_with_checks
 from bench_plugins import library_optimizers, models
 
 OPTIMIZERS = {c.name: c for c in library_optimizers.bench_optimizers()}
-NAMES = ["lion", "signum", "soap", "shampoo", "ademamix", "mars", "schedulefree-adamw", "prodigy", "adam-mini", "adopt"]
+NAMES = ["lion", "signum", "soap", "shampoo", "kron", "ademamix", "mars", "schedulefree-adamw", "prodigy", "adam-mini",
+         "adopt"]
 EXCLUDE = ["bias", "norm", "embedding"]
 
 
@@ -59,6 +60,8 @@ def test_registers_through_pluggy_with_library_version_and_paper():
     ("shampoo-momentum", OPTIMIZERS["shampoo"], {"momentum": 0.9, "preconditioning_compute_steps": 2}),
     ("schedulefree-warmup", OPTIMIZERS["schedulefree-adamw"], {"warmup_steps": 2, "weight_decay": 0.01}),
     ("adam-mini-decay-exclude", OPTIMIZERS["adam-mini"], {"decay_exclude": EXCLUDE}),
+    ("kron-balance-diag", OPTIMIZERS["kron"], {"balance_prob": 1.0, "memory_save_mode": "one_diag"}),
+    ("kron-update-every-2", OPTIMIZERS["kron"], {"pre_conditioner_update_probability": 0.5}),
 ])
 def test_contract(check):
     check()
@@ -99,6 +102,22 @@ def test_prodigy_decay_exclude_puts_excluded_roles_in_an_undecayed_group():
     assert len(opt.param_groups) == 2
 
 
+def test_kron_draws_from_its_own_streams_and_leaves_the_global_ones_alone():
+    import numpy as np
+
+    model = small_gpt()
+    torch.manual_seed(5)
+    opt = build("kron", model.parameters(), balance_prob=1.0)
+    for p in model.parameters():
+        p.grad = torch.randn_like(p)
+    torch_before, numpy_before = torch.get_rng_state(), np.random.get_state()[1].copy()
+    own_before = opt.param_groups[0]["bench_rng"]["torch"].clone()
+    opt.step()
+    assert torch.equal(torch.get_rng_state(), torch_before)  # the global generators are untouched
+    assert (np.random.get_state()[1] == numpy_before).all()
+    assert not torch.equal(opt.param_groups[0]["bench_rng"]["torch"], own_before)  # its own stream moved
+
+
 def test_adam_mini_keeps_per_entry_moments_for_embedding_and_head_and_one_per_other_tensor():
     model = small_gpt()
     opt = build("adam-mini", model.parameters())
@@ -125,6 +144,8 @@ def test_adam_mini_keeps_per_entry_moments_for_embedding_and_head_and_one_per_ot
     ("adam-mini", {"decay_exclude": ["biases"]}, "decay_exclude"),
     ("signum", {"momentum": 1.0}, "momentum"),
     ("shampoo", {"matrix_eps": 0.0}, "matrix_eps"),
+    ("kron", {"memory_save_mode": "diag"}, "memory_save_mode"),
+    ("kron", {"pre_conditioner_update_probability": 2.0}, "pre_conditioner_update_probability"),
 ])
 def test_impossible_hparams_raise_value_error_naming_the_key(name, hparams, key):
     with pytest.raises(ValueError, match=key):

@@ -23,7 +23,7 @@ def test_bench_contract(check):
 
 def test_installed_entry_point_registers_both(bench_registry):
     assert bench_registry.get("model", "gru") is GRU
-    assert bench_registry.get("optimizer", "lion") is LION
+    assert bench_registry.get("optimizer", "example-lion") is LION
 
 
 def test_lion_step_is_the_papers_update_rule():

@@ -1,4 +1,8 @@
-"""A bench plugin: registers the ``gru`` model and the ``lion`` optimizer."""
+"""A bench plugin: registers the ``gru`` model and the ``example-lion`` optimizer.
+
+bench ships a ``lion`` of its own (from pytorch-optimizer); a plugin registering the same name would
+clash with it, so this hand-written one is ``example-lion``.
+"""
 
 from __future__ import annotations
 
@@ -11,7 +15,7 @@ GRU = Component("gru", GRULanguageModel,
                 "GRU language model: embedding -> n_layer GRU -> dropout -> linear head")
 # Declaring lr sets Lion's own default (the matrix's lr still wins): its sign updates move every
 # coordinate by lr, so it wants 3-10x less than AdamW's 1e-3.
-LION = Component("lion", lion, {"lr": 1e-4, "betas": [0.9, 0.99], "weight_decay": 0.0},
+LION = Component("example-lion", lion, {"lr": 1e-4, "betas": [0.9, 0.99], "weight_decay": 0.0},
                  "Lion (Chen et al. 2023): sign of interpolated momentum, decoupled weight decay")
 
 __all__ = ["GRU", "LION", "GRULanguageModel", "Lion", "bench_models", "bench_optimizers"]
