@@ -228,7 +228,7 @@ def report(*, outputs: str, matrix: str | None, sort: str, fmt: str, where: list
             summaries, lambda cell_id, store=store: store.cell(cell_id).read_metrics(), which=which, target=target,
             want_profiles=profiles, algorithm=algorithm, measure=measure, tolerance=tolerance,
             profile_png=Path(plots or Path(outputs) / "plots") / name / "performance_profile.png", title=name,
-            alpha=alpha)
+            alpha=alpha, profile_cells=_final_cells(store) if profiles else None)
         sections += _protocol_sections(store, summaries, which=which, target=target, alpha=alpha,
                                        target_alpha=target_alpha, sigma=sigma, z_margin=z_margin,
                                        reference=reference, algorithm=algorithm, measure=measure, tolerance=tolerance)
@@ -311,6 +311,15 @@ def plot(*, outputs: str, matrix: str | None, out: str, where: list[str] | None 
     if not total:
         raise BenchError("no cell has recorded validation metrics to plot; run `bench run MATRIX` first")
     return 0
+
+
+def _final_cells(store: ResultStore) -> set[str] | None:
+    """A sweep's final rerun cells (what its profiles compare), or None for a plain matrix."""
+    from bench.sweep import report as sweep_report
+
+    if not sweep_report.has_sweep(store):
+        return None
+    return set(sweep_report.final_labels(sweep_report.load_groups(store))) or None
 
 
 def _protocol_sections(store: ResultStore, summaries: list[dict], *, which, target, alpha, target_alpha, sigma,

@@ -25,6 +25,11 @@ class DataLaw:
     beta: float
     points: int
     rmse: float
+    low: float = 0.0  # the fitted token range: D_eff outside it is an extrapolation
+    high: float = math.inf
+
+    def within(self, tokens: float) -> bool:
+        return self.low <= tokens <= self.high
 
     def loss(self, tokens) -> np.ndarray:
         return self.E + self.B / np.power(np.asarray(tokens, dtype=float), self.beta)
@@ -37,7 +42,8 @@ class DataLaw:
         return float((self.B / (loss - self.E)) ** (1.0 / self.beta))
 
     def describe(self) -> str:
-        return f"L(D) = {self.E:.4g} + {self.B:.4g} / D^{self.beta:.3g} ({self.points} points, rmse {self.rmse:.3g})"
+        return (f"L(D) = {self.E:.4g} + {self.B:.4g} / D^{self.beta:.3g} ({self.points} points over "
+                f"{self.low:.3g}-{self.high:.3g} tokens, rmse {self.rmse:.3g})")
 
 
 class TooFewPoints(ValueError):
@@ -63,7 +69,7 @@ def fit_data_law(tokens, losses) -> DataLaw:
                                 maxfev=20000)
     rmse = float(np.sqrt(np.mean((law(x, E, b, beta) - L) ** 2)))
     # b / (D / scale)^beta = (b * scale^beta) / D^beta
-    return DataLaw(float(E), float(b * scale**beta), float(beta), len(D), rmse)
+    return DataLaw(float(E), float(b * scale**beta), float(beta), len(D), rmse, float(D.min()), float(D.max()))
 
 
 def speedup(law: DataLaw, loss: float, tokens: float) -> float:

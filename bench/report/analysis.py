@@ -277,7 +277,8 @@ TABLE_KEYS = ("seeds", "time_to_target", "fair", "target_test", "speedup", "stud
 
 def analysis_sections(summaries: list[dict[str, Any]], read_metrics, *, which: list[str] | None,
                       target: str | None, want_profiles: bool, algorithm: str, measure: str, tolerance: float,
-                      profile_png, title: str, alpha: float = stats.ALPHA) -> list[Section]:
+                      profile_png, title: str, alpha: float = stats.ALPHA,
+                      profile_cells: set[str] | None = None) -> list[Section]:
     """The analysis tables a report of one matrix gets: seeds/comparison when there are several
     seeds (a note when there is one), time-to-target when a target is set, profiles on request."""
     override = parse_target(target)
@@ -298,7 +299,11 @@ def analysis_sections(summaries: list[dict[str, Any]], read_metrics, *, which: l
     if wants("time_to_target") and (override is not None or has_targets(done)):
         sections.append(target_section(summaries, metrics, override))
     if want_profiles:
-        times, goal, derived = workload_times(summaries, metrics, algorithm=algorithm, measure=measure,
+        # A sweep's profile compares its final reruns: its trials are the search, not the result.
+        chosen = [s for s in summaries if profile_cells is None or s.get("id") in profile_cells]
+        if profile_cells is not None:
+            metrics.update({s["id"]: read_metrics(s["id"]) for s in finished(chosen) if s["id"] not in metrics})
+        times, goal, derived = workload_times(chosen, metrics, algorithm=algorithm, measure=measure,
                                               tolerance=tolerance, override=override)
         sections += profile_sections(times, goal, derived, measure=measure, tolerance=tolerance)
         from bench.report import fit_plots  # matplotlib only when a figure is asked for

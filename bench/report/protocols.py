@@ -156,8 +156,14 @@ def speedup_section(frame: pd.DataFrame, reference: str, curve: pd.DataFrame | N
         loss, tokens = float(group["loss"].mean()), float(group["tokens"].median())
         d_eff = law.effective_tokens(loss)
         rows.append({"Configuration": label, "Seeds": len(group), "Mean val loss": loss, "Tokens": tokens,
-                     "D_eff": d_eff, "Speedup": speedup.speedup(law, loss, tokens)})
+                     "D_eff": d_eff, "Speedup": speedup.speedup(law, loss, tokens),
+                     "D_eff in fitted range": law.within(d_eff)})
     table = pd.DataFrame(rows).sort_values("Speedup", ascending=False, kind="stable").reset_index(drop=True)
+    outside = int((~table["D_eff in fitted range"]).sum())
+    if outside:
+        notes.append(f"{outside} configuration(s) have a D_eff outside the {law.low:.3g}-{law.high:.3g} tokens the law "
+                     f"was fitted on: their speedups extrapolate the reference's curve and can be off by orders "
+                     f"of magnitude; read them as 'beyond what the reference reached', not as a factor.")
     notes.insert(0, f"Rule (Marin): D_eff = tokens {reference} would need for the same val loss, from its fitted "
                     f"L(D); speedup = D_eff / D. > 1: fewer tokens than {reference}; inf: below {reference}'s "
                     f"fitted floor E. A speedup is a model-based extrapolation outside the fitted token range.")
