@@ -201,7 +201,10 @@ def workload_times(summaries: list[dict[str, Any]], metrics: dict[str, list[dict
     if algorithm not in axes:
         raise BenchError(f"--profiles compares values of {algorithm!r}, but it does not vary between the cells; "
                          f"pick one of: {', '.join(axes) or 'none (the matrix has a single configuration)'}")
-    workload_axes = [a for a in axes if a != algorithm]
+    configs = [s.get("config") or {} for s in done]
+    # Keys that follow from the algorithm (an optimizer's own betas, Schedule-Free's constant schedule)
+    # are part of it, not workloads.
+    workload_axes = [a for a in axes if a != algorithm and not _determines(algorithm, a, configs)]
     frame = config_frame(done, axes)
     frame["workload"] = [", ".join(f"{a}={row[a]}" for a in workload_axes) or "all cells"
                          for _, row in frame.iterrows()]
