@@ -142,7 +142,8 @@ class SweepRun:
         label = group.label if spec.options["studies"] == 1 else f"{group.label} study {index + 1}"
         trials = GroupTrials(storage, label, spec.direction, distributions(spec))
         sweep_settings: dict[str, Any] = spec.to_dict()
-        settings = {"sweep": sweep_settings, "group": group.key, "label": group.label, "base": dict(group.base)}
+        settings: dict[str, Any] = {"sweep": sweep_settings, "group": group.key, "label": group.label,
+                                    "base": dict(group.base)}
         if spec.options["studies"] > 1:
             settings["study"] = index
         # What decides the proposals must not change under a started sweep; budgets and the final
@@ -198,7 +199,7 @@ class SweepRun:
                     continue
                 if all(config.get(k) == v for k, v in fixed.items() if k not in ignore):
                     params = {k: config.get(k) for k in spec.space}
-                    results.append((params, float(value), {"cell_id": summary.get("id"), "matrix": name,
+                    results.append((params, float(value or 0.0), {"cell_id": summary.get("id"), "matrix": name,
                                                            "status": "warm start"}))
         return sorted(results, key=lambda r: r[2]["cell_id"] or "")
 

@@ -70,7 +70,8 @@ def seconds_per_step(matrix: Matrix, spec: SweepSpec, group: Group, registry: Re
 
 def describe_trials(matrix: Matrix, spec: SweepSpec, studies: list[tuple[Group, str, SweepSpec]],
                     registry: Registry, device: torch.device) -> str:
-    lines, total_s, cache = [], 0.0, {}
+    lines: list[str] = []
+    total_s, cache = 0.0, {}  # type: ignore[var-annotated]
     timed: dict[str, float] = {}
     for group, label, study_spec in studies:
         proposals, count, later = known_proposals(study_spec)

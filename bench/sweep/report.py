@@ -237,9 +237,9 @@ def write_sweep_plots(store: ResultStore, out_dir: str | Path) -> list[Path]:
         for index, label in enumerate(labels):
             metric = _metric(groups[0].settings)
             rows = [r for g in groups if g.group == label for r in g.trials]
-            points = sorted((r.params[param], _value(r, metric)) for r in rows
+            points: list[tuple[Any, float]] = sorted((r.params[param], float(value)) for r in rows
                             if r.params.get(param) is not None and r.status in ("ok", WARM_STATUS)
-                            and _value(r, metric) is not None)
+                            and (value := _value(r, metric)) is not None)
             # Distinct markers keep groups with equal results (adam and adamw at small decay) both visible.
             line = axis.plot(*zip(*points), marker="osD^v<>p"[index % 8], markersize=7 - index % 3, alpha=0.85,
                              label=label) if points else None
@@ -282,6 +282,7 @@ def best_so_far(rows: list[TrialRow], metric: str) -> list[float]:
 def best_so_far_figure(name: str, groups: list[GroupView]):
     """Best metric so far against trials spent, one colour per group, one line per study."""
     from matplotlib.figure import Figure
+    from matplotlib.ticker import MaxNLocator
 
     fig = Figure(figsize=(7, 4.5), layout="constrained")
     axis = fig.subplots()
@@ -298,7 +299,7 @@ def best_so_far_figure(name: str, groups: list[GroupView]):
         colors.setdefault(group.group, line[0].get_color())
     axis.set_xlabel("trials spent (pruned and failed trials included)")
     axis.set_ylabel(f"best {metric} so far")
-    axis.xaxis.get_major_locator().set_params(integer=True)
+    axis.xaxis.set_major_locator(MaxNLocator(integer=True))
     axis.grid(True, alpha=0.3)
     axis.legend(fontsize=8)
     several = any(g.study for g in groups)

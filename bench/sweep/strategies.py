@@ -145,7 +145,8 @@ def _pruned_batch(ctx: GroupContext, proposals: list) -> Generator[Batch, list[O
         if not live:
             break
         outcomes = yield [Run(number, params, halt) for number, params in live]
-        survivors, losers = [], []
+        survivors: list = []
+        losers: Batch = []
         for (number, params), outcome in zip(live, outcomes):
             if halt and outcome.status == "paused" and _finite(outcome.metric):
                 if ctx.trials.should_prune(pruner, number, halt):
@@ -254,7 +255,7 @@ def asha(ctx: GroupContext) -> Strategy:
                 started -= 1  # an impossible proposal does not use up the budget
     waiting = [(n, params[n], max((k for k in range(top) if n in results[k]), default=0)) for n in params
                if n not in finished and any(n in r for r in results)]
-    losers = [Prune(n, values, results[k][n]) for n, values, k in waiting]
+    losers: Batch = [Prune(n, values, results[k][n]) for n, values, k in waiting]
     if losers:
         for request, closed in zip(losers, (yield losers)):
             ctx.trials.finish(request.number, closed, pruned=True)

@@ -13,7 +13,7 @@ import math
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, cast
 
 import optuna
 from optuna.distributions import BaseDistribution
@@ -169,7 +169,8 @@ class GroupTrials:
         frozen.intermediate_values = {k: v for k, v in frozen.intermediate_values.items() if k <= step}
         if not frozen.intermediate_values:
             return False
-        return bool(pruner.prune(_StudyAsOf(self.study, trials, self.first_live), frozen))
+        view = cast(optuna.Study, _StudyAsOf(self.study, trials, self.first_live))  # a Study in all but get_trials
+        return bool(pruner.prune(view, frozen))
 
     def finish(self, number: int, outcome: Outcome, *, pruned: bool = False) -> None:
         """Record a trial's end once; a replayed trial that already ended keeps its record."""
