@@ -5,7 +5,6 @@ from __future__ import annotations
 import sys
 from typing import Any
 
-import torch
 from tabulate import tabulate
 
 from bench.data.loading import check_data_available
@@ -16,7 +15,7 @@ from bench.registry import Registry
 from bench.selection import resolve_device
 from bench.signals import GracefulStop
 from bench.store import ResultStore
-from bench.sweep.driver import SweepRun
+from bench.sweep.driver import SweepRun, split_studies
 from bench.sweep.groups import Group, build_groups, check_space
 from bench.sweep.spec import PLANNED, SweepSpec, parse_sweep
 
@@ -73,8 +72,7 @@ def run_sweep_matrix(matrix: Matrix, path: str, *, registry: Registry, hooks: An
 
         print(describe(spec, groups))
         check_data_available(configs, registry)
-        planner = SweepRun(matrix, spec, groups, registry, hooks, None, torch.device("cpu"))
-        studies = [(g, label, s) for g in groups for label, s in planner.studies(g)]
+        studies = [(g, label, s) for g in groups for label, s in split_studies(spec, g)]
         print(describe_trials(matrix, spec, studies, registry, resolve_device(device)))
         print("nothing trained (--dry-run): the times come from a few timed steps per group, then discarded")
         return 0

@@ -103,19 +103,7 @@ class SweepRun:
             return self._rounds()
 
     def studies(self, group: Group) -> list[tuple[str, SweepSpec]]:
-        """The group's independent searches: one, or ``studies`` (AlgoPerf) with the trial and
-        budget limits split between them and a seed of their own each."""
-        count = self.spec.options["studies"]
-        if count == 1:
-            return [(group.label, self.spec)]
-        out = []
-        for k in range(count):
-            trials = self.spec.trials // count + (1 if k < self.spec.trials % count else 0)
-            spec = dataclasses.replace(self.spec, seed=self.spec.seed + k, trials=trials,
-                                       max_flops=self.spec.max_flops / count, max_time=self.spec.max_time / count,
-                                       max_cost=self.spec.max_cost / count)
-            out.append((f"{group.label} study {k + 1}", spec))
-        return out
+        return split_studies(self.spec, group)
 
     def _rounds(self) -> bool:
         storage = open_storage(self.store.path)
@@ -329,6 +317,21 @@ class SweepRun:
         # Only the final cells are scored on [eval]'s benchmarks: they are the sweep's results, while
         # scoring every trial would spend evaluation time on configurations the search discards.
         return self._train(cells, {c.id: f"final seeds {c.name}" for c in cells}, self.matrix.evaluation)
+
+
+def split_studies(spec: SweepSpec, group: Group) -> list[tuple[str, SweepSpec]]:
+    """The group's independent searches: one, or ``studies`` (AlgoPerf) with the trial and budget
+    limits split between them and a seed of their own each."""
+    count = spec.options["studies"]
+    if count == 1:
+        return [(group.label, spec)]
+    out = []
+    for k in range(count):
+        trials = spec.trials // count + (1 if k < spec.trials % count else 0)
+        study = dataclasses.replace(spec, seed=spec.seed + k, trials=trials, max_flops=spec.max_flops / count,
+                                    max_time=spec.max_time / count, max_cost=spec.max_cost / count)
+        out.append((f"{group.label} study {k + 1}", study))
+    return out
 
 
 def _reached(summary: dict[str, Any], halt: int) -> bool:
