@@ -83,3 +83,19 @@ def budget_record(config: dict[str, Any], plan: StepPlan, steps: int, train_seco
                         "cost_per_hour": plan.cost_per_hour},
         "stopped_by": stopped_by,
     }
+
+
+def train_split_tokens(config: dict[str, Any], registry: Any, cache: dict) -> int:
+    """Tokens in the cell's train split, read only when the step count depends on it (no max_steps,
+    steps_per_epoch or token/FLOP budget); tokenized splits come from the token cache."""
+    if config["max_steps"] or config["steps_per_epoch"] or config["max_tokens"] or config["max_flops"]:
+        return 0
+    import torch  # the data stack only when the split must be read
+
+    from bench.data.loading import load_cell_data
+
+    dataset = registry.get("dataset", config["dataset"])
+    key = (dataset.name, repr(sorted(dataset.params(config).items())), config["tokenizer"])
+    if key not in cache:
+        cache[key] = int(load_cell_data(config, registry, torch.device("cpu")).splits["train"].numel())
+    return cache[key]

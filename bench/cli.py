@@ -136,7 +136,8 @@ def _add_report(sub: argparse._SubParsersAction) -> None:
                         help="keep cells where key=value (also !=, <, <=, >, >=; comma-separated or repeated), "
                              "e.g. model=lstm,n_layer=1 or best_val_ppl<20")
     report.add_argument("--tables", help="comma-separated subset of perplexity, time, memory, aggregate, params, "
-                                         "versions, hellaswag, seeds, time_to_target (default: all)")
+                                         "versions, hellaswag, seeds, time_to_target, fair, target_test, speedup, "
+                                         "studies (default: all)")
     report.add_argument("--peak-tflops", type=float, metavar="TFLOPS",
                         help="device peak TFLOP/s for the MFU column, overriding what each cell stored")
     report.add_argument("--plots", metavar="DIR", help="also write loss/perplexity PNGs under DIR/<matrix>/")
@@ -156,6 +157,18 @@ def _add_report(sub: argparse._SubParsersAction) -> None:
     report.add_argument("--tolerance", type=float, default=1.02,
                         help="without a given target, --profiles sets each workload's target to this factor "
                              "x the best val loss reached on it (default 1.02)")
+    report.add_argument("--alpha", type=float, default=0.05,
+                        help="significance level of every pairwise test; Holm-corrected across a table's pairs "
+                             "(default 0.05)")
+    report.add_argument("--target-alpha", type=float, default=0.01,
+                        help="level of the one-sample t test against the target loss (speedrun rule; default 0.01)")
+    report.add_argument("--sigma", type=float, default=0.0013,
+                        help="known seed-to-seed sd of the val loss for the z rule (default 0.0013)")
+    report.add_argument("--z-margin", type=float, default=0.004,
+                        help="z rule threshold on (target - mean) x sqrt(n) (default 0.004)")
+    report.add_argument("--reference", metavar="VALUE",
+                        help="value of --algorithm that speedups are measured against by D_eff / D (default adamw "
+                             "when present)")
     report.set_defaults(handler=_report)
 
 
@@ -165,7 +178,8 @@ def _report(args: argparse.Namespace) -> int:
     return report(outputs=_outputs_root(args), matrix=args.matrix, sort=args.sort, fmt=args.format,
                   where=args.where, plots=args.plots, peak_tflops=args.peak_tflops, which=which,
                   target=args.target, profiles=args.profiles, algorithm=args.algorithm, measure=args.measure,
-                  tolerance=args.tolerance, best_config=args.best_config)
+                  tolerance=args.tolerance, best_config=args.best_config, alpha=args.alpha,
+                  target_alpha=args.target_alpha, sigma=args.sigma, z_margin=args.z_margin, reference=args.reference)
 
 
 def _add_plot(sub: argparse._SubParsersAction) -> None:

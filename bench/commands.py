@@ -191,17 +191,8 @@ def _dry_run_table(cells: list[Cell], registry: Registry, device: torch.device) 
 
 
 def _train_tokens(config: dict, registry: Registry, cache: dict) -> int:
-    """Tokens in the cell's train split, read only when the step count depends on it (no max_steps,
-    steps_per_epoch or token/FLOP budget); tokenized splits come from the token cache."""
-    if config["max_steps"] or config["steps_per_epoch"] or config["max_tokens"] or config["max_flops"]:
-        return 0
-    from bench.data.loading import load_cell_data
-
-    dataset = registry.get("dataset", config["dataset"])
-    key = (dataset.name, repr(sorted(dataset.params(config).items())), config["tokenizer"])
-    if key not in cache:
-        cache[key] = int(load_cell_data(config, registry, torch.device("cpu")).splits["train"].numel())
-    return cache[key]
+    from bench.budget import train_split_tokens
+    return train_split_tokens(config, registry, cache)
 
 
 
@@ -209,7 +200,9 @@ def _train_tokens(config: dict, registry: Registry, cache: dict) -> int:
 def report(*, outputs: str, matrix: str | None, sort: str, fmt: str, where: list[str] | None = None,
            plots: str | None = None, peak_tflops: float | None = None, which: list[str] | None = None,
            target: str | None = None, profiles: bool = False, algorithm: str = "optimizer", measure: str = "time",
-           tolerance: float = 1.02, best_config: str | None = None) -> int:
+           tolerance: float = 1.02, best_config: str | None = None, alpha: float = 0.05,
+           target_alpha: float = 0.01, sigma: float = 0.0013, z_margin: float = 0.004,
+           reference: str | None = None) -> int:
     if best_config:
         return write_best_config(outputs, matrix, best_config)
     from bench.report import analysis as analysis_report
@@ -222,6 +215,12 @@ def report(*, outputs: str, matrix: str | None, sort: str, fmt: str, where: list
         raise BenchError(f"unknown format {fmt!r}; use one of {', '.join(tables.FORMATS)}")
     if peak_tflops is not None and peak_tflops <= 0:
         raise BenchError(f"--peak-tflops must be > 0, got {peak_tflops}")
+    for flag, value in (("--alpha", alpha), ("--target-alpha", target_alpha)):
+        if not 0 < value < 1:
+            raise BenchError(f"{flag} {value:g}: a significance level is between 0 and 1, e.g. 0.05")
+    for flag, value in (("--sigma", sigma), ("--z-margin", z_margin)):
+        if value <= 0:
+            raise BenchError(f"{flag} {value:g} must be > 0")
     document = {}
     for name, summaries in _matrix_summaries(outputs, matrix, where).items():
         frame = tables.sort_frame(tables.summaries_frame(summaries), sort)
@@ -244,7 +243,11 @@ def report(*, outputs: str, matrix: str | None, sort: str, fmt: str, where: list
         sections += analysis_report.analysis_sections(
             summaries, lambda cell_id, store=store: store.cell(cell_id).read_metrics(), which=which, target=target,
             want_profiles=profiles, algorithm=algorithm, measure=measure, tolerance=tolerance,
-            profile_png=Path(plots or Path(outputs) / "plots") / name / "performance_profile.png", title=name)
+            profile_png=Path(plots or Path(outputs) / "plots") / name / "performance_profile.png", title=name,
+            alpha=alpha, profile_cells=_final_cells(store) if profiles else None)
+        sections += _protocol_sections(store, summaries, which=which, target=target, alpha=alpha,
+                                       target_alpha=target_alpha, sigma=sigma, z_margin=z_margin,
+                                       reference=reference, algorithm=algorithm, measure=measure, tolerance=tolerance)
         flagged = tables.impossible_note(frame)
         if flagged is not None:
             for section in sections:  # every table of the matrix carries the warning
@@ -354,6 +357,52 @@ def plot(*, outputs: str, matrix: str | None, out: str, where: list[str] | None 
     if not total:
         raise BenchError("no cell has recorded validation metrics to plot; run `bench run MATRIX` first")
     return 0
+
+
+def _final_cells(store: ResultStore) -> set[str] | None:
+    """A sweep's final rerun cells (what its profiles compare), or None for a plain matrix."""
+    from bench.sweep import report as sweep_report
+
+    if not sweep_report.has_sweep(store):
+        return None
+    return set(sweep_report.final_labels(sweep_report.load_groups(store))) or None
+
+
+def _protocol_sections(store: ResultStore, summaries: list[dict], *, which, target, alpha, target_alpha, sigma,
+                       z_margin, reference, algorithm, measure, tolerance) -> list:
+    """The fair comparison of a sweep's final seeds (or a plain matrix's configurations), target
+    tests, speedups and the studies x trials profile (bench/report/protocols.py)."""
+    from bench.report import analysis as analysis_report
+    from bench.report import protocols as protocols_report
+    from bench.sweep import report as sweep_report
+
+    done = analysis_report.finished(summaries)
+    groups = sweep_report.load_groups(store) if sweep_report.has_sweep(store) else []
+    labels = sweep_report.final_labels(groups)
+    fair = bool(labels)
+    if not fair:
+        labels = protocols_report.plain_labels(done, analysis_report.varying_axes(done))
+    override = analysis_report.parse_target(target)
+    goal = override if override is not None else next(
+        (t for t in (analysis_report.cell_target(s, None) for s in done) if t is not None), None)
+    read = lambda cell_id: store.cell(cell_id).read_metrics()  # noqa: E731
+    warnings = sweep_report.edge_warnings(groups)
+    trial_ids = {r.attrs.get("cell_id") for g in groups for r in g.trials}
+    reused = sorted({str((s.get("config") or {}).get("seed")) for s in done
+                     if s["id"] in labels and s["id"] in trial_ids})
+    if fair and reused:
+        warnings.append(f"Seed(s) {', '.join(reused)} of final_seeds are the search's own seed: those reruns are the "
+                        f"trial cells that won, not fresh runs, so the winner's mean is biased low (selected on "
+                        f"that seed); use final_seeds the search did not use.")
+    sections = protocols_report.protocol_sections(
+        summaries, read, labels=labels, fair=fair, warnings=warnings, which=which,
+        target=goal, alpha=alpha, target_alpha=target_alpha, sigma=sigma, margin=z_margin, reference=reference,
+        algorithm=algorithm)
+    trials = sweep_report.studies_trials(groups, algorithm)
+    if len(trials) and (which is None or "studies" in which):
+        sections += analysis_report.studies_profile_sections(trials, summaries, read, measure=measure,
+                                                             tolerance=tolerance, override=override)
+    return sections
 
 
 def _with_hellaswag(table, frame):

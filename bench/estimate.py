@@ -122,6 +122,7 @@ def measure_cell(cell: Cell, registry: Registry, device: torch.device, *, steps:
                  say: Callable[[str], None]) -> Measurement:
     """Build the cell's real run in a scratch folder and time ``steps`` optimizer steps."""
     # Imported here: the training package is heavy and only this command needs it.
+    from bench.optimizer_modes import training
     from bench.timing import synchronize
     from bench.training.loop import set_lr, train_step
     from bench.training.run import build_run
@@ -135,6 +136,7 @@ def measure_cell(cell: Cell, registry: Registry, device: torch.device, *, steps:
         timer = timing.StepWindowTimer(device)
         memory.reset_peak(device)
         run.model.train()
+        training(run.optimizer)  # a Schedule-Free optimizer steps only in train mode, as in the loop
         sampler = memory.start_sampling(device, config["memory_interval_ms"])
         try:
             for step in range(steps):

@@ -12,9 +12,10 @@ import numpy as np
 import pandas as pd
 
 from bench import floor
-from bench.analysis import profiles, stats, targets
+from bench.analysis import profiles, protocols, stats, targets
 from bench.cells import OPERATIONAL_KEYS
 from bench.errors import BenchError
+from bench.report import protocols as protocols_report
 from bench.report.render import Section
 
 # Config keys that never define a configuration: the seed is what we average over, and targets
@@ -90,18 +91,26 @@ def seeds_sections(summaries: list[dict[str, Any]], alpha: float = stats.ALPHA) 
     table["Mean val PPL"] = np.exp(per_config["mean"])
     table["PPL CI"] = [_ppl_interval(lo, hi) for lo, hi in zip(per_config["low"], per_config["high"])]
     pairs = stats.one_axis_pairs(frame, axes, "loss", alpha=alpha).sort_values(["axis", "fixed"], kind="stable")
+    # A pair with one common seed allows no claim: it is counted, not listed, and not corrected for.
+    single = int((pairs["seeds"] < 2).sum())
+    pairs = pairs[pairs["seeds"] >= 2].reset_index(drop=True)
+    pairs["p_holm"] = stats.holm(pairs["p_value"].to_numpy()) if len(pairs) else []
+    pairs["verdict"] = stats.corrected_verdicts(pairs["seeds"], pairs["mean_difference"], pairs["p_holm"], alpha)
     comparison = pairs.rename(columns={"axis": "Axis", "a": "A", "b": "B", "fixed": "Same", "seeds": "Seeds",
                                        "mean_difference": "Mean diff (A-B)", "low": "Diff CI low",
-                                       "high": "Diff CI high", "p_value": "p", "verdict": "A is"})
+                                       "high": "Diff CI high", "effect": "d_z", "p_value": "p",
+                                       "p_holm": "p (Holm)", "verdict": "A is"})
+    comparison = comparison[[c for c in comparison.columns if c != "A is"] + ["A is"]]
+    left_out = ([f"{single} pair(s) with a single common seed (e.g. one-seed sweep trials) are left out: no claim "
+                 f"is possible from one seed."] if single else [])
     return [
         Section("seeds", "mean over seeds per configuration (best val loss, 95 % t interval)", table, [
             "Intervals are Student-t over seeds (n - 1 degrees of freedom); the PPL interval is exp of the "
             "loss interval."]),
-        Section("comparison", "paired comparisons (configurations differing in one axis, same seeds)", comparison, [
-            f"Differences are in best val loss (nats), A minus B, paired by seed; p from scipy.stats.ttest_rel; "
-            f"'better'/'worse' when p < {alpha:g}, else not distinguishable at that many seeds.",
-            f"No correction for multiple comparisons: of {len(pairs)} pairs, about {len(pairs) * alpha:.1f} would "
-            f"read 'better'/'worse' by chance if no configuration differed; compare fewer with --where."]),
+        Section("comparison", f"paired comparisons (configurations differing in one axis, same seeds; "
+                f"{len(pairs)} pairs)", comparison, [
+                    "Differences are in best val loss (nats), A minus B, paired by seed.",
+                    protocols_report.pairs_rule(len(pairs), alpha), *left_out]),
     ]
 
 
@@ -195,7 +204,10 @@ def workload_times(summaries: list[dict[str, Any]], metrics: dict[str, list[dict
     if algorithm not in axes:
         raise BenchError(f"--profiles compares values of {algorithm!r}, but it does not vary between the cells; "
                          f"pick one of: {', '.join(axes) or 'none (the matrix has a single configuration)'}")
-    workload_axes = [a for a in axes if a != algorithm]
+    configs = [s.get("config") or {} for s in done]
+    # Keys that follow from the algorithm (an optimizer's own betas, Schedule-Free's constant schedule)
+    # are part of it, not workloads.
+    workload_axes = [a for a in axes if a != algorithm and not _determines(algorithm, a, configs)]
     frame = config_frame(done, axes)
     frame["workload"] = [", ".join(f"{a}={row[a]}" for a in workload_axes) or "all cells"
                          for _, row in frame.iterrows()]
@@ -238,12 +250,41 @@ def profile_sections(times: pd.DataFrame, target: pd.Series, derived: list[str],
             Section("profile_ratios", "performance ratios r = cost / fastest cost per workload", detail)]
 
 
-TABLE_KEYS = ("seeds", "time_to_target")
+def studies_profile_sections(trials: pd.DataFrame, summaries: list[dict[str, Any]], read_metrics, *, measure: str,
+                             tolerance: float, override: float | None) -> list[Section]:
+    """AlgoPerf's studies x trials: each trial's cost to its workload's target, the best per study,
+    the median over studies (a miss is infinite), then the usual performance profile."""
+    by_id = {s["id"]: s for s in summaries}
+    trials = trials[trials["id"].isin(by_id)].copy()
+    if trials.empty:
+        return []
+    trials["loss"] = [float(by_id[i].get("best_val_loss") or math.inf) if by_id[i].get("status") == "ok"
+                      else math.inf for i in trials["id"]]
+    goal = {w: (override if override is not None else float(cells["loss"].min()) * tolerance)
+            for w, cells in trials.groupby("workload")}
+    trials["cost"] = [reach(by_id[i], read_metrics(i), goal[w])[PROFILE_MEASURES[measure]]
+                      if by_id[i].get("status") == "ok" else math.inf
+                      for i, w in zip(trials["id"], trials["workload"])]
+    times = protocols.studies_times(trials)
+    sections = profile_sections(times, pd.Series(goal, name="target"), [] if override is not None else list(goal),
+                                measure=measure, tolerance=tolerance)
+    studies = trials["study"].nunique()
+    sections[0].key, sections[1].key = "studies_profile_scores", "studies_profile_ratios"
+    sections[0].title = f"performance profile over studies x trials (AlgoPerf, {studies} studies)"
+    sections[0].notes.insert(0, f"Rule (AlgoPerf): per workload and algorithm, the fastest trial of each of the "
+                                f"{studies} independent studies, then the median over studies; a trial that "
+                                f"never reached the target is infinite, so an algorithm that missed in most "
+                                f"studies misses the workload. Final-seed reruns are not trials and are left out.")
+    return sections
+
+
+TABLE_KEYS = ("seeds", "time_to_target", "fair", "target_test", "speedup", "studies")
 
 
 def analysis_sections(summaries: list[dict[str, Any]], read_metrics, *, which: list[str] | None,
                       target: str | None, want_profiles: bool, algorithm: str, measure: str, tolerance: float,
-                      profile_png, title: str) -> list[Section]:
+                      profile_png, title: str, alpha: float = stats.ALPHA,
+                      profile_cells: set[str] | None = None) -> list[Section]:
     """The analysis tables a report of one matrix gets: seeds/comparison when there are several
     seeds (a note when there is one), time-to-target when a target is set, profiles on request."""
     override = parse_target(target)
@@ -258,13 +299,17 @@ def analysis_sections(summaries: list[dict[str, Any]], read_metrics, *, which: l
         return which is None or key in which
 
     if which is not None and "seeds" in which or which is None and seed_count(done) > 1:
-        sections += seeds_sections(summaries)
+        sections += seeds_sections(summaries, alpha)
     needs_metrics = (wants("time_to_target") and (override is not None or has_targets(done))) or want_profiles
     metrics = {s["id"]: read_metrics(s["id"]) for s in done} if needs_metrics else {}
     if wants("time_to_target") and (override is not None or has_targets(done)):
         sections.append(target_section(summaries, metrics, override))
     if want_profiles:
-        times, goal, derived = workload_times(summaries, metrics, algorithm=algorithm, measure=measure,
+        # A sweep's profile compares its final reruns: its trials are the search, not the result.
+        chosen = [s for s in summaries if profile_cells is None or s.get("id") in profile_cells]
+        if profile_cells is not None:
+            metrics.update({s["id"]: read_metrics(s["id"]) for s in finished(chosen) if s["id"] not in metrics})
+        times, goal, derived = workload_times(chosen, metrics, algorithm=algorithm, measure=measure,
                                               tolerance=tolerance, override=override)
         sections += profile_sections(times, goal, derived, measure=measure, tolerance=tolerance)
         from bench.report import fit_plots  # matplotlib only when a figure is asked for

@@ -1,8 +1,9 @@
 """Loss and perplexity curves as PNG files, drawn with matplotlib's Agg renderer (no display).
 
 Per cell: train and validation loss and perplexity against epoch and against training
-wall-clock seconds (evaluation excluded). Per matrix: every cell's validation perplexity on
-one figure, against epoch and against time. Perplexity axes turn logarithmic when the
+wall-clock seconds (evaluation excluded). Per matrix: every configuration's validation
+perplexity on one figure, against epoch and against time: the mean over its seeds with a 95 %
+band when it has several, n in the legend. Perplexity axes turn logarithmic when the
 plotted values span more than ``LOG_SPREAD`` times.
 """
 
@@ -15,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter, MaxNLocator
 
@@ -51,6 +53,18 @@ class CellCurves:
             if epoch is not None:
                 points.append((float(epoch), float(r.get("train_time_s") or 0.0), float(r["val_loss"])))
         return sorted(points)
+
+    def val_by_step(self) -> dict[int, tuple[float, float, float]]:
+        """(fractional epoch, seconds, val loss) of each evaluation, keyed by its step."""
+        per_epoch = _steps_per_epoch(self.epochs)
+        out = {}
+        for r in self.rows:
+            if r.get("val_loss") is None or r.get("step") is None:
+                continue
+            epoch = r["epoch"] if r.get("kind") == "epoch" else (r["step"] / per_epoch if per_epoch else None)
+            if epoch is not None:
+                out[int(r["step"])] = (float(epoch), float(r.get("train_time_s") or 0.0), float(r["val_loss"]))
+        return out
 
 
 def _steps_per_epoch(epochs: list[dict[str, Any]]) -> float | None:
@@ -122,23 +136,102 @@ def cell_figure(curves: CellCurves) -> Figure:
     return fig
 
 
+# Config keys that never tell two configurations apart: the seed is what a band spans.
+NOT_CONFIGURATION = frozenset({"seed", "halt_at_step", "checkpoint", "checkpoint_every", "checkpoint_async",
+                               "memory_interval_ms", "peak_tflops", "target_loss", "target_ppl", "max_checkpoint_mb"})
+
+
+@dataclass
+class Band:
+    """One configuration's validation loss over its seeds, evaluation by evaluation."""
+
+    label: str
+    model: str | None
+    n: int
+    epoch: list[float]
+    seconds: list[float]
+    mean: list[float]
+    low: list[float]
+    high: list[float]
+
+
+def configuration_bands(cells: list[CellCurves]) -> list[Band]:
+    """Cells grouped by configuration (every config key but the seed): at each evaluation step all of
+    a configuration's seeds reached, the mean val loss and its 95 % Student-t interval."""
+    from bench.analysis.stats import t_interval
+
+    def key(c: CellCurves) -> str:
+        config = c.summary.get("config") or {}
+        return repr(sorted((k, repr(v)) for k, v in config.items() if k not in NOT_CONFIGURATION))
+
+    groups: dict[str, list[CellCurves]] = {}
+    for cell in cells:
+        groups.setdefault(key(cell), []).append(cell)
+    configs = [(c[0].summary.get("config") or {}) for c in groups.values()]
+    varying = _label_keys(configs)
+    bands = []
+    for members in groups.values():
+        config = members[0].summary.get("config") or {}
+        label = members[0].label + "".join(f" {k}={_short(config.get(k))}" for k in varying)
+        by_step: dict[int, list[tuple[float, float, float]]] = {}
+        for cell in members:
+            for step, point in cell.val_by_step().items():
+                by_step.setdefault(step, []).append(point)
+        steps = sorted(s for s, points in by_step.items() if len(points) == len(members))
+        intervals = [t_interval([p[2] for p in by_step[s]]) for s in steps]
+        bands.append(Band(label, config.get("model"), len(members),
+                          [float(np.mean([p[0] for p in by_step[s]])) for s in steps],
+                          [float(np.mean([p[1] for p in by_step[s]])) for s in steps],
+                          [i.mean for i in intervals], [i.low for i in intervals], [i.high for i in intervals]))
+    return bands
+
+
+def _label_keys(configs: list[dict[str, Any]]) -> list[str]:
+    """Keys that tell configurations of the same model, optimizer and depth apart (lr, a swept width);
+    keys that only follow from the optimizer or model (betas, momentum) are already in the label."""
+    def family(config: dict[str, Any]) -> tuple:
+        return config.get("model"), config.get("optimizer"), config.get("n_layer")
+
+    keys = []
+    for key in dict.fromkeys(k for config in configs for k in config):
+        if key in NOT_CONFIGURATION or key in ("model", "optimizer", "n_layer"):
+            continue
+        seen: dict[tuple, set[str]] = {}
+        for config in configs:
+            seen.setdefault(family(config), set()).add(repr(config.get(key)))
+        if any(len(values) > 1 for values in seen.values()):
+            keys.append(key)
+    return keys
+
+
+def _short(value: Any) -> str:
+    return f"{value:.3g}" if isinstance(value, float) else str(value)
+
+
 def matrix_figure(name: str, cells: list[CellCurves]) -> Figure:
-    fig = Figure(figsize=(13, 6), dpi=DPI, layout="constrained")
+    """Every configuration's validation perplexity: the mean over its seeds and, with 2+ seeds, the
+    95 % t band (computed on the loss, drawn as exp of it), against epoch and against time."""
+    bands = configuration_bands(cells)
+    fig = Figure(figsize=(13, 6 + 0.18 * len(bands) / 3), dpi=DPI, layout="constrained")
     by_epoch, by_time = fig.subplots(1, 2)
-    colors = _palette(len(cells))
+    colors = _palette(len(bands))
     styles: dict[str | None, str] = {}
     everything: list[float] = []
-    for color, curves in zip(colors, cells):
-        model = (curves.summary.get("config") or {}).get("model")
-        style = styles.setdefault(model, ("-", "--", "-.", ":")[len(styles) % 4])
-        val = curves.val_points()
-        ppl = [_ppl(p[2]) for p in val]
+    for color, band in zip(colors, bands):
+        style = styles.setdefault(band.model, ("-", "--", "-.", ":")[len(styles) % 4])
+        ppl = [_ppl(v) for v in band.mean]
         everything += ppl
-        by_epoch.plot([p[0] for p in val], ppl, linestyle=style, marker="o", markersize=3, color=color,
-                      label=curves.label)
-        by_time.plot([p[1] for p in val], ppl, linestyle=style, marker="o", markersize=3, color=color)
+        label = f"{band.label} (n={band.n})"
+        for axis, x in ((by_epoch, band.epoch), (by_time, band.seconds)):
+            axis.plot(x, ppl, linestyle=style, marker="o", markersize=3, color=color,
+                      label=label if axis is by_epoch else None)
+            if band.n > 1:
+                low = [_ppl(v) if math.isfinite(v) else p for v, p in zip(band.low, ppl)]
+                high = [_ppl(v) if math.isfinite(v) else p for v, p in zip(band.high, ppl)]
+                axis.fill_between(x, low, high, color=color, alpha=0.2, linewidth=0)
+                everything += low + high
     floors = {c.summary["entropy_floor_ppl"] for c in cells if c.summary.get("entropy_floor_ppl") is not None}
-    for axis, xlabel in ((by_epoch, "epoch"), (by_time, "training wall-clock (s, evaluation excluded)")):
+    for axis, xlabel in ((by_epoch, "epoch"), (by_time, "training wall-clock (s, evaluation excluded; seed mean)")):
         if len(floors) == 1:
             _floor(axis, cells[0].summary)
         _maybe_log(axis, everything + list(floors))
@@ -146,8 +239,12 @@ def matrix_figure(name: str, cells: list[CellCurves]) -> Figure:
         axis.set_ylabel("validation perplexity")
         axis.grid(True, alpha=0.3, which="both")
     by_epoch.xaxis.set_major_locator(MaxNLocator(integer=True))
-    by_epoch.legend(fontsize=7, ncol=2)
-    fig.suptitle(f"{name}: validation perplexity of every cell")
+    # Below both panels: a long list of configurations must not cover the curves.
+    fig.legend(*by_epoch.get_legend_handles_labels(), loc="outside lower center", fontsize=7,
+               ncol=min(3, max(1, len(bands) // 4 + 1)))
+    banded = any(b.n > 1 for b in bands)
+    fig.suptitle(f"{name}: validation perplexity per configuration"
+                 + (" (line: exp of the mean val loss over n seeds; band: 95 % t interval)" if banded else ""))
     return fig
 
 

@@ -16,7 +16,7 @@ from bench.registry import Registry
 from bench.selection import resolve_device
 from bench.signals import GracefulStop
 from bench.store import ResultStore
-from bench.sweep.driver import SweepRun
+from bench.sweep.driver import SweepRun, split_studies
 from bench.sweep.groups import Group, build_groups, check_space
 from bench.sweep.ledger import check_length_known
 from bench.sweep.spec import PLANNED, SweepSpec, final_seeds_note, parse_sweep
@@ -44,13 +44,22 @@ def describe(spec: SweepSpec, groups: list[Group]) -> str:
     if spec.options.get("max_total_flops"):
         lines.append(f"  FLOP ledger over all groups: max_total_flops {spec.options['max_total_flops']:g} "
                      f"(each trial charged as it starts; a repeated configuration reuses its cell for free)")
+    if spec.options["studies"] > 1:
+        lines.append(f"  {spec.options['studies']} independent studies per group (AlgoPerf), the budget split "
+                     f"between them, seeds {spec.seed}..{spec.seed + spec.options['studies'] - 1}")
+    if spec.options["pruner"] != "none":
+        lines.append(f"  pruner: Optuna {spec.options['pruner']} at every "
+                     f"{spec.options['prune_every'] or 'eval_every'} steps")
+    if spec.options["warm_start"]:
+        lines.append(f"  warm start from the finished cells of {', '.join(spec.options['warm_start'])}")
     if spec.strategy in PLANNED:
         lines.append("  each rung's trials are one batch, trained together (in parallel with --jobs or Ray)")
     elif spec.options["batch"] > 1:
         lines.append(f"  batch: {spec.options['batch']} trials asked and trained together")
     if spec.strategy in PLANNED:
         rows = [[b.s] + [f"{r.configs} x {r.resource}" for r in b.rungs] for b in spec.brackets()]
-        lines.append(f"  brackets (configurations x units of {spec.options['resource_steps']} steps):")
+        lines.append(f"  {'rungs' if spec.strategy == 'asha' else 'brackets'} (configurations x units of "
+                     f"{spec.options['resource_steps']} steps):")
         lines.append(tabulate(rows, headers=["s"] + [f"rung {i}" for i in range(len(rows[0]) - 1)]))
     if spec.final_seeds:
         extra = ", ".join(f"{k} = {v}" for k, v in spec.final_overrides.items())
@@ -68,8 +77,13 @@ def run_sweep_matrix(matrix: Matrix, path: str, *, registry: Registry, hooks: An
                          f"sweep.per or [matrix], or move outputs/{matrix.name} away to start over")
     spec, groups, configs = prepare(matrix, registry, path)
     if dry_run:
+        from bench.sweep.dryrun import describe_trials  # times a few steps: the training stack loads here
+
         print(describe(spec, groups))
-        print("nothing trained (--dry-run)")
+        check_data_available(configs, registry)
+        studies = [(g, label, s) for g in groups for label, s in split_studies(spec, g)]
+        print(describe_trials(matrix, spec, studies, registry, resolve_device(device)))
+        print("nothing trained (--dry-run): the times come from a few timed steps per group, then discarded")
         return 0
     target = resolve_device(device)
     refuse_what_cannot_fit([(f"{path}: sweep cell {config['model']}/{config['optimizer']}", config)

@@ -11,6 +11,7 @@ executor, so neither do the proposals.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from contextlib import nullcontext
 from dataclasses import dataclass, field
@@ -19,14 +20,15 @@ from typing import Any, Callable
 import torch
 
 from bench import floor
-from bench.cells import Cell
+from bench.budget import planned_steps
+from bench.cells import OPERATIONAL_KEYS, Cell, resolve_config
 from bench.checkpoint import CHECKPOINT_DIR, CheckpointStore
 from bench.errors import ConfigError
 from bench.matrix import Matrix
 from bench.registry import Registry
 from bench.runner import run_cells
 from bench.store import CellRecord, ResultStore
-from bench.sweep.groups import Group, finite, flops_per_token, trial_cell
+from bench.sweep.groups import Group, finite, fixed_keys, flops_per_token, probe_values, trial_cell
 from bench.sweep.ledger import CHARGE, NOT_STARTED, REUSED, Ledger, trial_flops
 from bench.sweep.spec import SweepSpec
 from bench.sweep.strategies import (
@@ -40,7 +42,7 @@ from bench.sweep.strategies import (
     distributions,
     strategy_for,
 )
-from bench.sweep.trials import GroupTrials, Outcome, open_storage
+from bench.sweep.trials import WARM, GroupTrials, Outcome, open_storage
 
 FINAL = ("ok", "diverged", "pruned")
 LOST_RETRIES = 1  # times a round's cells whose worker died are run again before the sweep gives up
@@ -105,9 +107,13 @@ class SweepRun:
         with getattr(self.executor, "kept", nullcontext)():
             return self._rounds()
 
+    def studies(self, group: Group) -> list[tuple[str, SweepSpec]]:
+        return split_studies(self.spec, group)
+
     def _rounds(self) -> bool:
         storage = open_storage(self.store.path)
-        contexts = {g.label: self._context(storage, g) for g in self.groups}
+        contexts = {label: self._context(storage, g, spec, index)
+                    for g in self.groups for index, (label, spec) in enumerate(self.studies(g))}
         if self.spec.options.get("max_total_flops"):
             trials = [t.user_attrs for ctx, _ in contexts.values() for t in ctx.trials.study.get_trials(deepcopy=False)]
             self.ledger = Ledger.from_store(self.spec.options["max_total_flops"], self.store, trials)
@@ -134,10 +140,14 @@ class SweepRun:
             self.say(self.ledger.line())
         return self._final_seeds(contexts)
 
-    def _context(self, storage, group: Group) -> tuple[GroupContext, Budget]:
-        trials = GroupTrials(storage, group.label, self.spec.direction, distributions(self.spec))
-        sweep_settings: dict[str, Any] = self.spec.to_dict()
-        settings = {"sweep": sweep_settings, "group": group.key, "label": group.label, "base": dict(group.base)}
+    def _context(self, storage, group: Group, spec: SweepSpec, index: int) -> tuple[GroupContext, Budget]:
+        label = group.label if spec.options["studies"] == 1 else f"{group.label} study {index + 1}"
+        trials = GroupTrials(storage, label, spec.direction, distributions(spec))
+        sweep_settings: dict[str, Any] = spec.to_dict()
+        settings: dict[str, Any] = {"sweep": sweep_settings, "group": group.key, "label": group.label,
+                                    "base": dict(group.base)}
+        if spec.options["studies"] > 1:
+            settings["study"] = index
         # What decides the proposals must not change under a started sweep; budgets and the final
         # reruns may (raising `trials` extends a sweep: the stored trials replay, new ones follow).
         # `batch` counts only where it changes proposals (TPE), so sweeps from before it existed still match.
@@ -151,15 +161,56 @@ class SweepRun:
         for key, value in settings.items():  # the latest budgets, for reports
             trials.study.set_user_attr(key, value)
         trials.study.set_user_attr("fingerprint", fingerprint)
-        budget = Budget(self.spec)
+        if spec.options["warm_start"]:
+            added = trials.warm_start(self._warm_results(group, spec))
+            if added:
+                self.say(f"sweep {label}: warm-started from {added} finished cell(s) of "
+                         f"{', '.join(spec.options['warm_start'])}")
+        budget = Budget(spec)
+        total, every = self._trial_length(group, spec)
         spent = lambda: budget.exhausted() or (self.ledger is not None and self.ledger.left <= 0)  # noqa: E731
-        return GroupContext(self.spec, trials, spent), budget
+        return GroupContext(spec, trials, spent, total, every), budget
+
+    def _trial_length(self, group: Group, spec: SweepSpec) -> tuple[int, int]:
+        """Steps a full trial trains and steps between its evaluations; a pruned search needs both."""
+        if spec.options["pruner"] == "none":
+            return 0, 0
+        config = resolve_config({**group.base, **probe_values(spec)[0], **fixed_keys(spec),
+                                 "seed": self.matrix.seeds[0]}, self.registry, f"sweep group {group.label}")
+        if not (config["max_steps"] or config["max_tokens"] or config["max_flops"]):
+            raise ConfigError(f"sweep.pruner needs each trial's length in steps before it trains: set max_steps, "
+                              f"max_tokens or max_flops in [defaults] of {self.matrix.name!r}")
+        fpt = int(flops_per_token(config, self.registry)) if config["max_flops"] else 0
+        _, total = planned_steps(config, 0, fpt)
+        every = spec.options["prune_every"] or config["eval_every"] or 0
+        if not every:
+            raise ConfigError(f"sweep.pruner decides at evaluations: set eval_every (steps) in [defaults] of "
+                              f"{self.matrix.name!r} or sweep.prune_every")
+        return total, every
+
+    def _warm_results(self, group: Group, spec: SweepSpec) -> list[tuple[dict[str, Any], float, dict[str, Any]]]:
+        """Finished cells of the ``warm_start`` matrices that are this group's base cell with other
+        values of the searched keys: (params, metric, facts) for the study."""
+        fixed = {**group.base, **fixed_keys(spec)}
+        ignore = set(spec.space) | {"seed"} | OPERATIONAL_KEYS
+        results = []
+        for name in spec.options["warm_start"]:
+            for summary in ResultStore(self.store.root, name).summaries():
+                config = summary.get("config") or {}
+                value = summary.get(spec.metric)
+                if summary.get("status") != "ok" or not finite(value) or config.get("seed") != self.matrix.seeds[0]:
+                    continue
+                if all(config.get(k) == v for k, v in fixed.items() if k not in ignore):
+                    params = {k: config.get(k) for k in spec.space}
+                    results.append((params, float(value or 0.0), {"cell_id": summary.get("id"), "matrix": name,
+                                                           "status": "warm start"}))
+        return sorted(results, key=lambda r: r[2]["cell_id"] or "")
 
     def _round(self, batches: dict[str, Batch],
                contexts: dict[str, tuple[GroupContext, Budget]]) -> dict[str, list[Outcome]] | None:
         """Every group's batch: impossible trials and prunes are settled here, the cells left to train go
         to the executor together. The outcomes per group, in request order; None if a stop ended it."""
-        groups = {g.label: g for g in self.groups}
+        groups = {label: g for g in self.groups for label, _ in self.studies(g)}
         resolved = {label: [self._resolve(groups[label], contexts[label][0], r) for r in requests]
                     for label, requests in batches.items()}
         train: dict[str, Cell] = {}  # one entry per cell: two proposals of the same values share it
@@ -178,7 +229,7 @@ class SweepRun:
                 self.say(self.ledger.line())
             if self.ledger_stop is not None:
                 return None
-        return {label: [outcome or self._ran(contexts[label][1], cell, request)
+        return {label: [outcome or self._ran(contexts[label], cell, request)
                         for request, (cell, outcome) in zip(requests, resolved[label])]
                 for label, requests in batches.items()}
 
@@ -254,11 +305,17 @@ class SweepRun:
         self.interrupted = "workers that died under their cells"
         return False
 
-    def _ran(self, budget: Budget, cell: Cell | None, request: Request) -> Outcome:
-        """A trained (or already trained) trial's outcome, read from its cell; its spending is counted."""
+    def _ran(self, context: tuple[GroupContext, Budget], cell: Cell | None, request: Request) -> Outcome:
+        """A trained (or already trained) trial's outcome, read from its cell; its spending is counted
+        and its evaluations so far are reported to the study as intermediate values."""
         assert cell is not None and isinstance(request, Run)  # invalid trials and prunes were settled before
+        ctx, budget = context
         summary = self.store.cell(cell.id).read_summary() or {}
         budget.update(cell.id, self._spent(cell, summary))
+        limit = request.halt_at_step or float("inf")
+        points = [(int(r["step"]), float(r["val_loss"])) for r in self.store.cell(cell.id).read_metrics()
+                  if r.get("val_loss") is not None and r.get("step") is not None and r["step"] <= limit]
+        ctx.trials.report(request.number, points)
         return self._rung_outcome(cell, request.halt_at_step) or self._outcome(cell, summary)
 
     def _rung_outcome(self, cell: Cell, halt: int) -> Outcome | None:
@@ -298,18 +355,38 @@ class SweepRun:
             return True
         cells = []
         for group in self.groups:
-            ctx = contexts[group.label][0]
-            best = best_trial(ctx.trials.study, self.store, self.spec)
-            if best is None:
+            studies = [contexts[label][0] for label, _ in self.studies(group)]
+            # With several studies the group's winner is the best trial of any of them.
+            found = [b for b in (best_trial(c.trials.study, self.store, self.spec, with_value=True) for c in studies)
+                     if b is not None]
+            if not found:
                 self.say(f"sweep {group.label}: no finished trial to rerun over final_seeds")
                 continue
+            sign = -1 if self.spec.direction == "maximize" else 1
+            best = min(found, key=lambda pair: sign * pair[1])[0]
             group_cells = [trial_cell(self.matrix, self.spec, group, best.params, self.registry, seed=s, final=True)
                            for s in self.spec.final_seeds]
-            ctx.trials.study.set_user_attr("final_cells", [c.id for c in group_cells])
+            for ctx in studies:
+                ctx.trials.study.set_user_attr("final_cells", [c.id for c in group_cells])
             cells += group_cells
         # Only the final cells are scored on [eval]'s benchmarks: they are the sweep's results, while
         # scoring every trial would spend evaluation time on configurations the search discards.
         return self._train(cells, {c.id: f"final seeds {c.name}" for c in cells}, self.matrix.evaluation)
+
+
+def split_studies(spec: SweepSpec, group: Group) -> list[tuple[str, SweepSpec]]:
+    """The group's independent searches: one, or ``studies`` (AlgoPerf) with the trial and budget
+    limits split between them and a seed of their own each."""
+    count = spec.options["studies"]
+    if count == 1:
+        return [(group.label, spec)]
+    out = []
+    for k in range(count):
+        trials = spec.trials // count + (1 if k < spec.trials % count else 0)
+        study = dataclasses.replace(spec, seed=spec.seed + k, trials=trials, max_flops=spec.max_flops / count,
+                                    max_time=spec.max_time / count, max_cost=spec.max_cost / count)
+        out.append((f"{group.label} study {k + 1}", study))
+    return out
 
 
 def _reached(summary: dict[str, Any], halt: int) -> bool:
@@ -320,16 +397,24 @@ def _reached(summary: dict[str, Any], halt: int) -> bool:
     return bool(halt) and status == "paused" and (summary.get("step") or 0) >= halt
 
 
-def best_trial(study, store: ResultStore, spec: SweepSpec):
-    """The group's finished trial with the best metric, read from the cells' own summaries."""
+def best_trial(study, store: ResultStore, spec: SweepSpec, with_value: bool = False):
+    """The group's finished trial with the best metric, read from the cells' own summaries (a
+    warm-start trial's from the study: its cell belongs to another matrix)."""
     best, best_value = None, None
     for trial in study.get_trials(deepcopy=False):
-        cell = trial.user_attrs.get("cell_id")
-        summary = store.cell(cell).read_summary() if cell else None
-        value = (summary or {}).get(spec.metric)
-        if not summary or summary.get("status") != "ok" or not finite(value) or floor.verdict(summary):
-            continue  # an impossible result (below the entropy floor: a leak) is never the winner
+        if WARM in trial.user_attrs:
+            value = trial.value if trial.state.is_finished() else None
+            if not finite(value):
+                continue
+        else:
+            cell = trial.user_attrs.get("cell_id")
+            summary = store.cell(cell).read_summary() if cell else None
+            value = (summary or {}).get(spec.metric)
+            if not summary or summary.get("status") != "ok" or not finite(value) or floor.verdict(summary):
+                continue  # an impossible result (below the entropy floor: a leak) is never the winner
         better = best_value is None or (value < best_value if spec.direction == "minimize" else value > best_value)
         if better:
             best, best_value = trial, value
+    if with_value:
+        return None if best is None else (best, best_value)
     return best

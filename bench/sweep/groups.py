@@ -35,6 +35,8 @@ def fixed_keys(spec: SweepSpec) -> dict[str, Any]:
     if spec.strategy in PLANNED:
         # Every rung's cell is the same cell, trained to R units; rungs halt it on the way.
         return {"max_steps": spec.options["max_resource"] * spec.options["resource_steps"], "checkpoint": True}
+    if spec.options.get("pruner", "none") != "none":
+        return {"checkpoint": True}  # a trial pauses at each pruning decision and resumes if it survives
     return {}
 
 

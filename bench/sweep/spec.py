@@ -12,9 +12,15 @@ from bench.sweep.plan import Bracket, bracket, hyperband
 from bench.sweep.space import Param, parse_space
 
 SAMPLED = ("grid", "random", "quasirandom", "tpe")
-PLANNED = ("successive-halving", "hyperband")
+PLANNED = ("successive-halving", "hyperband", "asha")
 STRATEGIES = SAMPLED + PLANNED + ("lr-range",)
+PRUNERS = ("none", "median", "percentile", "successive-halving")
 BUDGETS = ("trials", "max_flops", "max_time", "max_cost")
+
+# Keys added after sweeps were first stored: at these values they are left out of the settings a
+# started sweep is checked against, so its storage keeps matching.
+LATER_KEY_NEUTRALS: dict[str, Any] = {"studies": 1, "pruner": "none", "prune_every": 0, "pruner_startup_trials": 3,
+                                      "warm_start": []}
 
 # key -> (default, type check, requirement)
 KEYS: dict[str, tuple[Any, Any, str]] = {
@@ -50,6 +56,15 @@ KEYS: dict[str, tuple[Any, Any, str]] = {
     "lr_start": (1e-4, lambda v: _is_num(v) and v > 0, "a number > 0"),
     "lr_factor": (2.0, lambda v: _is_num(v) and v > 1, "a number > 1"),
     "lr_max": (1e4, lambda v: _is_num(v) and v > 0, "a number > 0"),
+    "studies": (1, lambda v: _is_int(v) and v >= 1, "an integer >= 1 (AlgoPerf: the budget split into "
+                "independent studies, each with its own seed)"),
+    "pruner": ("none", lambda v: v in PRUNERS, f"one of {', '.join(PRUNERS)} (Optuna pruner for random/tpe trials)"),
+    "prune_every": (0, lambda v: _is_int(v) and v >= 0, "an integer >= 0 (steps between pruning decisions; "
+                    "0: every eval_every steps)"),
+    "pruner_startup_trials": (3, lambda v: _is_int(v) and v >= 0, "an integer >= 0 (trials finished before "
+                              "the pruner may stop any)"),
+    "warm_start": ([], lambda v: isinstance(v, list) and all(isinstance(k, str) and k for k in v),
+                   "a list of matrix names whose finished cells seed the search"),
     "fractions": ([0.75, 0.5, 0.33, 0.25, 0.1],
                   lambda v: isinstance(v, list) and v and all(_is_num(f) and 0 < f < 1 for f in v),
                   "a non-empty list of numbers in (0, 1)"),
@@ -89,6 +104,8 @@ class SweepSpec:
     def brackets(self) -> list[Bracket]:
         """Hyperband's brackets, or successive halving's single bracket."""
         R, eta = self.options["max_resource"], self.options["eta"]
+        if self.strategy == "asha":  # one ladder of rungs, the most exploratory bracket's resources
+            return [hyperband(R, eta)[0]]
         if self.strategy == "hyperband":
             return hyperband(R, eta)
         s = self.options["bracket"]
@@ -96,7 +113,8 @@ class SweepSpec:
 
     def to_dict(self) -> dict[str, Any]:
         out = {k: getattr(self, k) for k in KEYS if k not in ("space",) and hasattr(self, k)}
-        out.update(self.options)
+        out.update({k: v for k, v in self.options.items()
+                    if k not in LATER_KEY_NEUTRALS or v != LATER_KEY_NEUTRALS[k]})
         out["space"] = {name: {"kind": p.kind, "log": p.log, "describe": p.describe()}
                         for name, p in self.space.items()}
         return out
@@ -153,6 +171,19 @@ def final_seeds_note(seeds: list[int], trial_seed: int | None) -> str:
 
 
 def _check_budget(strategy: str, values: dict[str, Any], where: str) -> None:
+    if values["pruner"] != "none" and strategy not in SAMPLED:
+        raise ConfigError(f"{where}: sweep.pruner stops random/tpe/quasirandom/grid trials early; {strategy} "
+                          f"decides its own stops, so remove sweep.pruner")
+    if values["studies"] > 1:
+        if strategy in ("grid", "lr-range"):
+            raise ConfigError(f"{where}: sweep.studies = {values['studies']} repeats a search with new seeds; "
+                              f"a {strategy} search is the same every time, so set studies = 1")
+        if values["trials"] and values["trials"] < values["studies"]:
+            raise ConfigError(f"{where}: sweep.trials = {values['trials']} is split across studies = "
+                              f"{values['studies']}; give each study at least one trial")
+    if strategy == "asha" and not any(values[k] for k in BUDGETS):
+        raise ConfigError(f"{where}: asha starts new configurations until its budget ends: set sweep.trials "
+                          f"(configurations), max_flops, max_time or max_cost")
     if strategy in PLANNED:
         if not values["max_resource"]:
             raise ConfigError(f"{where}: {strategy} needs sweep.max_resource (R, in units of resource_steps "

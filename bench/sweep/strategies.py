@@ -15,6 +15,7 @@ import math
 from dataclasses import dataclass
 from typing import Any, Callable, Generator
 
+import optuna
 from optuna.distributions import BaseDistribution, FloatDistribution
 
 from bench.sweep.spec import PLANNED, SAMPLED, SweepSpec
@@ -48,6 +49,26 @@ class GroupContext:
     spec: SweepSpec
     trials: GroupTrials
     exhausted: Callable[[], bool]  # True once the group's FLOP, time or cost budget is spent
+    total_steps: int = 0  # steps a full trial trains (pruning decisions happen before it)
+    eval_every: int = 0  # steps between the trials' evaluations
+
+
+def make_pruner(spec: SweepSpec) -> optuna.pruners.BasePruner:
+    """Optuna's pruner named by ``sweep.pruner``, judging each trial by its evaluations so far."""
+    kind, startup = spec.options["pruner"], spec.options["pruner_startup_trials"]
+    if kind == "median":
+        return optuna.pruners.MedianPruner(n_startup_trials=startup)
+    if kind == "percentile":
+        return optuna.pruners.PercentilePruner(25.0, n_startup_trials=startup)
+    return optuna.pruners.SuccessiveHalvingPruner(reduction_factor=spec.options["eta"])
+
+
+def pruning_steps(ctx: GroupContext) -> list[int]:
+    """The steps where a pruned search pauses its trials and asks the pruner (never the last step)."""
+    every = ctx.spec.options["prune_every"] or ctx.eval_every
+    if not every or not ctx.total_steps:
+        return []
+    return list(range(every, ctx.total_steps, every))
 
 
 def distributions(spec: SweepSpec) -> dict[str, BaseDistribution]:
@@ -70,6 +91,8 @@ def grid_size(spec: SweepSpec) -> int:
 def strategy_for(ctx: GroupContext) -> Strategy:
     if ctx.spec.strategy in SAMPLED:
         return sampled(ctx)
+    if ctx.spec.strategy == "asha":
+        return asha(ctx)
     if ctx.spec.strategy in PLANNED:
         return halving(ctx)
     return lr_range(ctx)
@@ -98,13 +121,47 @@ def sampled(ctx: GroupContext) -> Strategy:
     while (limit is None or count < limit) and not ctx.exhausted() and invalid < invalid_cap:
         size = min(spec.options["batch"], invalid_cap - invalid, limit - count if limit else invalid_cap)
         proposals = [ctx.trials.propose(make=make) for _ in range(size)]
-        outcomes = yield [Run(number, params) for number, params in proposals]
-        for (number, _), outcome in zip(proposals, outcomes):
-            ctx.trials.finish(number, outcome)
+        if spec.options["pruner"] == "none":
+            outcomes = yield [Run(number, params) for number, params in proposals]
+            for (number, _), outcome in zip(proposals, outcomes):
+                ctx.trials.finish(number, outcome)
+        else:
+            outcomes = yield from _pruned_batch(ctx, proposals)
+        for outcome in outcomes:
             if outcome.status == "invalid":
                 invalid += 1
             else:
                 count += 1
+
+
+def _pruned_batch(ctx: GroupContext, proposals: list) -> Generator[Batch, list[Outcome], list[Outcome]]:
+    """Train a batch's trials in segments; after each, Optuna's pruner judges each trial on its
+    evaluations so far (the driver reports every one to the study) and stops the losers."""
+    pruner = make_pruner(ctx.spec)
+    ctx.trials.first_live = min(number for number, _ in proposals)
+    final: dict[int, Outcome] = {}
+    live = list(proposals)
+    for halt in [*pruning_steps(ctx), 0]:
+        if not live:
+            break
+        outcomes = yield [Run(number, params, halt) for number, params in live]
+        survivors: list = []
+        losers: Batch = []
+        for (number, params), outcome in zip(live, outcomes):
+            if halt and outcome.status == "paused" and _finite(outcome.metric):
+                if ctx.trials.should_prune(pruner, number, halt):
+                    losers.append(Prune(number, params, outcome))
+                else:
+                    survivors.append((number, params))
+                continue
+            ctx.trials.finish(number, outcome)  # ended (or failed) before the next decision
+            final[number] = outcome
+        if losers:
+            for request, closed in zip(losers, (yield losers)):
+                ctx.trials.finish(request.number, closed, pruned=True)
+                final[request.number] = closed
+        live = survivors
+    return [final[number] for number, _ in proposals]
 
 
 def halving(ctx: GroupContext) -> Strategy:
@@ -137,6 +194,71 @@ def halving(ctx: GroupContext) -> Strategy:
                     ctx.trials.finish(number, outcome)
                 break
             live = yield from _promote(ctx, results, bracket.rungs[i + 1].configs)
+
+
+def asha(ctx: GroupContext) -> Strategy:
+    """Asynchronous successive halving (Li et al., "A System for Massively Parallel Hyperparameter
+    Tuning", MLSys 2020, Algorithm 2) over Hyperband's rungs r_k = R eta^(k - s_max).
+
+    Each free slot of a batch takes the highest rung k with a configuration in the top 1/eta of the
+    results rung k has so far and not yet promoted, and trains it on to rung k + 1; with none, it
+    starts a new configuration at rung 0 (until ``trials`` configurations or the budget are used).
+    Nothing waits for a full rung. A batch's jobs are chosen before any of them trains, from results
+    in trial order, so a replay chooses the same. Configurations left below the top are pruned at the end.
+    """
+    spec = ctx.spec
+    resource, unit, eta = spec.options["max_resource"], spec.options["resource_steps"], spec.options["eta"]
+    ladder = [rung.resource for rung in spec.brackets()[0].rungs]
+    top = len(ladder) - 1
+    limit = spec.trials or None
+    make = _sampler_factory(ctx, spec.options["sampler"])
+    results: list[dict[int, Outcome]] = [{} for _ in ladder]
+    promoted: list[set[int]] = [set() for _ in ladder]
+    params: dict[int, dict[str, Any]] = {}
+    started, invalid, finished = 0, 0, set()
+
+    def next_job(busy: set[int]) -> tuple[int, int] | None:
+        nonlocal started
+        for k in range(top - 1, -1, -1):
+            ranked = sorted(results[k].items(), key=lambda item: (item[1].metric, item[0]))
+            for number, _ in ranked[:len(ranked) // eta]:
+                if number not in promoted[k] and number not in busy:
+                    promoted[k].add(number)
+                    return number, k + 1
+        if (limit is None or started < limit) and invalid < max(10, 3 * (limit or 0)):
+            number, values = ctx.trials.propose(make=make)
+            params[number] = values
+            started += 1
+            return number, 0
+        return None
+
+    while not ctx.exhausted():
+        jobs: list[tuple[int, int]] = []
+        while len(jobs) < spec.options["batch"]:
+            job = next_job({n for n, _ in jobs})
+            if job is None:
+                break
+            jobs.append(job)
+        if not jobs:
+            break
+        for number, k in jobs:
+            ctx.trials.tag(number, bracket="asha", rung=k)
+        outcomes = yield [Run(n, params[n], 0 if ladder[k] >= resource else ladder[k] * unit) for n, k in jobs]
+        for (number, k), outcome in zip(jobs, outcomes):
+            if k < top and outcome.status == "paused" and _finite(outcome.metric):
+                results[k][number] = outcome
+                continue
+            ctx.trials.finish(number, outcome)
+            finished.add(number)
+            if outcome.status == "invalid":
+                invalid += 1
+                started -= 1  # an impossible proposal does not use up the budget
+    waiting = [(n, params[n], max((k for k in range(top) if n in results[k]), default=0)) for n in params
+               if n not in finished and any(n in r for r in results)]
+    losers: Batch = [Prune(n, values, results[k][n]) for n, values, k in waiting]
+    if losers:
+        for request, closed in zip(losers, (yield losers)):
+            ctx.trials.finish(request.number, closed, pruned=True)
 
 
 def _promote(ctx: GroupContext, results: list, keep: int) -> Generator[Batch, list[Outcome], list]:

@@ -13,7 +13,7 @@ import math
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, cast
 
 import optuna
 import sqlalchemy.exc
@@ -26,6 +26,7 @@ from bench.errors import BenchError
 from bench.sweep.space import Param
 
 STORAGE_FILE = "sweep.db"
+WARM = "warm_start"  # user attribute of a trial added from an existing cell
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -112,6 +113,26 @@ class GroupTrials:
         self.study_id = storage.get_study_id_from_name(name)
         self.distributions = distributions
         self.cursor = 0
+        self.first_live = 0  # trials numbered below this had ended when the current decisions were made
+
+    def warm_start(self, results: list[tuple[dict[str, Any], float, dict[str, Any]]]) -> int:
+        """Add finished results (params, metric, facts) as completed trials, once, before any proposal."""
+        if self.study.user_attrs.get("warm_started") is not None or self.study.get_trials(deepcopy=False):
+            return 0
+        added = 0
+        for params, value, attrs in results:
+            if not all(k in params for k in self.distributions):
+                continue
+            try:
+                trial = optuna.trial.create_trial(params={k: params[k] for k in self.distributions},
+                                                  distributions=self.distributions, value=value,
+                                                  user_attrs={**attrs, WARM: True})
+            except ValueError:  # outside the searched range: it says nothing about this space
+                continue
+            self.study.add_trial(trial)
+            added += 1
+        self.study.set_user_attr("warm_started", added)
+        return added
 
     def _trial_id(self, number: int) -> int:
         return self.storage.get_trial_id_from_study_id_trial_number(self.study_id, number)
@@ -130,7 +151,10 @@ class GroupTrials:
 
         ``make(number)`` builds the sampler for a new trial; ``fixed`` proposes given values instead.
         """
-        stored = self.study.get_trials(deepcopy=False)
+        everything = self.study.get_trials(deepcopy=False)
+        # Warm-start trials (results of cells that already existed) inform the sampler; they are never
+        # proposed, so a replay walks only the strategy's own trials.
+        stored = [t for t in everything if WARM not in t.user_attrs]
         if self.cursor < len(stored):
             replayed = stored[self.cursor]
             self.cursor += 1
@@ -138,12 +162,38 @@ class GroupTrials:
         if fixed is not None:
             self.study.enqueue_trial(fixed, skip_if_exists=False)
         if make is not None:
-            self.study.sampler = make(len(stored))
+            self.study.sampler = make(len(everything))
         elif sampler is not None:
             self.study.sampler = sampler
         trial = self.study.ask(self.distributions)
         self.cursor += 1
         return trial.number, dict(trial.params)
+
+    def report(self, number: int, points: list[tuple[int, float]]) -> None:
+        """Every evaluation of a running trial as an intermediate value (step -> val loss), so pruners
+        and ``optuna-dashboard`` see its curve; a finished trial keeps what it has."""
+        trial_id = self._trial_id(number)
+        frozen = self.storage.get_trial(trial_id)
+        if frozen.state.is_finished():
+            return
+        for step, value in points:
+            if step not in frozen.intermediate_values and math.isfinite(value):
+                self.storage.set_trial_intermediate_value(trial_id, step, value)
+
+    def should_prune(self, pruner: optuna.pruners.BasePruner, number: int, step: int) -> bool:
+        """The pruner's verdict on trial ``number`` at ``step``, as it would have been then.
+
+        A replay after a kill finds more in the storage than the first run had at this point (later
+        evaluations of this trial, trials proposed after it). The pruner is shown this trial's values up
+        to ``step`` and only trials numbered below the earliest still running, which is exactly what the
+        uninterrupted run showed it: the decision, and so the sweep, replays exactly."""
+        trials = self.study.get_trials(deepcopy=True)
+        frozen = trials[number]
+        frozen.intermediate_values = {k: v for k, v in frozen.intermediate_values.items() if k <= step}
+        if not frozen.intermediate_values:
+            return False
+        view = cast(optuna.Study, _StudyAsOf(self.study, trials, self.first_live))  # a Study in all but get_trials
+        return bool(pruner.prune(view, frozen))
 
     def finish(self, number: int, outcome: Outcome, *, pruned: bool = False) -> None:
         """Record a trial's end once; a replayed trial that already ended keeps its record."""
@@ -164,3 +214,17 @@ class GroupTrials:
             self.study.tell(number, worst)
         else:
             self.study.tell(number, state=TrialState.FAIL)
+
+
+class _StudyAsOf:
+    """The study as a pruner saw it when a decision was first made (see GroupTrials.should_prune):
+    the same object for everything else, with ``get_trials`` limited to trials that had ended."""
+
+    def __init__(self, study: optuna.Study, trials: list, before: int):
+        self._study, self._trials, self._before = study, trials, before
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._study, name)
+
+    def get_trials(self, deepcopy: bool = True, states=None) -> list:  # noqa: ANN001 - Optuna's signature
+        return [t for t in self._trials if t.number < self._before and (states is None or t.state in states)]

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import math
 
+import pytest
 from matplotlib.figure import Figure
 
 from bench.report import plots
@@ -77,3 +78,43 @@ def test_plot_skips_cells_with_truncated_metrics_and_draws_the_rest(tmp_path, su
         "all_cells_val_ppl.png", f"{summaries[2]['name']}.png"]
     assert f"warning: {torn_path} line 5 is not valid JSON" in err
     assert f"warning: {cut_path} does not match summary.json (" in err and "Traceback" not in err
+
+
+def _seeded_cells(losses_by_seed, lr=0.01):
+    """One configuration trained over several seeds: evaluations at steps 10, 20, 30."""
+    cells = []
+    for seed, losses in enumerate(losses_by_seed):
+        summary = {"id": f"s{seed}-{lr}", "name": f"c{seed}", "status": "ok",
+                   "config": {"model": "llama", "optimizer": "adamw", "n_layer": 2, "lr": lr, "seed": seed}}
+        rows = [{"kind": "step", "step": 10 * (i + 1), "val_loss": v, "train_time_s": float(i + 1)}
+                for i, v in enumerate(losses[:-1])]
+        rows.append({"kind": "epoch", "epoch": 1, "step": 10 * len(losses), "val_loss": losses[-1],
+                     "train_time_s": float(len(losses))})
+        cells.append(plots.CellCurves(summary, rows))
+    return cells
+
+
+def test_configuration_bands_are_seed_mean_and_t_interval():
+    from scipy import stats as scipy_stats
+
+    cells = _seeded_cells([[3.0, 2.5, 2.0], [3.2, 2.7, 2.1], [3.1, 2.6, 2.3]]) + _seeded_cells([[4.0, 3.0, 2.9]],
+                                                                                                   lr=0.1)
+    bands = {b.label: b for b in plots.configuration_bands(cells)}
+    assert set(bands) == {"llama/adamw/L2 lr=0.01", "llama/adamw/L2 lr=0.1"}
+    band = bands["llama/adamw/L2 lr=0.01"]
+    assert band.n == 3 and band.mean == pytest.approx([3.1, 2.6, 6.4 / 3])
+    assert band.epoch == pytest.approx([1 / 3, 2 / 3, 1.0]) and band.seconds == [1.0, 2.0, 3.0]
+    last = [2.0, 2.1, 2.3]
+    low, high = scipy_stats.t.interval(0.95, 2, loc=sum(last) / 3, scale=scipy_stats.sem(last))
+    assert math.isclose(band.low[-1], low) and math.isclose(band.high[-1], high)
+    single = bands["llama/adamw/L2 lr=0.1"]
+    assert single.n == 1 and math.isnan(single.low[0])
+
+
+def test_matrix_figure_draws_a_band_and_names_n_in_the_legend():
+    cells = _seeded_cells([[3.0, 2.5, 2.0], [3.2, 2.7, 2.1], [3.1, 2.6, 2.3]])
+    fig = plots.matrix_figure("m", cells)
+    axis = fig.axes[0]
+    assert [t.get_text() for t in fig.legends[0].get_texts()] == ["llama/adamw/L2 (n=3)"]
+    assert axis.collections  # the fill_between band
+    assert "95 % t interval" in fig._suptitle.get_text()

@@ -206,3 +206,92 @@ def test_lr_range_tries_the_fractions_a_batch_at_a_time(context):
 
     lrs = [r.params["lr"] for r in drive(context("s", raw), evaluate, batches=sizes)]
     assert sizes == [1] * 6 + [2] and lrs[6:] == pytest.approx([0.24, 0.032])
+
+
+def test_asha_promotes_the_top_third_without_waiting_for_a_full_rung(context):
+    """R = 9, eta = 3: rungs at 1, 3, 9 units (10, 30, 90 steps). One job at a time; the metric of
+    trial n is METRIC[n] at every rung. Hand-run of ASHA's get_job:
+    start 0, 1, 2; rung 0 has 3 results -> promote its best (1); start 3; rung 0's top 1 of 4 is 3 -> promote 3;
+    start 4, 5 (the 6 trials are used); rung 0's top 2 of 6 are 3, 4 -> promote 4; rung 1's top 1 of 3 is 3 ->
+    train 3 to the end; nothing left to promote: prune 0, 1, 2, 4, 5."""
+    metric = [5.0, 3.0, 4.0, 1.0, 2.0, 6.0]
+    raw = {"strategy": "asha", "max_resource": 9, "eta": 3, "resource_steps": 10, "trials": 6, "space": SPACE,
+           "seed": 0}
+    requests = drive(context("asha", raw), evaluate=lambda r: Outcome(
+        f"c{r.number}", "pruned" if isinstance(r, Prune) else ("paused" if r.halt_at_step else "ok"),
+        metric[r.number], getattr(r, "halt_at_step", 0) or 90))
+    runs = [(r.number, r.halt_at_step) for r in requests if isinstance(r, Run)]
+    assert runs == [(0, 10), (1, 10), (2, 10), (1, 30), (3, 10), (3, 30), (4, 10), (5, 10), (4, 30), (3, 0)]
+    assert [r.number for r in requests if isinstance(r, Prune)] == [0, 1, 2, 4, 5]
+    study = context("asha", raw).trials.study
+    states = {t.number: t.state for t in study.get_trials()}
+    assert states[3] == optuna.trial.TrialState.COMPLETE
+    assert all(states[n] == optuna.trial.TrialState.PRUNED for n in (0, 1, 2, 4, 5))
+
+
+def test_asha_fills_a_batch_with_promotions_and_new_configurations(context):
+    metric = [5.0, 3.0, 4.0, 1.0, 2.0, 6.0, 7.0, 8.0, 9.0]
+    raw = {"strategy": "asha", "max_resource": 9, "eta": 3, "resource_steps": 10, "trials": 9, "space": SPACE,
+           "seed": 0, "batch": 3}
+    sizes = []
+    requests = drive(context("asha-batch", raw), batches=sizes, evaluate=lambda r: Outcome(
+        f"c{r.number}", "pruned" if isinstance(r, Prune) else ("paused" if r.halt_at_step else "ok"),
+        metric[r.number], getattr(r, "halt_at_step", 0) or 90))
+    runs = [(r.number, r.halt_at_step) for r in requests if isinstance(r, Run)]
+    # batch 1: three new; batch 2: promote 1 (top 1 of 3) and start 3, 4; batch 3: promote 3 (top 1 of 5 at
+    # rung 0; rung 1's single result has no top third), start 5 and 6.
+    assert runs[:3] == [(0, 10), (1, 10), (2, 10)]
+    assert runs[3:6] == [(1, 30), (3, 10), (4, 10)]
+    assert runs[6:9] == [(3, 30), (5, 10), (6, 10)]
+    assert sizes[0] == 3 and (3, 0) in runs
+
+
+def _pruned_context(make, name, storage=None):
+    raw = {"strategy": "random", "trials": 6, "seed": 2, "space": SPACE, "pruner": "median",
+           "pruner_startup_trials": 1, "batch": 2}
+    ctx = make(name, raw, storage)
+    ctx.total_steps, ctx.eval_every = 40, 10
+    return ctx
+
+
+def _curve(params, step):
+    return loss(params) + 1.0 / step
+
+
+def _reporting(ctx):
+    """Stands for the driver: every evaluation up to the halt is reported, then the outcome told."""
+    def evaluate(request):
+        if isinstance(request, Prune):
+            return Outcome(f"c{request.number}", "pruned", request.outcome.metric, request.outcome.step)
+        end = request.halt_at_step or 40
+        ctx.trials.report(request.number, [(s, _curve(request.params, s)) for s in range(10, end + 1, 10)])
+        status = "paused" if request.halt_at_step else "ok"
+        return Outcome(f"c{request.number}", status, _curve(request.params, end), end)
+    return evaluate
+
+
+def test_pruned_search_stops_losers_and_replays_exactly_after_a_kill(context, tmp_path):
+    reference_ctx = _pruned_context(context, "ref")
+    reference = drive(reference_ctx, evaluate=_reporting(reference_ctx))
+    kinds = [(type(r).__name__, r.number, getattr(r, "halt_at_step", None)) for r in reference]
+    assert any(kind == "Prune" for kind, _, _ in kinds)  # the median rule stopped someone
+    assert [r.halt_at_step for r in reference if isinstance(r, Run)][:2] == [10, 10]
+    pruned = [t for t in reference_ctx.trials.study.get_trials() if t.state == optuna.trial.TrialState.PRUNED]
+    assert pruned and all(max(t.intermediate_values) < 40 for t in pruned)
+
+    killed_ctx = _pruned_context(context, "run", open_storage(tmp_path))
+    evaluate = _reporting(killed_ctx)
+
+    def dies_late(request):
+        outcome = evaluate(request)
+        if isinstance(request, Run) and request.number == 3 and request.halt_at_step == 20:
+            # The cell trained past the decision before the kill: step 30 is in the storage already.
+            killed_ctx.trials.report(3, [(30, _curve(request.params, 30))])
+            raise Stop
+        return outcome
+
+    with pytest.raises(Stop):
+        drive(killed_ctx, evaluate=dies_late)
+    resumed_ctx = _pruned_context(context, "run", open_storage(tmp_path))
+    resumed = drive(resumed_ctx, evaluate=_reporting(resumed_ctx))
+    assert [(type(r).__name__, r.number, getattr(r, "halt_at_step", None)) for r in resumed] == kinds
