@@ -205,6 +205,7 @@ def report(*, outputs: str, matrix: str | None, sort: str, fmt: str, where: list
            reference: str | None = None) -> int:
     if best_config:
         return write_best_config(outputs, matrix, best_config)
+    _WARNED_DAMAGED.clear()  # each report says once per damaged sweep.db
     from bench.report import analysis as analysis_report
     from bench.report import hellaswag as hellaswag_report
     from bench.report import tables
@@ -263,16 +264,28 @@ def report(*, outputs: str, matrix: str | None, sort: str, fmt: str, where: list
     return 0
 
 
+_WARNED_DAMAGED: set[str] = set()  # sweep.db files already reported damaged by this command
+
+
 def _unless_damaged(read: Any, store: ResultStore, instead: Any) -> Any:
-    """``read(store)`` for a report; a damaged sweep.db is one warning and ``instead``, so the report
-    still shows every other table."""
+    """``read(store)`` for a report; a damaged sweep.db is one warning (once per command) and
+    ``instead``, so the report still shows every other table."""
     from bench.sweep.trials import DamagedStorage
 
     try:
         return read(store)
     except DamagedStorage as exc:
-        print(f"bench: warning: {exc}; its sweep tables are left out of this report", file=sys.stderr)
+        if str(store.path) not in _WARNED_DAMAGED:
+            _WARNED_DAMAGED.add(str(store.path))
+            print(f"bench: warning: {exc}; its sweep tables are left out of this report", file=sys.stderr)
         return instead
+
+
+def _sweep_groups(store: ResultStore) -> list:
+    """A sweep's groups as its report reads them; [] for a plain matrix or a damaged sweep.db."""
+    from bench.sweep import report as sweep_report
+
+    return _unless_damaged(sweep_report.load_groups, store, []) if sweep_report.has_sweep(store) else []
 
 
 def estimate(path: str, *, device: str, filter_expr: str | None, steps: int, cost_per_hour: float,
@@ -365,7 +378,7 @@ def _final_cells(store: ResultStore) -> set[str] | None:
 
     if not sweep_report.has_sweep(store):
         return None
-    return set(sweep_report.final_labels(sweep_report.load_groups(store))) or None
+    return set(sweep_report.final_labels(_sweep_groups(store))) or None
 
 
 def _protocol_sections(store: ResultStore, summaries: list[dict], *, which, target, alpha, target_alpha, sigma,
@@ -377,7 +390,7 @@ def _protocol_sections(store: ResultStore, summaries: list[dict], *, which, targ
     from bench.sweep import report as sweep_report
 
     done = analysis_report.finished(summaries)
-    groups = sweep_report.load_groups(store) if sweep_report.has_sweep(store) else []
+    groups = _sweep_groups(store)
     labels = sweep_report.final_labels(groups)
     fair = bool(labels)
     if not fair:
