@@ -157,40 +157,66 @@ def _floats(text: str) -> list[float]:
 
 
 def _add_fit(sub: argparse._SubParsersAction) -> None:
-    fit = sub.add_parser("fit", help="scaling-law and hyperparameter-transfer fits over finished cells")
+    fit = sub.add_parser("fit", help="scaling-law and hyperparameter-transfer fits over finished cells or a "
+                                     "file of runs")
     kind = fit.add_subparsers(dest="fit_kind", required=True)
     isoflop = kind.add_parser("isoflop", help="CS336 IsoFLOP fit (N_opt, D_opt power laws) and Chinchilla's "
                                               "parametric L(N, D)")
     hparam = kind.add_parser("hparam", help="best hyperparameter per scale, its power law and extrapolation")
     for parser in (isoflop, hparam):
-        parser.add_argument("matrix", help="a matrix file (its results are read) or a matrix name under the outputs")
+        parser.add_argument("matrix", nargs="?",
+                            help="a matrix file (its results are read) or a matrix name under the outputs")
+        parser.add_argument("--from", dest="from_file", metavar="FILE",
+                            help="fit a .csv or .json file of runs instead of a matrix's results")
         parser.add_argument("--outputs", help=f"results folder (default: $BENCH_OUTPUTS or ./{DEFAULT_OUTPUTS})")
-        parser.add_argument("--where", action="append", metavar="COND", help="same filters as `bench report --where`")
+        parser.add_argument("--where", action="append", metavar="COND", help="same filters as `bench report --where`; "
+                            "with --from they test the file's columns, e.g. experiment=NAME")
         parser.add_argument("--out", metavar="DIR", help="where the PNG goes (default: <outputs>/plots/<matrix>/)")
+        parser.add_argument("--loss-column", metavar="NAME",
+                            help="--from: the loss column (default final_loss or loss)")
     isoflop.add_argument("--budgets", default="1e19,1e23,1e24", type=_floats,
                          help="comma-separated compute budgets (FLOPs) to extrapolate to (default 1e19,1e23,1e24)")
     isoflop.add_argument("--n", dest="size", default="params", choices=["params", "non_embedding_params"],
                          help="which parameter count is N (default params: all parameters)")
+    isoflop.add_argument("--method", choices=["vertex", "min"],
+                         help="N_opt per budget: vertex (parabola minimum) or min (lowest-loss run); default both, "
+                              "side by side")
     isoflop.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for the intervals")
     isoflop.add_argument("--seed", type=int, default=0, help="seed of the bootstrap")
+    isoflop.add_argument("--params-column", metavar="NAME",
+                         help="--from: parameter count N (default parameters, params)")
+    isoflop.add_argument("--tokens-column", metavar="NAME",
+                         help="--from: training tokens D (default tokens; absent: D = C / 6N)")
+    isoflop.add_argument("--budget-column", metavar="NAME",
+                         help="--from: compute budget C (default compute_budget, budget; absent: C = 6ND)")
     isoflop.set_defaults(handler=_fit_isoflop)
-    hparam.add_argument("--x", required=True, choices=["params", "non_embedding_params", "tokens", "flops"],
-                        help="the scale each group of cells shares")
-    hparam.add_argument("--y", required=True, help="the hyperparameter (a config key), e.g. lr or batch_size")
+    hparam.add_argument("--x", required=True, help="the scale each group of cells shares: params, "
+                        "non_embedding_params, tokens or flops (with --from: a column)")
+    hparam.add_argument("--y", required=True, help="the hyperparameter (a config key, or with --from a column), "
+                        "e.g. lr or batch_size")
     hparam.add_argument("--at", type=float, help="extrapolate the fitted value to this scale")
     hparam.set_defaults(handler=_fit_hparam)
 
 
+def _fit_source(args: argparse.Namespace) -> dict[str, Any]:
+    if (args.matrix is None) == (args.from_file is None):
+        raise BenchError("give either a matrix (its finished cells are fitted) or --from FILE (a .csv or .json of "
+                         "runs), not both and not neither")
+    return {"matrix": args.matrix, "from_file": args.from_file, "outputs": _outputs_root(args), "where": args.where,
+            "out": args.out}
+
+
 def _fit_isoflop(args: argparse.Namespace) -> int:
-    from bench.commands import fit_isoflop
-    return fit_isoflop(matrix=args.matrix, outputs=_outputs_root(args), where=args.where, budgets=args.budgets,
-                       size=args.size, bootstrap=args.bootstrap, seed=args.seed, out=args.out)
+    from bench.fit_command import fit_isoflop
+    columns = {"params": args.params_column, "tokens": args.tokens_column, "budget": args.budget_column,
+               "loss": args.loss_column}
+    return fit_isoflop(**_fit_source(args), budgets=args.budgets, size=args.size, bootstrap=args.bootstrap,
+                       seed=args.seed, methods=(args.method,) if args.method else ("vertex", "min"), columns=columns)
 
 
 def _fit_hparam(args: argparse.Namespace) -> int:
-    from bench.commands import fit_hparam
-    return fit_hparam(matrix=args.matrix, outputs=_outputs_root(args), where=args.where, x=args.x, y=args.y,
-                      at=args.at, out=args.out)
+    from bench.fit_command import fit_hparam
+    return fit_hparam(**_fit_source(args), x=args.x, y=args.y, at=args.at, loss_column=args.loss_column)
 
 
 def _add_eval(sub: argparse._SubParsersAction) -> None:

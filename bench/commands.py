@@ -19,7 +19,7 @@ from bench.evaluation.cell_hellaswag import check_eval_settings
 from bench.executors import build_executor, executor_settings
 from bench.matrix import Matrix, load_matrix
 from bench.registry import Plugins, PluginSelection, Registry, load_plugins
-from bench.report.select import filter_summaries
+from bench.report.select import matrix_summaries as _matrix_summaries
 from bench.selection import resolve_device, select_cells
 from bench.shapes import shapes_only
 from bench.store import CellRecord, ResultStore, matrix_names
@@ -177,23 +177,6 @@ def _vocab_size(config: dict, registry: Registry) -> int:
         return int(config["vocab_size"])
     tokenizer = registry.get("tokenizer", config["tokenizer"])
     return tokenizer.build(config).vocab_size
-
-
-def _matrix_summaries(outputs: str, matrix: str | None, where: list[str] | None) -> dict[str, list[dict]]:
-    """Summaries of each requested matrix, after --where; errors when there is nothing to show."""
-    names = [matrix] if matrix else matrix_names(outputs)
-    if not names:
-        raise BenchError(f"no results under {outputs!r}; run `bench run MATRIX` first")
-    selected = {}
-    for name in names:
-        summaries = ResultStore(outputs, name).summaries()
-        if not summaries:
-            raise BenchError(f"no results for matrix {name!r} under {outputs!r}; known: "
-                             f"{', '.join(matrix_names(outputs)) or 'none'}")
-        selected[name] = filter_summaries(summaries, where)
-    if where and not any(selected.values()):
-        raise BenchError(f"--where {' '.join(where)!r} matches no cell; loosen the condition")
-    return {name: summaries for name, summaries in selected.items() if summaries}
 
 
 def report(*, outputs: str, matrix: str | None, sort: str, fmt: str, where: list[str] | None = None,
@@ -355,38 +338,4 @@ def eval_hellaswag(*, run: str, limit: int, batch_size: int, device: str,
         print(f"bench: hellaswag skipped: {exc}", file=sys.stderr)
         return 0
     print(describe(fields))
-    return 0
-
-
-def _fit_summaries(matrix: str, outputs: str, where: list[str] | None) -> tuple[str, list[dict]]:
-    """MATRIX is a matrix file (its name picks the results) or a results folder name."""
-    name = load_matrix(matrix).name if matrix.endswith(".toml") or Path(matrix).is_file() else matrix
-    return name, _matrix_summaries(outputs, name, where)[name]
-
-
-def fit_isoflop(*, matrix: str, outputs: str, where: list[str] | None, budgets: list[float], size: str,
-                bootstrap: int, seed: int, out: str | None) -> int:
-    """CS336's IsoFLOP fit and Chinchilla's parametric fit over a matrix's finished cells."""
-    from bench.report import fit_plots, fits
-    name, summaries = _fit_summaries(matrix, outputs, where)
-    result = fits.isoflop_report(summaries, matrix=name, size=size, extrapolate=budgets, n_boot=bootstrap, seed=seed)
-    path = Path(out or Path(outputs) / "plots") / name / "isoflop.png"
-    fit_plots.save(fit_plots.isoflop_figure(result.cells, result.fit, result.parametric, budgets,
-                                            f"{name}: IsoFLOP fits"), path)
-    print(result.text)
-    print(f"\nfigure: {path}")
-    return 0
-
-
-def fit_hparam(*, matrix: str, outputs: str, where: list[str] | None, x: str, y: str, at: float | None,
-               out: str | None) -> int:
-    """The best value of a hyperparameter at each scale, its power law and its extrapolation."""
-    from bench.report import fit_plots, fits
-    name, summaries = _fit_summaries(matrix, outputs, where)
-    result = fits.hparam_report(summaries, matrix=name, x=x, y=y, at=at)
-    path = Path(out or Path(outputs) / "plots") / name / f"hparam_{y}_vs_{x}.png"
-    fit_plots.save(fit_plots.hparam_figure(result.cells, result.best, result.law, x, y, at,
-                                           f"{name}: {y} transfer across {x}"), path)
-    print(result.text)
-    print(f"\nfigure: {path}")
     return 0

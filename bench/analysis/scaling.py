@@ -4,9 +4,11 @@ or written here.
 
 - Power laws y = a x^b are straight lines in log-log space, fitted by least squares
   (``scipy.stats.linregress``); intervals on b are Student-t with n - 2 degrees of freedom.
-- IsoFLOP: for each budget C, a parabola of final loss in ln N (``numpy.polyfit``) gives N_opt(C)
-  at its vertex, and a parabola in ln D the D_opt(C); then N_opt = a C^b and D_opt = a' C^b'.
-  Bootstrap intervals resample cells within each budget and refit everything.
+- IsoFLOP: for each budget C, N_opt(C) and D_opt(C) by one of two methods: ``vertex``, a parabola of
+  final loss in ln N (``numpy.polyfit``) and its vertex, and one in ln D (Hoffmann et al.'s approach
+  2); or ``min``, the lowest-loss run of the budget (the CS336 assignment-3 handout's method). Then
+  N_opt = a C^b and D_opt = a' C^b'. Bootstrap intervals resample cells within each budget and refit
+  everything; all resamples are refitted at once with array arithmetic (``_bootstrap``).
 - Parametric: L(N, D) = E + A / N^alpha + B / D^beta fitted as Hoffmann et al. (2022, approach 3)
   do: Huber loss (delta 1e-3) between log L and log-sum-exp of the three terms' logs, minimised
   with L-BFGS (``scipy.optimize.minimize``) from the best points of their initialisation grid
@@ -29,6 +31,7 @@ from bench.errors import BenchError
 
 CONFIDENCE = 0.95
 HUBER_DELTA = 1e-3
+BUDGET_SPREAD = 1.25  # runs whose training FLOPs lie within this factor share an inferred budget
 
 
 @dataclass(frozen=True)
@@ -97,6 +100,9 @@ def parabola_minimum(x, loss) -> Vertex:
                   bool(x.min() <= math.exp(lx) <= x.max()))
 
 
+METHODS = ("vertex", "min")
+
+
 @dataclass
 class IsoflopFit:
     budgets: np.ndarray
@@ -106,6 +112,7 @@ class IsoflopFit:
     d_law: PowerLaw
     bootstrap: np.ndarray = field(default_factory=lambda: np.empty((0, 4)))  # rows: ln a, b, ln a', b'
     confidence: float = CONFIDENCE
+    method: str = "vertex"
 
     def bootstrap_interval(self, column: int) -> tuple[float, float]:
         if not len(self.bootstrap):
@@ -126,6 +133,22 @@ class IsoflopFit:
         return value, float(low), float(high)
 
 
+def group_budgets(flops) -> np.ndarray:
+    """Each run's compute budget when none was declared: runs sorted by training FLOPs, a new budget
+    starting wherever one exceeds BUDGET_SPREAD x the first of its budget; labelled by the largest
+    (steps are floored, so the largest is closest to the budget that was aimed at)."""
+    flops = np.asarray(flops, dtype=float)
+    budgets = np.empty_like(flops)
+    order = np.argsort(flops)
+    start = 0
+    for i in range(1, len(order) + 1):
+        if i == len(order) or flops[order[i]] > BUDGET_SPREAD * flops[order[start]]:
+            group = order[start:i]
+            budgets[group] = flops[group].max()
+            start = i
+    return budgets
+
+
 def check_grid(frame: pd.DataFrame, group: str = "budget", size: str = "n") -> None:
     """At least three budgets, each with at least three distinct sizes; one line otherwise."""
     budgets = frame[group].nunique()
@@ -138,12 +161,15 @@ def check_grid(frame: pd.DataFrame, group: str = "budget", size: str = "n") -> N
 
 
 def isoflop_fit(frame: pd.DataFrame, *, n_boot: int = 1000, seed: int = 0,
-                confidence: float = CONFIDENCE) -> IsoflopFit:
-    """``frame``: one row per finished cell with columns budget (FLOPs), n (params), d (tokens), loss."""
+                confidence: float = CONFIDENCE, method: str = "vertex") -> IsoflopFit:
+    """``frame``: one row per finished cell with columns budget (FLOPs), n (params), d (tokens), loss.
+    ``method``: ``vertex`` (parabola minimum) or ``min`` (lowest-loss cell) per budget."""
+    if method not in METHODS:
+        raise BenchError(f"unknown IsoFLOP method {method!r}; use one of {', '.join(METHODS)}")
     check_grid(frame)
-    fit = _isoflop_once(frame)
+    fit = _isoflop_once(frame, method)
     fit.confidence = confidence
-    fit.bootstrap = _bootstrap(frame, n_boot, np.random.default_rng(seed))
+    fit.bootstrap = _bootstrap(frame, n_boot, np.random.default_rng(seed), method)
     return fit
 
 
@@ -160,33 +186,105 @@ def budget_optimum(x, loss) -> Vertex:
         return Vertex(float(x[best]), float(loss[best]), (0.0, 0.0, float(loss[best])), False)
 
 
-def _isoflop_once(frame: pd.DataFrame) -> IsoflopFit:
+def best_cell(x, loss) -> Vertex:
+    """The lowest-loss cell as the budget's optimum (``min`` method); always inside the sizes tried."""
+    x, loss = np.asarray(x, dtype=float), np.asarray(loss, dtype=float)
+    best = int(np.argmin(loss))
+    return Vertex(float(x[best]), float(loss[best]), (0.0, 0.0, float(loss[best])), True)
+
+
+def _isoflop_once(frame: pd.DataFrame, method: str = "vertex") -> IsoflopFit:
+    optimum = budget_optimum if method == "vertex" else best_cell
     budgets, n_vertices, d_vertices = [], [], []
     for budget, cells in frame.groupby("budget", sort=True):
         budgets.append(float(budget))
-        n_vertices.append(budget_optimum(cells["n"], cells["loss"]))
-        d_vertices.append(budget_optimum(cells["d"], cells["loss"]))
+        n_vertices.append(optimum(cells["n"], cells["loss"]))
+        d_vertices.append(optimum(cells["d"], cells["loss"]))
     budgets_arr = np.asarray(budgets)
     return IsoflopFit(budgets_arr, n_vertices, d_vertices,
                       fit_power_law(budgets_arr, [v.x_opt for v in n_vertices]),
-                      fit_power_law(budgets_arr, [v.x_opt for v in d_vertices]))
+                      fit_power_law(budgets_arr, [v.x_opt for v in d_vertices]), method=method)
 
 
-def _bootstrap(frame: pd.DataFrame, n_boot: int, rng: np.random.Generator) -> np.ndarray:
-    """Resample cells with replacement within each budget and refit; resamples that leave a budget
-    with fewer than three sizes or without a minimum are redrawn (up to 5 x n_boot draws)."""
+def resample_counts(sizes: list[int], draws: int, rng: np.random.Generator) -> list[np.ndarray]:
+    """For each budget of ``sizes[g]`` cells, ``draws`` resamples with replacement as counts:
+    an integer array (draws, sizes[g]) saying how often each cell was drawn."""
+    counts = []
+    for k in sizes:
+        picks = rng.integers(0, k, (draws, k))
+        counts.append((picks[:, :, None] == np.arange(k)).sum(axis=1))
+    return counts
+
+
+def counts_within_budgets(budgets, draws: int, rng: np.random.Generator) -> np.ndarray:
+    """Resamples of whole cell lists, within each budget, as counts (draws, cells) in row order."""
+    budgets = np.asarray(budgets, dtype=float)
+    out = np.zeros((draws, len(budgets)), dtype=int)
+    groups = [np.flatnonzero(budgets == b) for b in np.unique(budgets)]
+    for rows, counts in zip(groups, resample_counts([len(g) for g in groups], draws, rng)):
+        out[:, rows] = counts
+    return out
+
+
+def _bootstrap(frame: pd.DataFrame, n_boot: int, rng: np.random.Generator, method: str = "vertex") -> np.ndarray:
+    """Resample cells with replacement within each budget and refit, all resamples at once.
+
+    A resample is the vector of how often each cell was drawn, so a parabola refit is a weighted
+    least-squares solve (its normal equations, batched) and the power-law refit a batched
+    regression slope. Resamples that leave a budget with fewer than three distinct sizes are
+    redrawn (up to 5 x n_boot draws), as before; a parabola that does not bend upward falls back to
+    the resample's best cell, as ``budget_optimum`` does."""
     groups = [cells for _, cells in frame.groupby("budget", sort=True)]
-    samples: list[tuple[float, float, float, float]] = []
-    for _ in range(5 * n_boot):
-        if len(samples) == n_boot:
-            break
-        resampled = pd.concat([g.iloc[rng.integers(0, len(g), len(g))] for g in groups])
-        try:
-            fit = _isoflop_once(resampled)
-        except BenchError:  # a budget left with fewer than three sizes
-            continue
-        samples.append((math.log(fit.n_law.a), fit.n_law.b, math.log(fit.d_law.a), fit.d_law.b))
-    return np.asarray(samples, dtype=float).reshape(-1, 4)
+    ln_c = np.log([float(g["budget"].iloc[0]) for g in groups])
+    kept: list[np.ndarray] = []
+    drawn = 0
+    while sum(len(k) for k in kept) < n_boot and drawn < 5 * n_boot:
+        draws = min(5 * n_boot - drawn, max(n_boot - sum(len(k) for k in kept), 64))
+        drawn += draws
+        counts = resample_counts([len(g) for g in groups], draws, rng)
+        ok = np.ones(draws, dtype=bool)
+        ln_n = np.empty((draws, len(groups)))
+        ln_d = np.empty((draws, len(groups)))
+        for j, (cells, c) in enumerate(zip(groups, counts)):
+            ok &= _distinct_drawn(cells["n"].to_numpy(float), c) >= 3
+            loss = cells["loss"].to_numpy(float)
+            ln_n[:, j] = _batched_optimum(np.log(cells["n"].to_numpy(float)), loss, c, method)
+            ln_d[:, j] = _batched_optimum(np.log(cells["d"].to_numpy(float)), loss, c, method)
+        kept.append(np.column_stack([*_batched_line(ln_c, ln_n[ok]), *_batched_line(ln_c, ln_d[ok])]))
+    return np.concatenate(kept)[:n_boot] if kept else np.empty((0, 4))
+
+
+def _distinct_drawn(x: np.ndarray, counts: np.ndarray) -> np.ndarray:
+    """How many distinct values of ``x`` each resample (row of ``counts``) holds."""
+    _, size_of = np.unique(x, return_inverse=True)
+    per_size = counts @ (size_of[:, None] == np.arange(size_of.max() + 1))
+    return (per_size > 0).sum(axis=1)
+
+
+def _batched_optimum(lx: np.ndarray, loss: np.ndarray, counts: np.ndarray, method: str) -> np.ndarray:
+    """ln x at each resample's optimum: the count-weighted parabola's vertex (``vertex``; the best drawn
+    cell where it does not bend upward) or the best drawn cell (``min``)."""
+    drawn_loss = np.where(counts > 0, loss, np.inf)
+    best = lx[np.argmin(drawn_loss, axis=1)]
+    if method == "min":
+        return best
+    shift = lx.mean()  # centred powers keep the normal equations well conditioned
+    powers = (lx - shift)[None, :] ** np.arange(5)[:, None]  # (5, cells)
+    s = counts @ powers.T  # (draws, 5): sum of w x^p
+    t = counts @ (powers[:3] * loss).T  # (draws, 3): sum of w x^p loss
+    gram = np.stack([s[:, [4, 3, 2]], s[:, [3, 2, 1]], s[:, [2, 1, 0]]], axis=1)
+    gram = gram + np.eye(3) * 1e-12 * np.abs(gram).max(axis=(1, 2), keepdims=True)  # rows with < 3 sizes are dropped
+    c = np.linalg.solve(gram, t[:, [2, 1, 0], None])[:, :, 0]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        vertex = shift - c[:, 1] / (2 * c[:, 0])
+    return np.where(c[:, 0] > 0, vertex, best)
+
+
+def _batched_line(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Intercepts and slopes of least-squares lines y[i] ~ x, one per row of ``y``."""
+    xc = x - x.mean()
+    slope = (y - y.mean(axis=1, keepdims=True)) @ xc / (xc @ xc)
+    return y.mean(axis=1) - slope * x.mean(), slope
 
 
 @dataclass(frozen=True)

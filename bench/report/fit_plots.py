@@ -33,38 +33,49 @@ def profile_figure(ratio: pd.DataFrame, r_max: float, title: str) -> Figure:
     return fig
 
 
-def isoflop_figure(cells: pd.DataFrame, fit: IsoflopFit, parametric: Parametric | None, extrapolate: list[float],
-                   title: str) -> Figure:
+def isoflop_figure(cells: pd.DataFrame, fits: dict[str, IsoflopFit], parametric: Parametric | None,
+                   extrapolate: list[float], title: str) -> Figure:
+    """IsoFLOP curves (parabolas and stars where ``vertex`` is fitted, rings round each budget's best run),
+    and N_opt and D_opt against C with each method's power law and approach 3's dashed line."""
     fig = Figure(figsize=(14, 4.8), dpi=DPI, layout="constrained")
     curves, n_axis, d_axis = fig.subplots(1, 3)
-    colors = _palette(len(fit.budgets))
-    for color, budget, vertex in zip(colors, fit.budgets, fit.n_vertices):
+    budgets = sorted(cells["budget"].unique())
+    for color, budget in zip(_palette(len(budgets)), budgets):
         group = cells[cells["budget"] == budget]
         curves.scatter(group["n"], group["loss"], color=color, s=18, label=f"C = {budget:.3g}")
-        grid = np.linspace(np.log(group["n"].min()) - 0.2, np.log(group["n"].max()) + 0.2, 100)
-        curves.plot(np.exp(grid), np.polyval(vertex.coefficients, grid), color=color, linewidth=1)
-        curves.plot([vertex.x_opt], [vertex.loss_opt], marker="*", markersize=12, color=color)
+        best = group.loc[group["loss"].idxmin()]
+        curves.scatter([best["n"]], [best["loss"]], s=110, facecolors="none", edgecolors=color, linewidths=1.5)
+        if "vertex" in fits:
+            vertex = fits["vertex"].n_vertices[list(fits["vertex"].budgets).index(budget)]
+            if vertex.coefficients[0] > 0:
+                grid = np.linspace(np.log(group["n"].min()) - 0.2, np.log(group["n"].max()) + 0.2, 100)
+                curves.plot(np.exp(grid), np.polyval(vertex.coefficients, grid), color=color, linewidth=1)
+            curves.plot([vertex.x_opt], [vertex.loss_opt], marker="*", markersize=12, color=color)
     curves.set_xscale("log")
     curves.set_xlabel("parameters N")
-    curves.set_ylabel("final val loss (nats/token)")
-    curves.set_title("IsoFLOP curves (parabola in ln N, * = minimum)")
+    curves.set_ylabel("final loss (nats/token)")
+    shown = "parabola in ln N, * = vertex, o = best run" if "vertex" in fits else "o = best run"
+    curves.set_title(f"IsoFLOP curves ({shown})")
     curves.legend(fontsize=7)
-    _law_panel(n_axis, fit.budgets, [v.x_opt for v in fit.n_vertices], fit.n_law, extrapolate, "N_opt",
-               parametric and (lambda c: parametric.optimal(c)[0]))
-    _law_panel(d_axis, fit.budgets, [v.x_opt for v in fit.d_vertices], fit.d_law, extrapolate, "D_opt (tokens)",
-               parametric and (lambda c: parametric.optimal(c)[1]))
+    _law_panel(n_axis, fits, "n", extrapolate, "N_opt", parametric and (lambda c: parametric.optimal(c)[0]))
+    _law_panel(d_axis, fits, "d", extrapolate, "D_opt (tokens)", parametric and (lambda c: parametric.optimal(c)[1]))
     fig.suptitle(title)
     return fig
 
 
-def _law_panel(axis, budgets, optima, law: PowerLaw, extrapolate: list[float], label: str, parametric) -> None:
+def _law_panel(axis, fits: dict[str, IsoflopFit], which: str, extrapolate: list[float], label: str,
+               parametric) -> None:
+    budgets = next(iter(fits.values())).budgets
     span = np.logspace(np.log10(min(budgets)) - 0.3, np.log10(max([*budgets, *extrapolate])) + 0.1, 200)
-    axis.scatter(budgets, optima, color="k", zorder=3, label="IsoFLOP minima")
-    axis.plot(span, law(span), color="C0", label=f"{label} = {law.a:.3g} C^{law.b:.3f}")
+    for (method, fit), color, marker in zip(fits.items(), ("C0", "C2"), ("o", "s")):
+        law: PowerLaw = fit.n_law if which == "n" else fit.d_law
+        optima = [v.x_opt for v in (fit.n_vertices if which == "n" else fit.d_vertices)]
+        axis.scatter(budgets, optima, color=color, marker=marker, zorder=3, s=22, label=f"{method} optima")
+        axis.plot(span, law(span), color=color, label=f"{method}: {label} = {law.a:.3g} C^{law.b:.3f}")
+        for budget in extrapolate:
+            axis.plot([budget], [law(budget)], marker=marker, color="C3")
     if parametric:
-        axis.plot(span, [parametric(c) for c in span], color="C1", linestyle="--", label="parametric L(N, D)")
-    for budget in extrapolate:
-        axis.plot([budget], [law(budget)], marker="o", color="C3")
+        axis.plot(span, [parametric(c) for c in span], color="C1", linestyle="--", label="approach 3 L(N, D)")
     axis.set_xscale("log")
     axis.set_yscale("log")
     axis.set_xlabel("compute budget C (training FLOPs)")
@@ -83,7 +94,7 @@ def hparam_figure(cells: pd.DataFrame, best: pd.DataFrame, law: PowerLaw, x: str
         sweep.plot(group[y], group["loss"], marker="o", color=color, label=f"{x} = {scale:.3g}")
     sweep.set_xscale("log")
     sweep.set_xlabel(y)
-    sweep.set_ylabel("best val loss (nats/token)")
+    sweep.set_ylabel("loss (nats/token)")
     sweep.set_title(f"val loss vs {y} at each scale")
     sweep.grid(True, alpha=0.3, which="both")
     sweep.legend(fontsize=7)

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any, Iterable
 
 from bench.errors import BenchError
+from bench.store import ResultStore, matrix_names
 
 _CONDITION = re.compile(r"^\s*([A-Za-z_][\w.]*)\s*(!=|<=|>=|=|<|>)\s*(.*?)\s*$")
 
@@ -84,3 +85,20 @@ def filter_summaries(summaries: list[dict[str, Any]], expressions: Iterable[str]
             hint = f"did you mean {', '.join(close)}?" if close else "use a config key such as model or optimizer"
             raise BenchError(f"--where: no cell has a field {condition.key!r}; {hint}")
     return [s for s, f in zip(summaries, fields) if all(c.holds(f) for c in conditions)]
+
+
+def matrix_summaries(outputs: str, matrix: str | None, where: list[str] | None) -> dict[str, list[dict]]:
+    """Summaries of each requested matrix, after --where; errors when there is nothing to show."""
+    names = [matrix] if matrix else matrix_names(outputs)
+    if not names:
+        raise BenchError(f"no results under {outputs!r}; run `bench run MATRIX` first")
+    selected = {}
+    for name in names:
+        summaries = ResultStore(outputs, name).summaries()
+        if not summaries:
+            raise BenchError(f"no results for matrix {name!r} under {outputs!r}; known: "
+                             f"{', '.join(matrix_names(outputs)) or 'none'}")
+        selected[name] = filter_summaries(summaries, where)
+    if where and not any(selected.values()):
+        raise BenchError(f"--where {' '.join(where)!r} matches no cell; loosen the condition")
+    return {name: summaries for name, summaries in selected.items() if summaries}

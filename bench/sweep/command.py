@@ -17,6 +17,7 @@ from bench.signals import GracefulStop
 from bench.store import ResultStore
 from bench.sweep.driver import SweepRun
 from bench.sweep.groups import Group, build_groups, check_space
+from bench.sweep.ledger import check_length_known
 from bench.sweep.spec import PLANNED, SweepSpec, parse_sweep
 
 
@@ -26,6 +27,9 @@ def prepare(matrix: Matrix, registry: Registry, where: str) -> tuple[SweepSpec, 
     groups = build_groups(matrix, spec, registry, where)
     configs = check_space(groups, spec, matrix, registry, where,
                           warn=lambda line: print(f"bench: {line}", file=sys.stderr))
+    if spec.options.get("max_total_flops"):
+        for config in configs:
+            check_length_known(config, where)
     return spec, groups, configs
 
 
@@ -36,6 +40,9 @@ def describe(spec: SweepSpec, groups: list[Group]) -> str:
         lines.append(f"  {name}: {param.describe()}")
     budgets = ", ".join(f"{k} {v:g}" for k, v in spec.budgets.items()) or "none"
     lines.append(f"  budget per group: {budgets}")
+    if spec.options.get("max_total_flops"):
+        lines.append(f"  FLOP ledger over all groups: max_total_flops {spec.options['max_total_flops']:g} "
+                     f"(each trial charged as it starts; a repeated configuration reuses its cell for free)")
     if spec.strategy in PLANNED:
         lines.append("  each rung's trials are one batch, trained together (in parallel with --jobs or Ray)")
     elif spec.options["batch"] > 1:

@@ -26,6 +26,7 @@ from bench.registry import Registry
 from bench.runner import run_cells
 from bench.store import CellRecord, ResultStore
 from bench.sweep.groups import Group, finite, flops_per_token, trial_cell
+from bench.sweep.ledger import CHARGE, NOT_STARTED, REUSED, Ledger, trial_flops
 from bench.sweep.spec import SweepSpec
 from bench.sweep.strategies import (
     Batch,
@@ -42,7 +43,8 @@ from bench.sweep.trials import GroupTrials, Outcome, open_storage
 
 FINAL = ("ok", "diverged", "pruned")
 LOST_RETRIES = 1  # times a round's cells whose worker died are run again before the sweep gives up
-EXTENSIBLE = ("trials", "max_flops", "max_time", "max_cost", "cost_per_hour", "final_seeds", "final_overrides")
+EXTENSIBLE = ("trials", "max_flops", "max_time", "max_cost", "cost_per_hour", "final_seeds", "final_overrides",
+              "max_total_flops")
 
 
 @dataclass
@@ -93,6 +95,8 @@ class SweepRun:
     say: Callable[[str], None] = print
     interrupted: str | None = None
     plugins: Any = None  # the run's bench.registry.PluginSelection, so worker processes load the same plugins
+    ledger: Ledger | None = None  # [sweep] max_total_flops: what all trials together may spend
+    ledger_stop: str | None = None  # why the ledger ended the search
 
     def run(self) -> bool:
         """Run every group's search, then the final seeds; False when a stop request ended it early.
@@ -103,6 +107,10 @@ class SweepRun:
     def _rounds(self) -> bool:
         storage = open_storage(self.store.path)
         contexts = {g.label: self._context(storage, g) for g in self.groups}
+        if self.spec.options.get("max_total_flops"):
+            trials = [t.user_attrs for ctx, _ in contexts.values() for t in ctx.trials.study.get_trials(deepcopy=False)]
+            self.ledger = Ledger.from_store(self.spec.options["max_total_flops"], self.store, trials)
+            self.say(self.ledger.line())
         strategies: dict[str, Strategy] = {label: strategy_for(ctx) for label, (ctx, _) in contexts.items()}
         batches: dict[str, Batch] = {}
         for label, strategy in strategies.items():
@@ -111,6 +119,9 @@ class SweepRun:
                 batches[label] = first
         while batches:
             outcomes = self._round(batches, contexts)
+            if outcomes is None and self.ledger_stop is not None:
+                self.say(self.ledger_stop)
+                break
             if outcomes is None:
                 return False
             for label, results in outcomes.items():
@@ -118,6 +129,8 @@ class SweepRun:
                     batches[label] = strategies[label].send(results)
                 except StopIteration:
                     del batches[label]
+        if self.ledger is not None and self.ledger_stop is None:
+            self.say(self.ledger.line())
         return self._final_seeds(contexts)
 
     def _context(self, storage, group: Group) -> tuple[GroupContext, Budget]:
@@ -138,7 +151,8 @@ class SweepRun:
             trials.study.set_user_attr(key, value)
         trials.study.set_user_attr("fingerprint", fingerprint)
         budget = Budget(self.spec)
-        return GroupContext(self.spec, trials, budget.exhausted), budget
+        spent = lambda: budget.exhausted() or (self.ledger is not None and self.ledger.left <= 0)  # noqa: E731
+        return GroupContext(self.spec, trials, spent), budget
 
     def _round(self, batches: dict[str, Batch],
                contexts: dict[str, tuple[GroupContext, Budget]]) -> dict[str, list[Outcome]] | None:
@@ -154,11 +168,50 @@ class SweepRun:
                 if cell is not None and outcome is None and not self._reached(cell, request):
                     train.setdefault(cell.id, cell)
                     labels.setdefault(cell.id, f"sweep {label} trial {request.number}")
+        if self.ledger is not None:
+            train = self._charge(train, batches, resolved, contexts)
         if train and not self._train(list(train.values()), labels):
             return None
+        if self.ledger is not None:
+            if train:
+                self.say(self.ledger.line())
+            if self.ledger_stop is not None:
+                return None
         return {label: [outcome or self._ran(contexts[label][1], cell, request)
                         for request, (cell, outcome) in zip(requests, resolved[label])]
                 for label, requests in batches.items()}
+
+    def _charge(self, train: dict[str, Cell], batches: dict[str, Batch], resolved: dict,
+                contexts: dict[str, tuple[GroupContext, Budget]]) -> dict[str, Cell]:
+        """The round's cells that fit in the FLOP ledger, charged (in the store) before they start; a
+        request answered by a cell already trained, or by another request's cell, is marked reused."""
+        assert self.ledger is not None
+        wanted: dict[str, float] = {}
+        requests: dict[str, list[tuple[str, int]]] = {}
+        for label, batch in batches.items():
+            for request, (cell, outcome) in zip(batch, resolved[label]):
+                if cell is None or outcome is not None:
+                    continue
+                if cell.id not in train or cell.id in requests:  # trained before, or a twin in this round
+                    trials = contexts[label][0].trials
+                    attrs = trials.storage.get_trial(trials._trial_id(request.number)).user_attrs
+                    if CHARGE not in attrs and REUSED not in attrs:
+                        trials.tag(request.number, **{REUSED: True})
+                        self.ledger.reused += 1
+                    continue
+                halt = request.halt_at_step if isinstance(request, Run) else 0
+                wanted[cell.id] = trial_flops(cell.config, flops_per_token(cell.config, self.registry), halt)
+                requests.setdefault(cell.id, []).append((label, request.number))
+
+        def tag(cell_id: str, flops: float) -> None:
+            for label, number in requests[cell_id]:
+                contexts[label][0].trials.tag(number, **{CHARGE: flops})
+
+        admitted, self.ledger_stop = self.ledger.admit(list(wanted.items()), tag)
+        for cell_id in set(wanted) - set(admitted):  # reported as such, not as running; a resume may start them
+            for label, number in requests[cell_id]:
+                contexts[label][0].trials.tag(number, status=NOT_STARTED)
+        return {cell_id: train[cell_id] for cell_id in admitted}
 
     def _resolve(self, group: Group, ctx: GroupContext, request: Request) -> tuple[Cell | None, Outcome | None]:
         """The request's cell, and its outcome where it needs no training (impossible, or a prune)."""

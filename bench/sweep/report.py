@@ -17,6 +17,7 @@ import pandas as pd
 from bench.fileio import atomic_write_bytes
 from bench.report.render import Section
 from bench.store import ResultStore
+from bench.sweep.ledger import Ledger
 from bench.sweep.trials import STORAGE_FILE, storage_url
 
 MISSING_STATUS = "running"  # proposed, never finished (a killed sweep not yet resumed)
@@ -147,7 +148,20 @@ def sweep_sections(store: ResultStore) -> list[Section]:
     ]
     for param in searched(groups):
         sections.append(Section(f"sweep_{param}", f"{_metric(settings)} vs {param}", metric_vs_value(groups, param)))
+    if settings.get("max_total_flops"):
+        sections.append(ledger_section(store, groups, float(settings["max_total_flops"])))
     return sections
+
+
+def ledger_section(store: ResultStore, groups: list[GroupView], limit: float) -> Section:
+    """Spent and left of the sweep's FLOP ledger, read back from the store as a resumed sweep does."""
+    ledger = Ledger.from_store(limit, store, [row.attrs for g in groups for row in g.trials])
+    table = pd.DataFrame([{"max_total_flops": limit, "Spent (FLOPs)": ledger.spent, "Left (FLOPs)": ledger.left,
+                           "Trial cells charged": len(ledger.charged), "Trials reusing a cell": ledger.reused}])
+    return Section("sweep_ledger", "FLOP ledger (all groups)", table,
+                   ["Each trial cell is charged its planned training FLOPs (steps x tokens per step x FLOPs per "
+                    "token) when it starts, whatever it ends as; a repeated configuration reuses the cell at no cost; "
+                    "final-seed reruns are not charged."])
 
 
 def write_sweep_plots(store: ResultStore, out_dir: str | Path) -> list[Path]:

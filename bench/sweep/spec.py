@@ -25,6 +25,8 @@ KEYS: dict[str, tuple[Any, Any, str]] = {
     "max_flops": (0.0, lambda v: _is_num(v) and v >= 0, "a number >= 0 (training FLOPs per group)"),
     "max_time": (0.0, lambda v: _is_num(v) and v >= 0, "a number >= 0 (training seconds per group)"),
     "max_cost": (0.0, lambda v: _is_num(v) and v >= 0, "a number >= 0 (dollars per group)"),
+    "max_total_flops": (0.0, lambda v: _is_num(v) and v >= 0,
+                        "a number >= 0 (training FLOPs all trials together may spend, each charged as it starts)"),
     "cost_per_hour": (1.50, lambda v: _is_num(v) and v > 0, "a number > 0 (dollars per device hour)"),
     "metric": ("best_val_loss", lambda v: isinstance(v, str) and v != "", "a summary field name"),
     "direction": ("minimize", lambda v: v in ("minimize", "maximize"), "'minimize' or 'maximize'"),
@@ -132,6 +134,6 @@ def _check_budget(strategy: str, values: dict[str, Any], where: str) -> None:
         return
     if strategy == "grid":
         return  # the grid itself bounds the search
-    if not any(values[k] for k in BUDGETS):
-        raise ConfigError(f"{where}: a {strategy} sweep needs a budget: set sweep.trials, max_flops, max_time "
-                          f"or max_cost")
+    if not any(values[k] for k in BUDGETS) and not values["max_total_flops"]:
+        raise ConfigError(f"{where}: a {strategy} sweep needs a budget: set sweep.trials, max_flops, max_time, "
+                          f"max_cost or max_total_flops")

@@ -93,3 +93,37 @@ def test_parabola_without_minimum_is_refused():
     assert outside.x_opt > 8 and not outside.inside
     fallback = scaling.budget_optimum([1, 2, 4, 8], [2.0, 2.5, 2.7, 2.75])  # the IsoFLOP fit goes on with the best cell
     assert (fallback.x_opt, fallback.loss_opt, fallback.inside) == (1.0, 2.0, False)
+
+
+def test_min_method_takes_the_lowest_loss_cell_of_each_budget():
+    cells = chinchilla_cells(noise=0.0)
+    fit = scaling.isoflop_fit(cells, n_boot=50, method="min")
+    for budget, vertex in zip(fit.budgets, fit.n_vertices):
+        group = cells[cells["budget"] == budget]
+        assert vertex.x_opt == group.loc[group["loss"].idxmin(), "n"]
+    assert fit.n_law.b == pytest.approx(0.5, abs=0.02)  # the grid is centred on the optimum
+    assert len(fit.bootstrap) == 50
+    with pytest.raises(BenchError, match="unknown IsoFLOP method"):
+        scaling.isoflop_fit(cells, method="mean")
+
+
+def test_batched_resample_refit_equals_polyfit_on_the_resampled_rows():
+    rng = np.random.default_rng(4)
+    x = np.log(np.geomspace(1e6, 1e8, 7))
+    loss = 3 + 0.05 * (x - 16) ** 2 + 0.01 * rng.normal(size=7)
+    counts = scaling.resample_counts([7], 40, rng)[0]
+    batched = scaling._batched_optimum(x, loss, counts, "vertex")
+    for row, value in zip(counts, batched):
+        picked = np.repeat(np.arange(7), row)
+        if len(np.unique(picked)) < 3:
+            continue
+        c = np.polyfit(x[picked], loss[picked], 2)
+        expected = -c[1] / (2 * c[0]) if c[0] > 0 else x[picked][np.argmin(loss[picked])]
+        assert value == pytest.approx(expected, abs=1e-8)
+    best = scaling._batched_optimum(x, loss, counts, "min")
+    assert all(b == x[np.flatnonzero(row)][np.argmin(loss[row > 0])] for b, row in zip(best, counts))
+
+
+def test_budgets_inferred_by_grouping_training_flops():
+    budgets = scaling.group_budgets([1.0e18, 1.1e18, 0.97e18, 3e18, 3.1e18])
+    assert budgets.tolist() == [1.1e18, 1.1e18, 1.1e18, 3.1e18, 3.1e18]

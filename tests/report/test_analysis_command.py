@@ -108,9 +108,9 @@ def test_tiny_isoflop_run_gives_finite_fits_and_a_png(tmp_path, capsys):
                  "--budgets", "1e12,1e15"]) == 0
     out = capsys.readouterr().out
     exponents = [float(line.split("C^")[1].split()[0]) for line in out.splitlines()
-                 if line.startswith(("N_opt =", "D_opt ="))]
-    assert len(exponents) == 2 and all(math.isfinite(b) for b in exponents)
-    assert "Parametric (Chinchilla approach 3)" in out and "| 1e+15 " in out
+                 if line.startswith(("  N_opt =", "  D_opt ="))]
+    assert len(exponents) == 4 and all(math.isfinite(b) for b in exponents)  # vertex and min methods
+    assert "Parametric (Chinchilla approach 3, variable projection)" in out and "| 1e+15 " in out
     assert (tmp_path / "out" / "plots" / "iso" / "isoflop.png").read_bytes()[:4] == b"\x89PNG"
     # Two sizes per budget are not enough for a parabola: one line, exit 2.
     assert main(["fit", "isoflop", str(matrix), "--outputs", outputs, "--where", "n_embd!=32"]) == 2
