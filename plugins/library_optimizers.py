@@ -15,7 +15,7 @@ matrix that sets ``lr`` overrides it.
 Left out: Sophia. Its Hessian estimate needs either ``loss.backward(create_graph=True)``
 (Sophia-H, Hutchinson) or an extra forward/backward pass on labels sampled from the model every
 k steps (Sophia-G, the paper's main variant). bench's optimizer contract hands an optimizer first-order
-gradients only, so either would need a second training loop; see README, "Optimizers".
+gradients only, so either would need a second training loop; see docs/guide/optimizers-and-models.md.
 The library's ScalableShampoo (Anil et al.'s distributed Shampoo) keeps Python objects in its state, which
 bench's weights-only checkpoint loading refuses, so ``shampoo`` is Gupta et al.'s original.
 """
