@@ -34,9 +34,21 @@ class CellCurves:
 
     @property
     def label(self) -> str:
+        """The start of the cell's name as every other command prints it (``gpt1-L2-adamw``); the
+        keys that tell configurations apart are appended where needed."""
         config = self.summary.get("config") or {}
-        layers = f"/L{config['n_layer']}" if config.get("n_layer") is not None else ""
-        return f"{config.get('model', '?')}/{config.get('optimizer', '?')}{layers}"
+        layers = f"-L{config['n_layer']}" if config.get("n_layer") is not None else ""
+        return f"{config.get('model', '?')}{layers}-{config.get('optimizer', '?')}"
+
+    def log_points(self) -> list[tuple[float, float, float]]:
+        """(fractional epoch, seconds, train loss) of every logged training window (``log_every``
+        steps), the seconds interpolated between the evaluations that recorded training time."""
+        per_epoch = _steps_per_epoch(self.epochs)
+        timed = sorted({(0, 0.0), *((int(r["step"]), float(r["train_time_s"])) for r in self.rows
+                                    if r.get("step") is not None and r.get("train_time_s") is not None)})
+        steps, seconds = [t[0] for t in timed], [t[1] for t in timed]
+        return [(r["step"] / per_epoch, float(np.interp(r["step"], steps, seconds)), float(r["train_loss"]))
+                for r in self.rows if r.get("kind") == "log" and r.get("train_loss") is not None and per_epoch]
 
     @property
     def epochs(self) -> list[dict[str, Any]]:
@@ -112,13 +124,18 @@ def cell_figure(curves: CellCurves) -> Figure:
     train_loss = [r["train_loss"] for r in epochs if r.get("train_loss") is not None]
     val = curves.val_points()
     val_epoch, val_time, val_loss = ([p[i] for p in val] for i in range(3))
-    for row, (x_train, x_val, xlabel) in enumerate((
-            (train_x_epoch, val_epoch, "epoch"),
-            (train_x_time, val_time, "training wall-clock (s, evaluation excluded)"))):
+    logged = curves.log_points()
+    log_epoch, log_time, log_loss = ([p[i] for p in logged] for i in range(3))
+    for row, (x_train, x_val, x_log, xlabel) in enumerate((
+            (train_x_epoch, val_epoch, log_epoch, "epoch"),
+            (train_x_time, val_time, log_time, "training wall-clock (s, evaluation excluded)"))):
         for column, transform in enumerate((lambda v: v, _ppl)):
             axis = axes[row][column]
             train_y = [transform(v) for v in train_loss]
             val_y = [transform(v) for v in val_loss]
+            if logged:  # every log_every steps: the curve between evaluations
+                axis.plot(x_log, [transform(v) for v in log_loss], color="0.6", linewidth=1,
+                          label="train (each logged window)")
             axis.plot(x_train, train_y, marker="o", label="train (epoch mean)")
             axis.plot(x_val, val_y, marker="s", label="validation")
             if column == 1:

@@ -47,7 +47,20 @@ def test_validation_points_place_mid_epoch_evaluations_at_fractional_epochs(tmp_
     curves = plots.CellCurves(store.summaries()[0], store.cell(summaries[0]["id"]).read_metrics())
     epochs = [point[0] for point in curves.val_points()]
     assert epochs == [0.5, 1.0, 2.0, 3.0]
-    assert curves.label == "lstm/sgd/L1"
+    assert curves.label == "lstm-L1-sgd"  # as the cell is named everywhere else
+
+
+def test_logged_train_windows_are_plotted_between_evaluations():
+    rows = [{"kind": "log", "step": 5, "train_loss": 3.0}, {"kind": "log", "step": 10, "train_loss": 2.5},
+            {"kind": "epoch", "epoch": 1, "step": 10, "train_loss": 2.75, "val_loss": 2.6, "train_time_s": 4.0},
+            {"kind": "log", "step": 15, "train_loss": 2.2},
+            {"kind": "epoch", "epoch": 2, "step": 20, "train_loss": 2.1, "val_loss": 2.2, "train_time_s": 10.0},
+            {"kind": "log", "step": 20, "train_loss": 2.0}]
+    curves = plots.CellCurves({"config": {"model": "lstm", "optimizer": "sgd"}}, rows)
+    # epoch = step / 10; seconds interpolated between (0, 0), (10, 4 s) and (20, 10 s)
+    assert curves.log_points() == [(0.5, 2.0, 3.0), (1.0, 4.0, 2.5), (1.5, 7.0, 2.2), (2.0, 10.0, 2.0)]
+    fig = plots.cell_figure(curves)
+    assert "train (each logged window)" in [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
 
 
 def test_perplexity_axis_turns_logarithmic_only_for_a_wide_spread():
@@ -100,14 +113,14 @@ def test_configuration_bands_are_seed_mean_and_t_interval():
     cells = _seeded_cells([[3.0, 2.5, 2.0], [3.2, 2.7, 2.1], [3.1, 2.6, 2.3]]) + _seeded_cells([[4.0, 3.0, 2.9]],
                                                                                                    lr=0.1)
     bands = {b.label: b for b in plots.configuration_bands(cells)}
-    assert set(bands) == {"llama/adamw/L2 lr=0.01", "llama/adamw/L2 lr=0.1"}
-    band = bands["llama/adamw/L2 lr=0.01"]
+    assert set(bands) == {"llama-L2-adamw lr=0.01", "llama-L2-adamw lr=0.1"}
+    band = bands["llama-L2-adamw lr=0.01"]
     assert band.n == 3 and band.mean == pytest.approx([3.1, 2.6, 6.4 / 3])
     assert band.epoch == pytest.approx([1 / 3, 2 / 3, 1.0]) and band.seconds == [1.0, 2.0, 3.0]
     last = [2.0, 2.1, 2.3]
     low, high = scipy_stats.t.interval(0.95, 2, loc=sum(last) / 3, scale=scipy_stats.sem(last))
     assert math.isclose(band.low[-1], low) and math.isclose(band.high[-1], high)
-    single = bands["llama/adamw/L2 lr=0.1"]
+    single = bands["llama-L2-adamw lr=0.1"]
     assert single.n == 1 and math.isnan(single.low[0])
 
 
@@ -115,6 +128,6 @@ def test_matrix_figure_draws_a_band_and_names_n_in_the_legend():
     cells = _seeded_cells([[3.0, 2.5, 2.0], [3.2, 2.7, 2.1], [3.1, 2.6, 2.3]])
     fig = plots.matrix_figure("m", cells)
     axis = fig.axes[0]
-    assert [t.get_text() for t in fig.legends[0].get_texts()] == ["llama/adamw/L2 (n=3)"]
+    assert [t.get_text() for t in fig.legends[0].get_texts()] == ["llama-L2-adamw (n=3)"]
     assert axis.collections  # the fill_between band
     assert "95 % t interval" in fig._suptitle.get_text()
