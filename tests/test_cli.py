@@ -293,7 +293,8 @@ def test_keys_lists_every_harness_key_with_its_default_and_rule(bench, monkeypat
     (["rn"], "bench: error: unknown command 'rn'; did you mean 'run'?"),
     (["reprot"], "bench: error: unknown command 'reprot'; did you mean 'report'?"),
     (["fit", "isoflp", "m.toml"], "bench fit: error: unknown command 'isoflp'; did you mean 'isoflop'?"),
-    (["qqq"], "bench: error: unknown command 'qqq'; choose from list, keys, run, estimate, report, plot, fit, eval"),
+    (["qqq"], "bench: error: unknown command 'qqq'; choose from list, keys, run, estimate, report, plot, fit, eval, "
+     "data"),
 ])
 def test_a_misspelt_subcommand_is_one_line_exit_two(argv, expected, capsys):
     with pytest.raises(SystemExit) as exited:

@@ -91,6 +91,8 @@ def fingerprint(corpus: Corpus) -> str:
     digest = hashlib.sha256(repr((corpus.vocab_size, corpus.entropy_rate)).encode())
     for split in SPLITS:
         data = corpus.splits[split]
+        if isinstance(data, TextFile):  # a text split left on disk: its text is what it holds
+            data = data.read()
         if isinstance(data, str):
             digest.update(data.encode("utf-8"))
             continue
@@ -139,6 +141,8 @@ _CHUNK = 1 << 20
 
 
 def _as_ids(split: Any) -> np.ndarray:
+    if isinstance(split, TextFile):
+        split = split.read()
     if isinstance(split, str):
         return np.frombuffer(split.encode("utf-8"), dtype=np.uint8).astype(np.uint64)
     if isinstance(split, TokenShards):  # windows never straddle shards, but a kit-sized corpus is small

@@ -98,7 +98,7 @@ def test_studies_split_the_trials_into_independent_searches(write_matrix, tmp_pa
 strategy = "random"
 trials = 4
 studies = 2
-final_seeds = [0, 1]
+final_seeds = [1, 2]
 [sweep.space]
 lr = { loguniform = [1e-3, 1e-1] }
 """, name="studied")
