@@ -86,15 +86,26 @@ def readable_name(config: dict[str, Any], axes: list[str], multiple_seeds: bool)
     return "-".join(parts)
 
 
+def given_name(name: str, seed: int, multiple_seeds: bool) -> str:
+    """A cell named by its include's ``name``: ``{seed}`` in it becomes the seed; without it, several
+    seeds get ``-seed<k>`` appended as :func:`readable_name` does."""
+    if "{seed}" in name:
+        return name.replace("{seed}", str(seed))
+    return f"{name}-seed{seed}" if multiple_seeds else name
+
+
 def resolve_cells(matrix: Matrix, registry: Registry) -> list[Cell]:
     """Every cell of the matrix. A mistake in the matrix raises ConfigError (the whole command stops);
     a plugin that cannot build a cell sets that cell's ``problem`` instead."""
     cells, seen = [], set()
+    several = len(matrix.seeds) > 1
     for index, combo in enumerate(matrix.combinations):
+        given = matrix.names[index] if matrix.names else None
         for seed in matrix.seeds:
             where = f"matrix {matrix.name!r}, cell {index + 1} ({_describe(combo)})"
             cell = resolve_cell({**matrix.defaults, **combo, "seed": seed}, registry, where,
-                                lambda config: readable_name(config, matrix.axes, len(matrix.seeds) > 1))
+                                lambda config, given=given: given_name(given, config["seed"], several) if given
+                                else readable_name(config, matrix.axes, several))
             if cell.id not in seen:
                 seen.add(cell.id)
                 cells.append(cell)
@@ -143,6 +154,25 @@ def _resolve(user: dict[str, Any], registry: Registry,
         if not registry.has("tracker", tracker):
             raise ConfigError(f"{where}: {unknown_name_message('tracker', tracker, registry.names('tracker'))}")
     return config, used, problems
+
+
+def declared_defaults(config: dict[str, Any], registry: Registry) -> dict[str, Any]:
+    """What each key of a resolved cell would be had the matrix not set it: the default its components
+    declare, else the harness's (as :func:`_component_values` fills them). A key two of the cell's
+    components declare with different defaults has none: the matrix must always set it."""
+    defaults = {name: key.default for name, key in TRAINER_KEYS.items()}
+    declared: dict[str, Any] = {}
+    clashing: set[str] = set()
+    for kind, key in KIND_KEYS.items():
+        name = config.get(key)
+        if name is None or not registry.has(kind, name):
+            continue
+        for option, default in registry.registrations(kind, name)[0].component.defaults.items():
+            if option in declared and declared[option] != default:
+                clashing.add(option)
+            declared.setdefault(option, default)
+    defaults.update(declared)
+    return {k: v for k, v in defaults.items() if k not in clashing}
 
 
 def _check_known_keys(user: dict[str, Any], registry: Registry, where: str) -> None:

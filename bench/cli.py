@@ -142,7 +142,9 @@ def _add_report(sub: argparse._SubParsersAction) -> None:
                         help="device peak TFLOP/s for the MFU column, overriding what each cell stored")
     report.add_argument("--plots", metavar="DIR", help="also write loss/perplexity PNGs under DIR/<matrix>/")
     report.add_argument("--best-config", metavar="FILE",
-                        help="write the best configuration of a sweep (one per group) as a matrix file and exit")
+                        help="write the best configuration of a sweep (one per group) as a matrix file and exit: "
+                             "only keys that differ from the defaults, named after the sweep so `bench run FILE` "
+                             "reuses the cells it already trained")
     report.add_argument("--target", metavar="LOSS",
                         help="time-to-target table against this val loss (or ppl=X for a perplexity); "
                              "overrides the matrix's target_loss/target_ppl")
@@ -179,7 +181,8 @@ def _report(args: argparse.Namespace) -> int:
                   where=args.where, plots=args.plots, peak_tflops=args.peak_tflops, which=which,
                   target=args.target, profiles=args.profiles, algorithm=args.algorithm, measure=args.measure,
                   tolerance=args.tolerance, best_config=args.best_config, alpha=args.alpha,
-                  target_alpha=args.target_alpha, sigma=args.sigma, z_margin=args.z_margin, reference=args.reference)
+                  target_alpha=args.target_alpha, sigma=args.sigma, z_margin=args.z_margin, reference=args.reference,
+                  plugins=_plugin_selection(args))
 
 
 def _add_plot(sub: argparse._SubParsersAction) -> None:

@@ -202,9 +202,9 @@ def report(*, outputs: str, matrix: str | None, sort: str, fmt: str, where: list
            target: str | None = None, profiles: bool = False, algorithm: str = "optimizer", measure: str = "time",
            tolerance: float = 1.02, best_config: str | None = None, alpha: float = 0.05,
            target_alpha: float = 0.01, sigma: float = 0.0013, z_margin: float = 0.004,
-           reference: str | None = None) -> int:
+           reference: str | None = None, plugins: PluginSelection | None = None) -> int:
     if best_config:
-        return write_best_config(outputs, matrix, best_config)
+        return write_best_config(outputs, matrix, best_config, plugins)
     _WARNED_DAMAGED.clear()  # each report says once per damaged sweep.db
     from bench.report import analysis as analysis_report
     from bench.report import hellaswag as hellaswag_report
@@ -338,22 +338,24 @@ def estimate(path: str, *, device: str, filter_expr: str | None, steps: int, cos
     return 0
 
 
-def write_best_config(outputs: str, matrix: str | None, path: str) -> int:
-    """`bench report --best-config FILE`: the best trial of each sweep group as a plain matrix file."""
+def write_best_config(outputs: str, matrix: str | None, path: str, plugins: PluginSelection | None = None) -> int:
+    """`bench report --best-config FILE`: the best trial of each sweep group as a plain matrix file
+    (bench/sweep/best_config.py); the plugins tell which values are defaults."""
     from bench.fileio import atomic_write_bytes
     from bench.sweep import report as sweep_report
+    from bench.sweep.best_config import best_config_toml
 
     names = [matrix] if matrix else [n for n in matrix_names(outputs)
                                      if sweep_report.has_sweep(ResultStore(outputs, n))]
     if len(names) != 1 or not sweep_report.has_sweep(ResultStore(outputs, names[0])):
         raise BenchError(f"--best-config needs exactly one sweep under {outputs!r} "
                          f"(found {', '.join(names) or 'none'}); name it with --matrix")
-    text = sweep_report.best_config_toml(ResultStore(outputs, names[0]))
+    text = best_config_toml(ResultStore(outputs, names[0]), load_plugins(plugins).registry)
     if not text:
         raise BenchError(f"sweep {names[0]!r} has no finished trial yet; run it first")
     atomic_write_bytes(Path(path), text.encode())
-    print(f"bench: best configuration of {names[0]!r} written to {path}; run it with `bench run {path}`",
-          file=sys.stderr)
+    print(f"bench: best configuration of {names[0]!r} written to {path}; `bench run {path} --outputs {outputs}` "
+          "reuses the cells the sweep already trained", file=sys.stderr)
     return 0
 
 

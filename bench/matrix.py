@@ -4,6 +4,10 @@ The grid follows GitHub Actions matrix semantics: the cartesian product of the a
 ``[matrix]``; each ``exclude`` entry removes the combinations that match all of its keys;
 each ``include`` entry is then merged into every combination whose original axis values
 it does not overwrite, and becomes a combination of its own if it fits none.
+
+An ``include`` entry may carry ``name``, the name of its cells instead of one built from the axes
+(``{seed}`` in it is replaced by each cell's seed): `bench report --best-config` writes the names
+the sweep gave its cells this way.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ TOP_LEVEL_KEYS = ("name", "description", "seeds", "defaults", "matrix", "eval", 
 EVAL_KEYS = {"hellaswag": False, "limit": 0, "batch_size": 16, "log_samples": False}
 # Arrays and tables inside each other: [matrix] include = [{ key = [..] }] is 4 levels.
 MAX_DEPTH = 16
+CELL_NAME = "name"  # in an include entry: the name of its cells, not a config key
 # The name is a folder under the outputs root; 100 characters leave room for the rest of a path.
 MAX_NAME_LENGTH = 100
 # What users bring from other frameworks (nanoGPT, Hugging Face, PyTorch) for bench's keys:
@@ -51,6 +56,7 @@ class Matrix:
     axes: list[str] = field(default_factory=list)
     sweep: dict[str, Any] = field(default_factory=dict)  # the raw [sweep] table; bench.sweep.spec reads it
     executor: dict[str, Any] = field(default_factory=dict)  # [executor]: name and options (bench.executors)
+    names: list[str | None] = field(default_factory=list)  # per combination: its include's `name`, if any
 
 
 def closest(word: str, candidates: Iterable[str]) -> str:
@@ -137,10 +143,25 @@ def parse_matrix(raw: dict[str, Any], *, default_name: str, where: str) -> Matri
     combinations = expand_grid(grid, include, exclude)
     if not combinations:
         raise ConfigError(f"{where}: the matrix expands to no cells; check [matrix] and exclude")
+    names = _cell_names(combinations, where)
     return Matrix(name, str(raw.get("description", "")), defaults, combinations, seeds, evaluation,
-                  axes=list(dict.fromkeys([*grid, *(k for e in include for k in e)])),  # each key once
+                  axes=list(dict.fromkeys([*grid, *(k for e in include for k in e if k != CELL_NAME)])),  # each once
                   executor=dict(_table(raw, "executor", where)),
-                  sweep=dict(_table(raw, "sweep", where)))
+                  sweep=dict(_table(raw, "sweep", where)), names=names)
+
+
+def _cell_names(combinations: list[dict[str, Any]], where: str) -> list[str | None]:
+    """Take each combination's ``name`` (an include's) out of its keys: it names cells, it sets nothing."""
+    names = [combo.pop(CELL_NAME, None) for combo in combinations]
+    for given in names:
+        if given is not None and (not isinstance(given, str) or not given.strip()):
+            raise ConfigError(f"{where}: matrix.include name = {_abbreviated(given)} must be non-empty text, "
+                              "e.g. name = \"gpt1-adamw-lr=0.0125\"")
+    twice = next((n for n in names if n is not None and names.count(n) > 1), None)
+    if twice is not None:
+        raise ConfigError(f"{where}: several matrix cells are named {twice!r} (an include's name applies to every "
+                          "combination it merges into); give each include its own name")
+    return names
 
 
 def _name_problem(name: object) -> str | None:

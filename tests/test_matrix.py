@@ -95,3 +95,21 @@ def test_closest_knows_synonyms_and_typos(word, expected):
 
 def test_a_synonym_is_only_suggested_when_it_is_a_candidate():
     assert closest("learning_rate", ["hellaswag", "limit"]) == ""
+
+
+def test_include_name_names_its_cells_and_is_no_axis():
+    matrix = parse_matrix({"seeds": [1, 2], "matrix": {"include": [{"name": "a-x-seed{seed}", "opt": "x"},
+                                                                    {"name": "b", "opt": "y"}, {"opt": "z"}]}},
+                          default_name="m", where="m")
+    assert matrix.combinations == [{"opt": "x"}, {"opt": "y"}, {"opt": "z"}]  # name sets no config key
+    assert matrix.names == ["a-x-seed{seed}", "b", None] and matrix.axes == ["opt"]
+
+
+@pytest.mark.parametrize("include, problem", [
+    ([{"name": "", "opt": "x"}], "must be non-empty text"),
+    ([{"name": 3, "opt": "x"}], "must be non-empty text"),
+    ([{"name": "same", "opt": "x"}, {"name": "same", "opt": "y"}], "several matrix cells are named 'same'"),
+])
+def test_include_name_must_be_text_and_unique(include, problem):
+    with pytest.raises(ConfigError, match=problem):
+        parse_matrix({"matrix": {"include": include}}, default_name="m", where="m")

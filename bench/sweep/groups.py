@@ -125,12 +125,23 @@ def trial_cell(matrix: Matrix, spec: SweepSpec, group: Group, params: dict[str, 
         user["halt_at_step"] = halt_at_step
     shown = "-".join(f"{k}={_format(v)}" for k, v in sorted(params.items()))
     config = resolve_config(user, registry, f"matrix {matrix.name!r}, sweep group {group.label}, trial {shown}")
-    parts = [str(config["model"]), str(config["optimizer"]), shown]
-    if final and spec.final_overrides:
-        parts.append("final")
-    if seed != matrix.seeds[0] or final:
-        parts.append(f"seed{seed}")
-    return Cell(cell_id(config), "-".join(p for p in parts if p), config)
+    name = trial_name(config, params)
+    if final:
+        name = final_name(name, seed, bool(spec.final_overrides))
+    elif seed != matrix.seeds[0]:
+        name += f"-seed{seed}"
+    return Cell(cell_id(config), name, config)
+
+
+def trial_name(config: dict[str, Any], params: dict[str, Any]) -> str:
+    """A trial cell's name: model, optimizer and the searched values (``gpt1-adamw-lr=0.0125``)."""
+    shown = "-".join(f"{k}={_format(v)}" for k, v in sorted(params.items()))
+    return "-".join(p for p in (str(config["model"]), str(config["optimizer"]), shown) if p)
+
+
+def final_name(trial_name: str, seed: int | str, overridden: bool) -> str:
+    """A final rerun's name from its trial's (`bench report --best-config` names its cells the same way)."""
+    return f"{trial_name}{'-final' if overridden else ''}-seed{seed}"
 
 
 def flops_per_token(config: dict[str, Any], registry: Registry) -> float:

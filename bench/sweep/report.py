@@ -1,10 +1,10 @@
 """What `bench report` shows for a sweep: its trials, the best configuration of each group, the
-metric against each searched value (table and PNG), and the best configuration as a matrix file."""
+metric against each searched value (table and PNG); bench/sweep/best_config.py writes the best
+configuration as a matrix file."""
 
 from __future__ import annotations
 
 import io
-import json
 import math
 import statistics
 from dataclasses import dataclass, field
@@ -16,7 +16,6 @@ import pandas as pd
 
 from bench import floor
 from bench.analysis.protocols import edge_values
-from bench.errors import BenchError
 from bench.fileio import atomic_write_bytes
 from bench.report.render import Section
 from bench.store import ResultStore
@@ -77,7 +76,7 @@ def _shown(params: dict[str, Any]) -> dict[str, Any]:
     return {k: (f"{v:.3g}" if isinstance(v, float) else v) for k, v in sorted(params.items())}
 
 
-def _metric(settings: dict[str, Any]) -> str:
+def metric_name(settings: dict[str, Any]) -> str:
     return settings.get("metric", "best_val_loss")
 
 
@@ -89,7 +88,7 @@ def _value(row: TrialRow, metric: str) -> float | None:
 
 
 def best_row(group: GroupView) -> TrialRow | None:
-    metric = _metric(group.settings)
+    metric = metric_name(group.settings)
     sign = -1 if group.settings.get("direction") == "maximize" else 1
     scored = [(value, r) for r in group.trials if r.status in ("ok", WARM_STATUS)
               and floor.verdict(r.summary or {}) is None  # an impossible result (a leak) never wins
@@ -100,7 +99,7 @@ def best_row(group: GroupView) -> TrialRow | None:
 def trials_table(groups: list[GroupView]) -> pd.DataFrame:
     rows = []
     for group in groups:
-        metric = _metric(group.settings)
+        metric = metric_name(group.settings)
         for row in group.trials:
             s = row.summary
             entry = {"Group": group.label, "Trial": row.number, **_shown(row.params)}
@@ -119,7 +118,7 @@ def trials_table(groups: list[GroupView]) -> pd.DataFrame:
 def best_table(groups: list[GroupView], store: ResultStore) -> pd.DataFrame:
     rows = []
     for group in groups:
-        metric, best = _metric(group.settings), best_row(group)
+        metric, best = metric_name(group.settings), best_row(group)
         time_s = sum((r.summary.get("train_time_s") or 0) for r in group.trials)
         entry = {"Group": group.label, "Trials": len(group.trials), "Sweep train time (s)": time_s}
         if best is not None:
@@ -141,7 +140,7 @@ def best_table(groups: list[GroupView], store: ResultStore) -> pd.DataFrame:
 def metric_vs_value(groups: list[GroupView], param: str) -> pd.DataFrame:
     rows = []
     for group in groups:
-        metric = _metric(group.settings)
+        metric = metric_name(group.settings)
         for row in sorted(group.trials, key=lambda r: (r.params.get(param) is None, r.params.get(param))):
             if param in row.params:
                 rows.append({"Group": group.label, **_shown({param: row.params[param]}), metric: _value(row, metric),
@@ -188,7 +187,7 @@ def trial_frame(groups: list[GroupView]) -> pd.DataFrame:
     """Every trial in proposal order: group, study, trial number, searched values, status, metric."""
     rows = []
     for group in groups:
-        metric = _metric(group.settings)
+        metric = metric_name(group.settings)
         for row in group.trials:
             rows.append({"group": group.group, "study": group.study, "trial": row.number, "params": row.params,
                          "status": row.status, "value": _value(row, metric), "id": row.attrs.get("cell_id"),
@@ -221,12 +220,13 @@ def sweep_sections(store: ResultStore) -> list[Section]:
         return []
     settings = groups[0].settings
     sections = [
-        Section("sweep_trials", f"sweep trials ({settings.get('strategy')}, metric {_metric(settings)})",
+        Section("sweep_trials", f"sweep trials ({settings.get('strategy')}, metric {metric_name(settings)})",
                 trials_table(groups), ["A pruned trial's metric is its validation loss at the step it was stopped."]),
         Section("sweep_best", "best configuration per group", best_table(groups, store), edge_warnings(groups)),
     ]
     for param in searched(groups):
-        sections.append(Section(f"sweep_{param}", f"{_metric(settings)} vs {param}", metric_vs_value(groups, param)))
+        sections.append(Section(f"sweep_{param}", f"{metric_name(settings)} vs {param}",
+                                metric_vs_value(groups, param)))
     if settings.get("max_total_flops"):
         sections.append(ledger_section(store, groups, float(settings["max_total_flops"])))
     return sections
@@ -257,7 +257,7 @@ def write_sweep_plots(store: ResultStore, out_dir: str | Path) -> list[Path]:
         axis = fig.subplots()
         failed = []
         for index, label in enumerate(labels):
-            metric = _metric(groups[0].settings)
+            metric = metric_name(groups[0].settings)
             rows = [r for g in groups if g.group == label for r in g.trials]
             points: list[tuple[Any, float]] = sorted((r.params[param], float(value)) for r in rows
                             if r.params.get(param) is not None and r.status in ("ok", WARM_STATUS)
@@ -277,10 +277,10 @@ def write_sweep_plots(store: ResultStore, out_dir: str | Path) -> list[Path]:
         if kind.get("log") or param == "lr":
             axis.set_xscale("log")
         axis.set_xlabel(param)
-        axis.set_ylabel(f"{_metric(groups[0].settings)} (full-length trials)")
+        axis.set_ylabel(f"{metric_name(groups[0].settings)} (full-length trials)")
         axis.grid(True, alpha=0.3, which="both")
         axis.legend(fontsize=8)
-        what = "LR sensitivity" if param == "lr" else f"{_metric(groups[0].settings)} vs {param}"
+        what = "LR sensitivity" if param == "lr" else f"{metric_name(groups[0].settings)} vs {param}"
         fig.suptitle(f"{store.path.name}: {what} (star: best; x: diverged or failed)")
         written.append(_save_png(fig, Path(out_dir) / store.path.name / f"sweep_{param}.png"))
     if groups:
@@ -309,7 +309,7 @@ def best_so_far_figure(name: str, groups: list[GroupView]):
     fig = Figure(figsize=(7, 4.5), layout="constrained")
     axis = fig.subplots()
     colors: dict[str, Any] = {}
-    metric = _metric(groups[0].settings)
+    metric = metric_name(groups[0].settings)
     for group in groups:
         rows = [r for r in group.trials if not r.attrs.get(WARM)]
         curve = best_so_far(rows, metric)
@@ -334,43 +334,3 @@ def _save_png(fig, path: Path) -> Path:
     fig.savefig(buffer, format="png")
     atomic_write_bytes(path, buffer.getvalue())
     return path
-
-
-def _toml_value(value: Any) -> str:
-    if isinstance(value, float) and not math.isfinite(value):
-        return "nan" if math.isnan(value) else ("inf" if value > 0 else "-inf")
-    return json.dumps(value)  # JSON strings, numbers, booleans and flat arrays are valid TOML
-
-
-OMIT = ("seed", "halt_at_step")
-
-
-def best_config_toml(store: ResultStore) -> str:
-    """The best trial of each group as a plain matrix file (no [sweep]) that `bench run` accepts."""
-    groups = load_groups(store)
-    configs, trial_seeds = [], []
-    for group in groups:
-        best = best_row(group)
-        if best is not None:
-            stored = store.cell(best.attrs["cell_id"]).read_config()  # damaged: warned about and set aside
-            if stored is None:
-                raise BenchError(f"the best trial's config.json in {store.cell(best.attrs['cell_id']).path} is "
-                                 "missing or damaged; run the sweep again to retrain that trial")
-            config = stored["config"]
-            configs.append({k: v for k, v in config.items() if k not in OMIT and v is not None})
-            trial_seeds.append(config.get("seed", 0))
-    if not configs:
-        return ""
-    settings = groups[0].settings
-    seeds = settings.get("final_seeds") or trial_seeds[:1]
-    common = {k: v for k, v in configs[0].items() if all(c.get(k) == v for c in configs)}
-    lines = [f"# Best configuration of each group of sweep {store.path.name!r} by {_metric(settings)}",
-             f"name = {json.dumps(store.path.name + '-best')}", f"seeds = {_toml_value(seeds)}", "", "[defaults]"]
-    lines += [f"{k} = {_toml_value(v)}" for k, v in sorted(common.items())]
-    if len(configs) > 1:
-        entries = []
-        for config in configs:
-            own = ", ".join(f"{k} = {_toml_value(v)}" for k, v in sorted(config.items()) if k not in common)
-            entries.append(f"    {{ {own} }},")
-        lines += ["", "[matrix]", "include = [", *entries, "]"]
-    return "\n".join(lines) + "\n"
