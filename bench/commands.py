@@ -256,7 +256,7 @@ def report(*, outputs: str, matrix: str | None, sort: str, fmt: str, where: list
         document[name] = sections
         if plots:
             from bench.report.plots import write_plots
-            written = write_plots(store, plots, summaries)
+            written = write_plots(store, plots, summaries, sweep_report.cell_groups(_sweep_groups(store)))
             if sweep_report.has_sweep(store):
                 written += _unless_damaged(lambda store: sweep_report.write_sweep_plots(store, plots), store, [])
             print(f"bench: {len(written)} plots of {name!r} in {Path(plots) / name}", file=sys.stderr)
@@ -362,10 +362,12 @@ def write_best_config(outputs: str, matrix: str | None, path: str, plugins: Plug
 def plot(*, outputs: str, matrix: str | None, out: str, where: list[str] | None = None) -> int:
     """Loss/perplexity curves of every selected cell, and one overview per matrix, as PNG files."""
     from bench.report.plots import write_plots
+    from bench.sweep import report as sweep_report
 
     total = 0
     for name, summaries in _matrix_summaries(outputs, matrix, where).items():
-        written = write_plots(ResultStore(outputs, name), out, summaries)
+        store = ResultStore(outputs, name)
+        written = write_plots(store, out, summaries, sweep_report.cell_groups(_sweep_groups(store)))
         total += len(written)
         for path in written:
             print(path)

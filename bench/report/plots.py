@@ -40,31 +40,40 @@ class CellCurves:
         layers = f"-L{config['n_layer']}" if config.get("n_layer") is not None else ""
         return f"{config.get('model', '?')}{layers}-{config.get('optimizer', '?')}"
 
-    def log_points(self) -> list[tuple[float, float, float]]:
-        """(fractional epoch, seconds, train loss) of every logged training window (``log_every``
-        steps), the seconds interpolated between the evaluations that recorded training time."""
+    @property
+    def x_unit(self) -> str:
+        """'epoch', or 'step' for a cell stopped before its first epoch ended (a pruned sweep
+        trial): its steps have no known epoch length to divide by."""
+        return "epoch" if _steps_per_epoch(self.epochs) else "step"
+
+    def _x(self, step: float) -> float:
         per_epoch = _steps_per_epoch(self.epochs)
+        return step / per_epoch if per_epoch else float(step)
+
+    def log_points(self) -> list[tuple[float, float, float]]:
+        """(fractional epoch or step, seconds, train loss) of every logged training window (``log_every``
+        steps), the seconds interpolated between the evaluations that recorded training time."""
         timed = sorted({(0, 0.0), *((int(r["step"]), float(r["train_time_s"])) for r in self.rows
                                     if r.get("step") is not None and r.get("train_time_s") is not None)})
         steps, seconds = [t[0] for t in timed], [t[1] for t in timed]
-        return [(r["step"] / per_epoch, float(np.interp(r["step"], steps, seconds)), float(r["train_loss"]))
-                for r in self.rows if r.get("kind") == "log" and r.get("train_loss") is not None and per_epoch]
+        return [(self._x(r["step"]), float(np.interp(r["step"], steps, seconds)), float(r["train_loss"]))
+                for r in self.rows if r.get("kind") == "log" and r.get("train_loss") is not None]
 
     @property
     def epochs(self) -> list[dict[str, Any]]:
         return [r for r in self.rows if r.get("kind") == "epoch"]
 
     def val_points(self) -> list[tuple[float, float, float]]:
-        """(fractional epoch, seconds, val loss) of every validation, mid-epoch ones included."""
-        per_epoch = _steps_per_epoch(self.epochs)
-        points = []
-        for r in self.rows:
-            if r.get("val_loss") is None or r.get("step") is None:
-                continue
-            epoch = r["epoch"] if r.get("kind") == "epoch" else (r["step"] / per_epoch if per_epoch else None)
-            if epoch is not None:
-                points.append((float(epoch), float(r.get("train_time_s") or 0.0), float(r["val_loss"])))
-        return sorted(points)
+        """(fractional epoch or step, seconds, val loss) of every validation, mid-epoch ones included."""
+        return sorted((float(r["epoch"]) if r.get("kind") == "epoch" else self._x(r["step"]),
+                       float(r.get("train_time_s") or 0.0), float(r["val_loss"]))
+                      for r in self.rows if r.get("val_loss") is not None and r.get("step") is not None)
+
+    def evaluations(self) -> list[tuple[int, float, float]]:
+        """(step, seconds, val loss) of every validation: what a sweep's overview draws, since a
+        pruned trial has steps but no finished epoch."""
+        return sorted((int(r["step"]), float(r.get("train_time_s") or 0.0), float(r["val_loss"]))
+                      for r in self.rows if r.get("val_loss") is not None and r.get("step") is not None)
 
     def val_by_step(self) -> dict[int, tuple[float, float, float]]:
         """(fractional epoch, seconds, val loss) of each evaluation, keyed by its step."""
@@ -112,7 +121,11 @@ def _minor_label(value: float, _position) -> str:
 def _floor(axis, summary: dict[str, Any]) -> None:
     floor = summary.get("entropy_floor_ppl")
     if floor:
-        axis.axhline(floor, color="0.4", linestyle=":", linewidth=1, label=f"entropy floor {floor:.2f}")
+        _floor_at(axis, floor)
+
+
+def _floor_at(axis, floor: float) -> None:
+    axis.axhline(floor, color="0.4", linestyle=":", linewidth=1, label=f"entropy floor {floor:.2f}")
 
 
 def cell_figure(curves: CellCurves) -> Figure:
@@ -127,7 +140,7 @@ def cell_figure(curves: CellCurves) -> Figure:
     logged = curves.log_points()
     log_epoch, log_time, log_loss = ([p[i] for p in logged] for i in range(3))
     for row, (x_train, x_val, x_log, xlabel) in enumerate((
-            (train_x_epoch, val_epoch, log_epoch, "epoch"),
+            (train_x_epoch, val_epoch, log_epoch, curves.x_unit),
             (train_x_time, val_time, log_time, "training wall-clock (s, evaluation excluded)"))):
         for column, transform in enumerate((lambda v: v, _ppl)):
             axis = axes[row][column]
@@ -136,7 +149,8 @@ def cell_figure(curves: CellCurves) -> Figure:
             if logged:  # every log_every steps: the curve between evaluations
                 axis.plot(x_log, [transform(v) for v in log_loss], color="0.6", linewidth=1,
                           label="train (each logged window)")
-            axis.plot(x_train, train_y, marker="o", label="train (epoch mean)")
+            if train_y:  # none for a cell stopped before its first epoch ended
+                axis.plot(x_train, train_y, marker="o", label="train (epoch mean)")
             axis.plot(x_val, val_y, marker="s", label="validation")
             if column == 1:
                 _floor(axis, curves.summary)
@@ -250,7 +264,7 @@ def matrix_figure(name: str, cells: list[CellCurves]) -> Figure:
     floors = {c.summary["entropy_floor_ppl"] for c in cells if c.summary.get("entropy_floor_ppl") is not None}
     for axis, xlabel in ((by_epoch, "epoch"), (by_time, "training wall-clock (s, evaluation excluded; seed mean)")):
         if len(floors) == 1:
-            _floor(axis, cells[0].summary)
+            _floor_at(axis, next(iter(floors)))
         _maybe_log(axis, everything + list(floors))
         axis.set_xlabel(xlabel)
         axis.set_ylabel("validation perplexity")
@@ -263,6 +277,55 @@ def matrix_figure(name: str, cells: list[CellCurves]) -> Figure:
     fig.suptitle(f"{name}: validation perplexity per configuration"
                  + (" (line: exp of the mean val loss over n seeds; band: 95 % t interval)" if banded else ""))
     return fig
+
+
+OUTSIDE_SWEEP = "not a sweep cell"
+
+
+def sweep_figure(name: str, cells: list[CellCurves], sweep: dict[str, tuple[str, bool]]) -> Figure:
+    """A sweep's overview: every trial's validation perplexity against step and against time, one
+    colour per group (``sweep``: cell id -> (group, is a final-seed rerun)), final reruns dashed.
+    Steps, not epochs: a pruned trial stops before its first epoch ends. One legend entry per group."""
+    from matplotlib.lines import Line2D
+
+    member = {c.summary["id"]: sweep.get(c.summary["id"], (OUTSIDE_SWEEP, False)) for c in cells}
+    present = set(member.values())
+    groups = list(dict.fromkeys(group for group, final in [*sweep.values(), *member.values()]
+                                if (group, final) in present))  # the sweep's own order of groups
+    colors = dict(zip(groups, _palette(len(groups))))
+    fig = Figure(figsize=(13, 6 + 0.18 * len(groups) / 3), dpi=DPI, layout="constrained")
+    by_step, by_time = fig.subplots(1, 2)
+    everything: list[float] = []
+    for cell in cells:
+        group, final = member[cell.summary["id"]]
+        points = cell.evaluations()
+        ppl = [_ppl(p[2]) for p in points]
+        everything += ppl
+        for axis, x in ((by_step, [p[0] for p in points]), (by_time, [p[1] for p in points])):
+            axis.plot(x, ppl, color=colors[group], linestyle="--" if final else "-", linewidth=1.6 if final else 1,
+                      marker="o", markersize=3, alpha=0.9 if final else 0.6)
+    floors = {c.summary["entropy_floor_ppl"] for c in cells if c.summary.get("entropy_floor_ppl") is not None}
+    for axis, xlabel in ((by_step, "optimizer step"), (by_time, "training wall-clock (s, evaluation excluded)")):
+        if len(floors) == 1:  # a pruned trial's summary has no floor: take it from any cell that has
+            _floor_at(axis, next(iter(floors)))
+        _maybe_log(axis, everything + list(floors))
+        axis.set_xlabel(xlabel)
+        axis.set_ylabel("validation perplexity")
+        axis.grid(True, alpha=0.3, which="both")
+    by_step.xaxis.set_major_locator(MaxNLocator(integer=True))
+    handles = [Line2D([], [], color=colors[g], marker="o", markersize=3,
+                      label=_group_label(g, [final for group, final in member.values() if group == g])) for g in groups]
+    if any(final for _, final in member.values()):
+        handles.append(Line2D([], [], color="0.3", linestyle="--", label="dashed: final-seed rerun of the best trial"))
+    handles += [h for h in by_step.get_legend_handles_labels()[0] if h.get_label().startswith("entropy floor")]
+    fig.legend(handles=handles, loc="outside lower center", fontsize=8, ncol=min(4, len(handles)))
+    fig.suptitle(f"{name}: validation perplexity of every sweep trial, one colour per group")
+    return fig
+
+
+def _group_label(group: str, finals: list[bool]) -> str:
+    trials, reruns = finals.count(False), finals.count(True)
+    return f"{group} ({trials} trial{'s' * (trials != 1)}" + (f", {reruns} final" if reruns else "") + ")"
 
 
 def _palette(count: int) -> list:
@@ -283,8 +346,11 @@ def _save(fig: Figure, path: Path) -> Path:
     return path
 
 
-def write_plots(store: ResultStore, out_dir: str | Path, summaries: list[dict[str, Any]]) -> list[Path]:
+def write_plots(store: ResultStore, out_dir: str | Path, summaries: list[dict[str, Any]],
+                sweep: dict[str, tuple[str, bool]] | None = None) -> list[Path]:
     """PNG files for the given cells of one matrix under ``out_dir/<matrix>/``; returns their paths.
+    The overview is :func:`sweep_figure` when ``sweep`` maps cell ids to their groups (a sweep's
+    trials are one-seed configurations: bands over seeds would be one line each, labelled alike).
 
     A cell whose metrics.jsonl is unreadable or differs from what its summary recorded is left
     out with a warning (see :meth:`bench.store.CellRecord.read_metrics`)."""
@@ -297,5 +363,6 @@ def write_plots(store: ResultStore, out_dir: str | Path, summaries: list[dict[st
     written = [_save(cell_figure(c), target / f"{_safe(c.summary.get('name') or c.summary['id'])}.png")
                for c in cells]
     if cells:
-        written.append(_save(matrix_figure(store.path.name, cells), target / "all_cells_val_ppl.png"))
+        overview = sweep_figure(store.path.name, cells, sweep) if sweep else matrix_figure(store.path.name, cells)
+        written.append(_save(overview, target / "all_cells_val_ppl.png"))
     return written

@@ -1,7 +1,8 @@
 """Turn report tables into text: github/markdown/latex/html for people, csv and json for machines.
 
 Tables arrive as pandas frames of raw numbers. For people, each column is formatted by its
-header (see ``COLUMN_FORMATS``) and a boolean ``best`` column, if present, is dropped and its
+header (see ``COLUMN_FORMATS``), with more digits where values that differ would print alike
+(see ``numbers.py``), and a boolean ``best`` column, if present, is dropped and its
 rows set in bold. Missing values always print as ``-`` (``null`` in json), never ``nan``.
 """
 
@@ -19,6 +20,7 @@ import pandas as pd
 from tabulate import tabulate
 
 from bench.errors import BenchError
+from bench.report.numbers import SI, Fixed, PValue, Significant, TwoDecimalsOrSignificant, integer, settle
 
 # "text" is for a terminal (the default): plain columns, a best row marked with a trailing "*";
 # "github"/"markdown" are for pasting into a report, best rows in **bold**.
@@ -35,55 +37,45 @@ MACHINE_ONLY = (CELL_NAME, CELL_ID)
 IDENTITY = "Architecture"
 
 
-def _si(value: float) -> str:
-    """3 significant digits with an SI prefix: 53084160 -> '53.1 M'."""
-    for factor, prefix in ((1e15, "P"), (1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k")):
-        if abs(value) >= factor:
-            return f"{value / factor:.3g} {prefix}"
-    return f"{value:.3g}"
-
-
-def _fixed(digits: int) -> Callable[[float], str]:
-    return lambda v: f"{v:.{digits}f}"
-
-
-def _integer(value: float) -> str:
-    return f"{int(round(value)):,}"
-
-
 def general(value: float) -> str:
     """A configured value as written: 0.0003 -> '0.0003', 3e-05 -> '3e-05', 2.0 -> '2'."""
     return f"{value:g}" if not float(value).is_integer() or abs(value) >= 1e16 else f"{int(value)}"
 
 
+LOSS = Fixed(4)  # losses differ in the 3rd-4th decimal
+DIFFERENCE = Significant(3)  # a difference of losses (0.000412): decimals would print it, and its CI, as 0.0004
+_integer = integer
+
 COLUMN_FORMATS: dict[str, Callable[[float], str]] = {
     "Layers": _integer, "Cells": _integer, "Finished": _integer, "Samples": _integer,
     "Params": _integer, "Non-embedding": _integer, "Mean params": _integer,
     "Tokens/s": _integer, "Mean tokens/s": _integer,
-    "Train time (s)": _fixed(1), "Mean train time (s)": _fixed(1), "Time/epoch (s)": _fixed(2),
-    "Eval time (s)": _fixed(2), "Time/step (ms)": _fixed(2), "Worst step 10-19 (ms)": _fixed(1),
-    "Floor PPL": _fixed(3), "Val / floor": lambda v: f"{v:.2f}x",
-    "FLOPs/token": _si, "Train FLOPs": _si, "Achieved FLOP/s": _si, "Peak FLOP/s": _si,
-    "MFU (%)": _fixed(2), "GPU util mean (%)": _fixed(0),
+    "Train time (s)": Fixed(1), "Mean train time (s)": Fixed(1), "Time/epoch (s)": Fixed(2),
+    "Eval time (s)": Fixed(2), "Time/step (ms)": Fixed(2), "Worst step 10-19 (ms)": Fixed(1),
+    "Floor PPL": Fixed(3), "Val / floor": Fixed(2, "x"),
+    "FLOPs/token": SI(), "Train FLOPs": SI(), "Achieved FLOP/s": SI(), "Peak FLOP/s": SI(),
+    "MFU (%)": Fixed(2), "GPU util mean (%)": Fixed(0),
     # HellaSwag: chance is 0.25 and small models differ in the third decimal.
-    "HellaSwag acc": _fixed(4), "HellaSwag acc_norm": _fixed(4), "acc": _fixed(4), "acc stderr": _fixed(4),
-    "acc_norm": _fixed(4), "acc_norm stderr": _fixed(4), "Items": _integer, "Items/s": _fixed(1),
+    "HellaSwag acc": Fixed(4), "HellaSwag acc_norm": Fixed(4), "acc": Fixed(4), "acc stderr": Fixed(4),
+    "acc_norm": Fixed(4), "acc_norm stderr": Fixed(4), "Items": _integer, "Items/s": Fixed(1),
     # Seeds, significance, time-to-target and performance profiles (report/analysis.py).
-    "Seeds": _integer, "Seed": _integer, "Mean val loss": _fixed(4), "CI low": _fixed(4), "CI high": _fixed(4),
-    "Mean diff (A-B)": _fixed(4), "Diff CI low": _fixed(4), "Diff CI high": _fixed(4), "p": lambda v: f"{v:.3g}",
-    "Target loss": _fixed(4), "Best val loss": _fixed(4), "Step": _integer, "Tokens": _si, "FLOPs": _si,
-    "Seconds": _fixed(1), "Rank to target (time)": _integer, "Rank at end (val loss)": _integer,
-    "Score": _fixed(3), "Workloads reached": _integer, "Workloads": _integer,
+    "Seeds": _integer, "Seed": _integer, "CI low": LOSS, "CI high": LOSS,
+    "Mean diff (A-B)": DIFFERENCE, "Diff CI low": DIFFERENCE, "Diff CI high": DIFFERENCE,
+    "p": PValue(), "p (Holm)": PValue(), "t-test p": PValue(), "SD": Significant(3),
+    "Step": _integer, "Tokens": SI(), "FLOPs": SI(), "D_eff": SI(), "Speedup": Significant(3),
+    "Seconds": Fixed(1), "Rank": _integer, "Rank to target (time)": _integer, "Rank at end (val loss)": _integer,
+    "Score": Fixed(3), "Workloads reached": _integer, "Workloads": _integer,
 }
 
-
-def _two_decimals_or_significant(value: float) -> str:
-    """Two decimals (perplexities, MiB), but 3 significant digits below 0.1, where two decimals would
-    print lr 0.001 as '0.00': 0.001 -> '0.001', 3.2e-05 -> '3.2e-05'."""
-    return f"{value:.3g}" if value != 0 and abs(value) < 0.1 else f"{value:.2f}"
+DEFAULT_FLOAT = TwoDecimalsOrSignificant()
 
 
-DEFAULT_FLOAT = _two_decimals_or_significant
+def column_format(header: str, formats: dict[str, Callable[[float], str]]) -> Callable[[float], str] | None:
+    """The format of a column by its header: listed, else 4 decimals for any loss (a sweep's
+    best_val_loss, 'Best val loss'), else None (the default for its values)."""
+    if header in formats:
+        return formats[header]
+    return LOSS if "loss" in header.lower() else None
 
 
 @dataclass
@@ -101,7 +93,8 @@ def _missing(value: Any) -> bool:
     return value is None or (isinstance(value, float) and math.isnan(value)) or value is pd.NA
 
 
-def _display(value: Any, formatter: Callable[[float], str] | None) -> str:
+def _display(value: Any, formatter: Callable[[float], str] | None,
+             fractional: Callable[[float], str] = DEFAULT_FLOAT) -> str:
     if _missing(value):
         return MISSING
     if isinstance(value, (bool, np.bool_)):
@@ -109,7 +102,7 @@ def _display(value: Any, formatter: Callable[[float], str] | None) -> str:
     if isinstance(value, numbers.Real):
         if formatter is not None:
             return formatter(float(value))
-        return _integer(float(value)) if isinstance(value, numbers.Integral) else DEFAULT_FLOAT(float(value))
+        return _integer(float(value)) if isinstance(value, numbers.Integral) else fractional(float(value))
     return str(value)
 
 
@@ -137,6 +130,16 @@ def _numeric(column: pd.Series) -> bool:
                                 for v in values)
 
 
+def _settled(column: pd.Series, formatter: Callable[[float], str] | None) -> tuple[Callable | None, Callable]:
+    """The column's format and its default for fractional values, each with enough digits that the
+    column's values that differ print differently (whole numbers without a format stay whole)."""
+    reals = [v for v in column if not _missing(v) and isinstance(v, numbers.Real)
+             and not isinstance(v, (bool, np.bool_))]
+    if formatter is not None:
+        return settle(formatter, [float(v) for v in reals]), DEFAULT_FLOAT
+    return None, settle(DEFAULT_FLOAT, [float(v) for v in reals if not isinstance(v, numbers.Integral)])
+
+
 def render(table: pd.DataFrame, fmt: str, formats: dict[str, Callable[[float], str]] | None = None) -> str:
     """One table as text, each column formatted by ``formats`` or ``COLUMN_FORMATS`` (people's
     formats only; those also leave out the cell name and id columns)."""
@@ -151,9 +154,10 @@ def render(table: pd.DataFrame, fmt: str, formats: dict[str, Callable[[float], s
     hidden = (BEST, *MACHINE_ONLY) if IDENTITY in table else (BEST, CELL_ID)
     shown = table.drop(columns=[c for c in hidden if c in table])
     column_formats = {**COLUMN_FORMATS, **(formats or {})}
+    settled = {c: _settled(shown[c], column_format(str(c), column_formats)) for c in shown.columns}
     rows = []
     for position, (_, row) in enumerate(shown.iterrows()):
-        cells = [_escape(_display(row[c], column_formats.get(c)), fmt) for c in shown.columns]
+        cells = [_escape(_display(row[c], *settled[c]), fmt) for c in shown.columns]
         if best[position] and fmt == "text":
             cells = [cells[0] + BEST_MARK, *cells[1:]]
         elif best[position]:

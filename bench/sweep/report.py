@@ -159,6 +159,15 @@ def final_labels(groups: list[GroupView]) -> dict[str, tuple[str, str]]:
     return labels
 
 
+def cell_groups(groups: list[GroupView]) -> dict[str, tuple[str, bool]]:
+    """Each cell of the sweep -> (its group, whether it is a final-seed rerun): what the overview
+    plot colours by. Warm-start trials are another matrix's cells and left out."""
+    cells = {row.attrs["cell_id"]: (group.group, False) for group in groups for row in group.trials
+             if row.attrs.get("cell_id") and not row.attrs.get(WARM)}
+    cells.update({cell: (group.group, True) for group in groups for cell in group.final_cells})
+    return cells
+
+
 def best_overall(groups: list[GroupView], group_label: str) -> TrialRow | None:
     """The best finished trial of any study of a group."""
     rows = [r for g in groups if g.group == group_label for r in g.trials]
@@ -279,7 +288,7 @@ def write_sweep_plots(store: ResultStore, out_dir: str | Path) -> list[Path]:
         axis.set_xlabel(param)
         axis.set_ylabel(f"{metric_name(groups[0].settings)} (full-length trials)")
         axis.grid(True, alpha=0.3, which="both")
-        axis.legend(fontsize=8)
+        _legend_below(fig, axis)
         what = "LR sensitivity" if param == "lr" else f"{metric_name(groups[0].settings)} vs {param}"
         fig.suptitle(f"{store.path.name}: {what} (star: best; x: diverged or failed)")
         written.append(_save_png(fig, Path(out_dir) / store.path.name / f"sweep_{param}.png"))
@@ -323,10 +332,17 @@ def best_so_far_figure(name: str, groups: list[GroupView]):
     axis.set_ylabel(f"best {metric} so far")
     axis.xaxis.set_major_locator(MaxNLocator(integer=True))
     axis.grid(True, alpha=0.3)
-    axis.legend(fontsize=8)
+    _legend_below(fig, axis)
     several = any(g.study for g in groups)
     fig.suptitle(f"{name}: best so far vs trials" + (" (one line per study)" if several else ""))
     return fig
+
+
+def _legend_below(fig, axis) -> None:
+    """One entry per group, below the axes: inside, it covers the curves' ends, where the best values are."""
+    handles, labels = axis.get_legend_handles_labels()
+    if handles:
+        fig.legend(handles, labels, loc="outside lower center", fontsize=8, ncol=min(4, len(handles)))
 
 
 def _save_png(fig, path: Path) -> Path:

@@ -131,3 +131,60 @@ def test_matrix_figure_draws_a_band_and_names_n_in_the_legend():
     assert [t.get_text() for t in fig.legends[0].get_texts()] == ["llama-L2-adamw (n=3)"]
     assert axis.collections  # the fill_between band
     assert "95 % t interval" in fig._suptitle.get_text()
+
+
+def _trial(cell_id: str, group_lr: float, steps: list[int], floor: float | None = None) -> plots.CellCurves:
+    """A sweep trial's cell as the trainer records it: evaluations at ``steps``, no finished epoch
+    (pruned) unless the last step ends one."""
+    rows = [{"kind": "step", "step": s, "val_loss": 4.0 - 0.01 * s, "train_time_s": 0.01 * s} for s in steps]
+    summary = {"id": cell_id, "name": cell_id, "status": "pruned",
+               "config": {"model": "gpt1", "optimizer": "adamw", "n_layer": 1, "lr": group_lr}}
+    if floor is not None:
+        summary["entropy_floor_ppl"] = floor
+    return plots.CellCurves(summary, rows)
+
+
+def test_sweep_overview_draws_trial_curves_with_one_legend_entry_per_group():
+    cells = [_trial(f"a{i}", 0.001 * (i + 1), [4, 12, 36][: i % 3 + 1]) for i in range(12)]
+    cells += [_trial(f"b{i}", 0.002 * (i + 1), [4, 12][: i % 2 + 1], floor=2.9) for i in range(12)]
+    cells += [_trial("f0", 0.001, [4, 12, 36]), _trial("f1", 0.001, [4, 12, 36])]
+    sweep = {**{f"a{i}": ("optimizer=adam", False) for i in range(12)},
+             **{f"b{i}": ("optimizer=adamw", False) for i in range(12)},
+             "f0": ("optimizer=adam", True), "f1": ("optimizer=adam", True)}
+    fig = plots.sweep_figure("hb", cells, sweep)
+    by_step, by_time = fig.axes
+    curves = [line for line in by_step.get_lines() if line.get_label().startswith("_")]
+    assert len(curves) == 26  # one line per cell, one-point trials included (drawn as a marker)
+    colors = {cell.summary["id"]: line.get_color() for cell, line in zip(cells, curves)}
+    assert len({colors[f"a{i}"] for i in range(12)} | {colors["f0"]}) == 1  # a group shares one colour
+    assert colors["a0"] != colors["b0"]
+    assert [line.get_linestyle() for line in curves[-2:]] == ["--", "--"]  # final reruns dashed
+    assert len(by_time.get_lines()) == 27  # and the same against time, with the floor
+    (legend,) = fig.legends  # below the panels, not over the data
+    labels = [t.get_text() for t in legend.get_texts()]
+    assert labels == ["optimizer=adam (12 trials, 2 final)", "optimizer=adamw (12 trials)",
+                      "dashed: final-seed rerun of the best trial", "entropy floor 2.90"]
+    assert not by_step.get_legend() and not by_time.get_legend()
+
+
+def test_write_plots_uses_the_sweep_overview_for_a_sweep(tmp_path, summaries):
+    store = _store_with_curves(tmp_path, summaries)
+    ok = [s for s in store.summaries() if s["status"] == "ok"]
+    sweep = {s["id"]: ("all", False) for s in ok}
+    written = plots.write_plots(store, tmp_path / "plots", store.summaries(), sweep)
+    assert "all_cells_val_ppl.png" in [p.name for p in written]
+    overview = plots.sweep_figure("quick", [plots.CellCurves(s, store.cell(s["id"]).read_metrics()) for s in ok],
+                                  sweep)
+    assert [t.get_text() for t in overview.legends[0].get_texts()][0] == f"all ({len(ok)} trials)"
+
+
+def test_a_pruned_trial_is_plotted_against_step():
+    cell = _trial("p", 0.01, [4, 12])
+    cell.rows.insert(0, {"kind": "log", "step": 4, "train_loss": 4.1})
+    assert cell.x_unit == "step"
+    assert [p[0] for p in cell.val_points()] == [4.0, 12.0]
+    fig = plots.cell_figure(cell)
+    top = fig.axes[0]
+    assert top.get_xlabel() == "step"
+    assert [line.get_label() for line in top.get_lines()] == ["train (each logged window)", "validation"]
+    assert list(top.get_lines()[1].get_xdata()) == [4.0, 12.0]

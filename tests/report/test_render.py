@@ -114,3 +114,32 @@ def test_estimate_vs_actual_rows_name_their_cells(tmp_path):
     text = render(section.table, "github")
     row = [c.strip() for c in text.splitlines()[2].strip("|").split("|")]
     assert row[:4] == ["gpt1-L1-adamw", "0.50", "0.50", "1.00"]
+
+
+def _column(text: str, header: str) -> list[str]:
+    """The cells of one column of a github table, read back as a user sees them."""
+    lines = [[c.strip() for c in line.strip("|").split("|")] for line in text.splitlines()]
+    index = lines[0].index(header)
+    return [row[index] for row in lines[2:]]
+
+
+def test_rows_that_used_to_collide_print_apart():
+    # From a real sweep report: val loss printed 3.68 twice, PPL 51.31 twice, the diff and its CI
+    # 0.0004 three times in one row, the Holm p 3.95e-05.
+    trials = pd.DataFrame({"Group": ["optimizer=adam", "optimizer=adamw"], "best_val_loss": [3.68049, 3.68092],
+                           "Val PPL": [51.308, 51.313], "Mean diff (A-B)": [-0.000432, 0.0131],
+                           "Diff CI low": [-0.000443, 0.0102], "Diff CI high": [-0.000420, 0.0160],
+                           "p (Holm)": [3.95e-05, 0.0118], "t-test p": [0.0118, 0.0124]})
+    text = render(trials, "github")
+    assert _column(text, "best_val_loss") == ["3.6805", "3.6809"]  # a loss: 4 decimals
+    assert _column(text, "Val PPL") == ["51.308", "51.313"]  # a perplexity gets a third decimal only here
+    assert [_column(text, c)[0] for c in ("Mean diff (A-B)", "Diff CI low", "Diff CI high")] == [
+        "-0.000432", "-0.000443", "-0.000420"]
+    assert _column(text, "p (Holm)") == ["<0.001", "0.012"]
+    assert _column(text, "t-test p") == ["0.0118", "0.0124"]  # 0.012 twice at 2 digits
+
+
+def test_perplexities_keep_two_decimals_when_rows_already_differ():
+    text = render(pd.DataFrame({"Val PPL": [39.62, 51.31], "p": [0.2, 0.04]}), "github")
+    assert _column(text, "Val PPL") == ["39.62", "51.31"]
+    assert _column(text, "p") == ["0.20", "0.040"]
