@@ -70,12 +70,24 @@ COLUMN_FORMATS: dict[str, Callable[[float], str]] = {
 DEFAULT_FLOAT = TwoDecimalsOrSignificant()
 
 
+# Measured times, memory and rates: their run-to-run noise is larger than the digits a collision
+# would add, so two cells at 383.30 MiB are shown alike rather than as 383.305 and 383.297.
+MEASURED_UNITS = ("(s)", "(ms)", "mib", "(mb)", "gib", "/s", "time")
+
+
 def column_format(header: str, formats: dict[str, Callable[[float], str]]) -> Callable[[float], str] | None:
     """The format of a column by its header: listed, else 4 decimals for any loss (a sweep's
-    best_val_loss, 'Best val loss'), else None (the default for its values)."""
-    if header in formats:
-        return formats[header]
-    return LOSS if "loss" in header.lower() else None
+    best_val_loss, 'Best val loss'), else None (the default for its values). A measured time,
+    memory or rate keeps its format's digits (never refined)."""
+    fmt = formats.get(header) or (LOSS if "loss" in header.lower() else None)
+    if any(unit in header.lower() for unit in MEASURED_UNITS):
+        return unrefined(fmt or DEFAULT_FLOAT)
+    return fmt
+
+
+def unrefined(fmt: Callable[[float], str]) -> Callable[[float], str]:
+    """``fmt`` without its ``finer()``, so :func:`settle` leaves its digits as they are."""
+    return lambda value: fmt(value)
 
 
 @dataclass

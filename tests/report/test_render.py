@@ -143,3 +143,13 @@ def test_perplexities_keep_two_decimals_when_rows_already_differ():
     text = render(pd.DataFrame({"Val PPL": [39.62, 51.31], "p": [0.2, 0.04]}), "github")
     assert _column(text, "Val PPL") == ["39.62", "51.31"]
     assert _column(text, "p") == ["0.20", "0.040"]
+
+
+def test_measured_time_and_memory_keep_their_digits_when_rows_collide():
+    # Their noise is larger than the digits a collision would add: 383.304 vs 383.299 MiB says nothing.
+    table = pd.DataFrame({"Peak RSS (MiB)": [383.3041, 383.2991], "Train time (s)": [0.363, 0.389],
+                          "Val loss": [3.68049, 3.68092]})
+    text = render(table, "github")
+    assert _column(text, "Peak RSS (MiB)") == ["383.30", "383.30"]  # not 383.304 and 383.299
+    assert _column(text, "Train time (s)") == ["0.4", "0.4"]
+    assert _column(text, "Val loss") == ["3.6805", "3.6809"]  # not a measurement: still refined
