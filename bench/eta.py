@@ -20,6 +20,13 @@ def format_duration(seconds: float) -> str:
     return f"{seconds}s"
 
 
+def steps_run(summary: dict[str, Any] | None) -> int:
+    """Optimizer steps a cell's summary says it has trained: a finished cell's ``steps``, or the
+    ``step`` a paused, failed or interrupted one reached."""
+    summary = summary or {}
+    return int(summary.get("steps") or summary.get("step") or 0)
+
+
 def planned_steps(config: dict[str, Any]) -> int | None:
     """A cell's optimizer steps when its config fixes them (``max_steps``, or ``epochs`` x
     ``steps_per_epoch``); None when they depend on the data (one pass) or on a budget."""
