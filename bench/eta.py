@@ -1,9 +1,12 @@
-"""How long the rest of a matrix will take: planned optimizer steps of the cells left, at the rate
-the run has settled steps so far (wall clock, so parallel workers and evaluation are counted)."""
+"""How long the rest of a run will take: planned optimizer steps left, at the rate the run has
+settled steps so far (wall clock, so parallel workers and evaluation are counted); and a cell's own
+steps/s from its progress logs."""
 
 from __future__ import annotations
 
+import statistics
 import time
+from collections import deque
 from typing import Any, Callable, Iterable
 
 
@@ -15,6 +18,13 @@ def format_duration(seconds: float) -> str:
     if seconds >= 60:
         return f"{seconds // 60}m{seconds % 60:02d}s"
     return f"{seconds}s"
+
+
+def steps_run(summary: dict[str, Any] | None) -> int:
+    """Optimizer steps a cell's summary says it has trained: a finished cell's ``steps``, or the
+    ``step`` a paused, failed or interrupted one reached."""
+    summary = summary or {}
+    return int(summary.get("steps") or summary.get("step") or 0)
 
 
 def planned_steps(config: dict[str, Any]) -> int | None:
@@ -64,3 +74,55 @@ class MatrixEta:
             return sum(known) / len(known)
         settled = len(self.planned) - len(self.left)
         return self.steps_done / settled if settled else 0.0
+
+
+class PlannedWork:
+    """Time left for a planned number of steps (a sweep's): the plan minus the steps done (before
+    this session too, on resume), at the steps per wall second this session has trained."""
+
+    def __init__(self, planned: float | None, done: float = 0.0, clock: Callable[[], float] = time.monotonic):
+        self.planned = planned  # None: a budget, not a plan, decides the length
+        self.done = done
+        self.session_steps = 0.0
+        self.clock = clock
+        self.started = clock()
+
+    def trained(self, steps: float) -> None:
+        self.done += steps
+        self.session_steps += steps
+
+    def rate(self) -> float | None:
+        """Steps per wall second since this session started; None before it has trained any."""
+        elapsed = self.clock() - self.started
+        return self.session_steps / elapsed if self.session_steps > 0 and elapsed > 0 else None
+
+    def steps_left(self) -> float | None:
+        return None if self.planned is None else max(0.0, self.planned - self.done)
+
+    def seconds_left(self) -> float | None:
+        left, rate = self.steps_left(), self.rate()
+        return None if left is None or rate is None else left / rate
+
+
+class StepRate:
+    """A cell's training steps per second from its progress logs, steady from early on.
+
+    The session's first log is only a starting point: the steps before it hold the warm-up
+    (compilation, allocation, the first batches). After it, the rate is the median seconds per step
+    of the last ``window`` intervals between logs, so one slow interval (warm-up that outlasts the
+    first log, a recompile, a checkpoint write) does not swing it; there is none before
+    ``min_intervals`` intervals. Fed ``elapsed_s`` (training seconds: evaluation excluded)."""
+
+    def __init__(self, window: int = 9, min_intervals: int = 3):
+        self.min_intervals = min_intervals
+        self.per_step: deque[float] = deque(maxlen=window)
+        self.last: tuple[int, float] | None = None
+
+    def log(self, step: int, elapsed_s: float) -> float | None:
+        """Count one log; steps per second, or None while there are too few intervals."""
+        if self.last is not None and step > self.last[0] and elapsed_s > self.last[1]:
+            self.per_step.append((elapsed_s - self.last[1]) / (step - self.last[0]))
+        self.last = (step, elapsed_s)
+        if len(self.per_step) < self.min_intervals:
+            return None
+        return 1.0 / statistics.median(self.per_step)

@@ -18,7 +18,7 @@ import torch
 from bench.budget import budget_record
 from bench.cells import Cell
 from bench.checkpoint import CHECKPOINT_DIR, CheckpointStore
-from bench.eta import MatrixEta
+from bench.eta import MatrixEta, steps_run
 from bench.evaluation.cell_hellaswag import score_in_run
 from bench.evaluation.perplexity import format_ppl
 from bench.hooks import stderr_line  # noqa: F401 - also bench.runner's public name for it
@@ -76,7 +76,7 @@ class Session:
 
     def settled(self, outcome: CellOutcome) -> None:
         """Every executor calls this as each cell's outcome arrives (finished, failed or lost)."""
-        line = self.eta.settled(outcome.id, (outcome.summary or {}).get("step")) if self.eta else None
+        line = self.eta.settled(outcome.id, steps_run(outcome.summary)) if self.eta else None
         if line and not outcome.stopped:
             self.say(line)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 import time
 
-from bench.eta import format_duration  # noqa: F401 - also this module's public name
+from bench.eta import StepRate, format_duration  # format_duration: also this module's public name
 from bench.hookspecs import hookimpl
 
 
@@ -16,7 +16,7 @@ class ConsoleLogger:
         self._stream = stream
         self.total_steps = 1
         self.last_plain = 0.0
-        self.first_log: tuple[int, float] | None = None  # (step, training seconds) at this session's first log
+        self.rate = StepRate()
 
     @property
     def stream(self):
@@ -30,7 +30,7 @@ class ConsoleLogger:
     def bench_run_start(self, cell, total_steps):
         self.total_steps = max(total_steps, 1)
         self.last_plain = time.monotonic()
-        self.first_log = None
+        self.rate = StepRate()  # a fresh start per cell: its warm-up is skipped again
         if not self.live:
             print(f"{cell['name']}: training {total_steps} steps", file=self.stream, flush=True)
 
@@ -48,14 +48,11 @@ class ConsoleLogger:
             print(f"  {cell['name']}: {text}", file=self.stream, flush=True)
 
     def _rate(self, step: int, elapsed_s: float) -> str:
-        """Steps per second of training time since this session's first log, and the time left."""
-        if self.first_log is None:
-            self.first_log = (step, elapsed_s)
+        """Steps per second of training time (bench.eta.StepRate: warm-up skipped, a few logs first)
+        and the time left; fed on every log, shown from the first log once there is a rate."""
+        rate = self.rate.log(step, elapsed_s)
+        if rate is None:
             return ""
-        steps, seconds = step - self.first_log[0], elapsed_s - self.first_log[1]
-        if steps <= 0 or seconds <= 0:
-            return ""
-        rate = steps / seconds
         return f" {rate:.1f} steps/s, {format_duration((self.total_steps - step) / rate)} left"
 
     @hookimpl

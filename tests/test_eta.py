@@ -50,3 +50,29 @@ def test_a_run_says_the_matrix_eta_after_each_cell_but_the_last(write_matrix, tm
     lines = [line for line in capsys.readouterr().err.splitlines() if line.startswith("matrix:")]
     assert len(lines) == 1 and lines[0].startswith("matrix: 1/2 cells settled, 1 left, about ")
     assert "(20 planned steps at the " in lines[0]
+
+
+def test_step_rate_skips_the_warm_up_and_waits_for_enough_intervals():
+    from bench.eta import StepRate
+
+    rate = StepRate(window=9, min_intervals=3)
+    # step 1 holds compilation (5x a later step), step 2 still 3x: the old rate since the first log
+    # said 3.3 steps/s at step 3 and 4.3 at step 4 for a true 10.
+    seen = [rate.log(step, elapsed) for step, elapsed in ((1, 0.5), (2, 0.8), (3, 0.9), (4, 1.0))]
+    assert seen[:3] == [None, None, None]
+    assert abs(seen[3] - 10.0) < 0.5
+    for step in range(5, 20):  # a steady 10 steps/s, then one slow interval (a checkpoint write)
+        rate.log(step, 1.0 + (step - 4) * 0.1)
+    assert abs(rate.log(20, 3.0) - 10.0) < 0.5
+
+
+def test_planned_work_counts_steps_done_before_the_session_but_times_only_its_own():
+    from bench.eta import PlannedWork
+
+    now = [100.0]
+    work = PlannedWork(1000, done=400, clock=lambda: now[0])
+    assert work.rate() is None and work.seconds_left() is None and work.steps_left() == 600
+    now[0] = 150.0
+    work.trained(100)  # 100 steps in 50 s: 2 steps/s
+    assert work.steps_left() == 500 and work.seconds_left() == 250
+    assert PlannedWork(None).steps_left() is None

@@ -102,7 +102,7 @@ def run_sweep_matrix(matrix: Matrix, path: str, *, registry: Registry, hooks: An
         return stop.exit_code if stop.requested else 1
     from bench.report.render import render_document
     from bench.sweep.report import load_groups, sweep_sections
-    print(render_document({matrix.name: sweep_sections(store)}, "github"))
+    print(render_document({matrix.name: sweep_sections(store)}, "text"))  # as `bench report` prints it
     return _exit_code(load_groups(store), store)
 
 

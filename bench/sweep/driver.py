@@ -24,6 +24,7 @@ from bench.budget import planned_steps
 from bench.cells import OPERATIONAL_KEYS, Cell, resolve_config
 from bench.checkpoint import CHECKPOINT_DIR, CheckpointStore
 from bench.errors import ConfigError
+from bench.eta import PlannedWork, steps_run
 from bench.matrix import Matrix
 from bench.registry import Registry
 from bench.runner import run_cells
@@ -43,9 +44,13 @@ from bench.sweep.strategies import (
     strategy_for,
 )
 from bench.sweep.trials import WARM, GroupTrials, Outcome, open_storage
+from bench.sweep.work import SweepWork, open_ended_bound, plan_sweep, progress_line
 
 FINAL = ("ok", "diverged", "pruned")
 LOST_RETRIES = 1  # times a round's cells whose worker died are run again before the sweep gives up
+# (budget, Budget.total() key, how its amount left reads)
+BUDGET_LEFT = (("max_time", "time_s", "{:.0f} s of training"), ("max_flops", "flops", "{:.3g} FLOPs"),
+               ("max_cost", "cost", "${:.2f}"))
 EXTENSIBLE = ("trials", "max_flops", "max_time", "max_cost", "cost_per_hour", "final_seeds", "final_overrides",
               "max_total_flops", "reuse_trial_seeds")
 
@@ -100,6 +105,8 @@ class SweepRun:
     plugins: Any = None  # the run's bench.registry.PluginSelection, so worker processes load the same plugins
     ledger: Ledger | None = None  # [sweep] max_total_flops: what all trials together may spend
     ledger_stop: str | None = None  # why the ledger ended the search
+    work: SweepWork | None = None  # what the sweep plans to train (bench.sweep.work)
+    progress: PlannedWork | None = None  # its steps done, and this session's speed
 
     def run(self) -> bool:
         """Run every group's search, then the final seeds; False when a stop request ended it early.
@@ -118,6 +125,9 @@ class SweepRun:
             trials = [t.user_attrs for ctx, _ in contexts.values() for t in ctx.trials.study.get_trials(deepcopy=False)]
             self.ledger = Ledger.from_store(self.spec.options["max_total_flops"], self.store, trials)
             self.say(self.ledger.line())
+        self.work = plan_sweep(self.matrix, self.spec, [(g, label, s) for g in self.groups
+                                                        for label, s in self.studies(g)], self.registry)
+        self.progress = PlannedWork(self.work.steps, done=sum(steps_run(s) for s in self.store.summaries()))
         strategies: dict[str, Strategy] = {label: strategy_for(ctx) for label, (ctx, _) in contexts.items()}
         batches: dict[str, Batch] = {}
         for label, strategy in strategies.items():
@@ -125,6 +135,7 @@ class SweepRun:
             if first is not None:
                 batches[label] = first
         while batches:
+            trained = self.progress.session_steps
             outcomes = self._round(batches, contexts)
             if outcomes is None and self.ledger_stop is not None:
                 self.say(self.ledger_stop)
@@ -136,9 +147,34 @@ class SweepRun:
                     batches[label] = strategies[label].send(results)
                 except StopIteration:
                     del batches[label]
+            if self.progress.session_steps > trained:
+                self._say_progress(contexts)
         if self.ledger is not None and self.ledger_stop is None:
             self.say(self.ledger.line())
         return self._final_seeds(contexts)
+
+    def _say_progress(self, contexts: dict[str, tuple[GroupContext, Budget]]) -> None:
+        """Trials settled of planned and the time left (bench.sweep.work's plan), after a round that trained."""
+        assert self.work is not None and self.progress is not None
+        if self.work.steps is not None and not self.progress.steps_left():
+            return
+        settled = sum(1 for ctx, _ in contexts.values() for t in ctx.trials.study.get_trials(deepcopy=False)
+                      if WARM not in t.user_attrs and t.state.is_finished())
+        left = self._budget_left(contexts)
+        bound = open_ended_bound(self.spec, left)
+        note = f"; a budget may end it sooner ({left} left)" if left else ""
+        self.say(progress_line(self.work, self.progress, settled, bound, note))
+
+    def _budget_left(self, contexts: dict[str, tuple[GroupContext, Budget]]) -> str:
+        """What the budgets have left, summed over the groups' studies, and the FLOP ledger's."""
+        parts = []
+        for key, spent, shown in BUDGET_LEFT:
+            limits = [(getattr(budget.spec, key), budget.total()[spent]) for _, budget in contexts.values()]
+            if any(limit for limit, _ in limits):
+                parts.append(f"{key} " + shown.format(sum(max(0.0, limit - used) for limit, used in limits if limit)))
+        if self.ledger is not None:
+            parts.append(f"max_total_flops {self.ledger.left:.3g} FLOPs")
+        return ", ".join(parts)
 
     def _context(self, storage, group: Group, spec: SweepSpec, index: int) -> tuple[GroupContext, Budget]:
         label = group.label if spec.options["studies"] == 1 else f"{group.label} study {index + 1}"
@@ -291,10 +327,13 @@ class SweepRun:
             if self.stop is not None and self.stop.requested:
                 self.interrupted = self.stop.cause
                 return False
+            before = {c.id: self._steps(c) for c in cells}
             result = run_cells(cells, registry=self.registry, hooks=self.hooks, store=self.store,
                                device=self.device, stop=self.stop, say=self.say, executor=self.executor,
                                lock=self.lock, labels=labels, plugins=self.plugins, evaluation=evaluation,
                                eta=False)
+            if self.progress is not None:
+                self.progress.trained(sum(max(0, self._steps(c) - before[c.id]) for c in cells))
             if result.interrupted:
                 self.interrupted = result.interrupted
                 return False
@@ -304,6 +343,9 @@ class SweepRun:
             self.say(f"sweep: {len(cells)} cell(s) lost their worker; resuming them from their checkpoints")
         self.interrupted = "workers that died under their cells"
         return False
+
+    def _steps(self, cell: Cell) -> int:
+        return steps_run(self.store.cell(cell.id).read_summary())
 
     def _ran(self, context: tuple[GroupContext, Budget], cell: Cell | None, request: Request) -> Outcome:
         """A trained (or already trained) trial's outcome, read from its cell; its spending is counted
