@@ -104,12 +104,18 @@ def resolve_cells(matrix: Matrix, registry: Registry) -> list[Cell]:
         for seed in matrix.seeds:
             where = f"matrix {matrix.name!r}, cell {index + 1} ({_describe(combo)})"
             cell = resolve_cell({**matrix.defaults, **combo, "seed": seed}, registry, where,
-                                lambda config, given=given: given_name(given, config["seed"], several) if given
-                                else readable_name(config, matrix.axes, several))
+                                _naming(given, matrix.axes, several))
             if cell.id not in seen:
                 seen.add(cell.id)
                 cells.append(cell)
     return cells
+
+
+def _naming(given: str | None, axes: list[str], several: bool) -> Callable[[dict[str, Any]], str]:
+    """How a matrix cell is named: by its include's ``name`` when it has one, else from its axes."""
+    if given:
+        return lambda config: given_name(given, config["seed"], several)
+    return lambda config: readable_name(config, axes, several)
 
 
 def resolve_cell(user: dict[str, Any], registry: Registry, where: str,
