@@ -96,17 +96,20 @@ def shampoo(params: Params, *, lr: float, device_type: str, momentum: float = 0.
 
 
 def ademamix(params: Params, *, lr: float, device_type: str, betas: Sequence[float] = (0.9, 0.999, 0.9999),
-             alpha: float = 5.0, t_alpha_beta3: int = 0, eps: float = 1e-8, weight_decay: float = 0.0,
+             ademamix_alpha: float = 5.0, t_alpha_beta3: int = 0, eps: float = 1e-8, weight_decay: float = 0.0,
              decay_exclude: Sequence[str] = ()) -> torch.optim.Optimizer:
-    # t_alpha_beta3 = 0: no warmup of alpha and beta3 (the library's None); the paper warms both up
-    # over the whole run, so set it to the cell's step count to follow the paper.
+    # ademamix_alpha is the paper's alpha (the library's ``alpha``), the weight of the slow EMA; the
+    # key is prefixed because a cell has one value per key and the synthetic dataset's `alpha` means
+    # something else. t_alpha_beta3 = 0: no warmup of alpha and beta3 (the library's None); the paper
+    # warms both up over the whole run, so set it to the cell's step count to follow the paper.
     beta1, beta2, beta3 = _triple(betas)
     _check(lr, weight_decay)
     _positive(eps=eps)
-    if alpha < 0 or t_alpha_beta3 < 0:
-        raise ValueError(f"alpha and t_alpha_beta3 must be >= 0, got alpha={alpha}, t_alpha_beta3={t_alpha_beta3}")
+    if ademamix_alpha < 0 or t_alpha_beta3 < 0:
+        raise ValueError(f"ademamix_alpha and t_alpha_beta3 must be >= 0, got ademamix_alpha={ademamix_alpha}, "
+                         f"t_alpha_beta3={t_alpha_beta3}")
     return po.AdEMAMix(decay_groups(params, weight_decay, decay_exclude), lr=lr, betas=(beta1, beta2, beta3),
-                       alpha=alpha, t_alpha_beta3=t_alpha_beta3 or None, eps=eps, weight_decay=weight_decay,
+                       alpha=ademamix_alpha, t_alpha_beta3=t_alpha_beta3 or None, eps=eps, weight_decay=weight_decay,
                        weight_decouple=True)
 
 
@@ -273,18 +276,21 @@ class ScheduleFreeAdamW(schedulefree.AdamWScheduleFree):
 
 
 def schedulefree_adamw(params: Params, *, lr: float, device_type: str, betas: Sequence[float] = (0.9, 0.999),
-                       eps: float = 1e-8, weight_decay: float = 0.0, warmup_steps: int = 0, r: float = 0.0,
-                       weight_lr_power: float = 2.0, decay_exclude: Sequence[str] = ()) -> torch.optim.Optimizer:
-    # Schedule-Free replaces the schedule: use bench's `constant` schedule (its warmup or this one).
+                       eps: float = 1e-8, weight_decay: float = 0.0, schedulefree_warmup_steps: int = 0,
+                       r: float = 0.0, weight_lr_power: float = 2.0,
+                       decay_exclude: Sequence[str] = ()) -> torch.optim.Optimizer:
+    # Schedule-Free replaces the schedule: use bench's `constant` schedule, warmed up by the schedule's
+    # warmup_steps or by this one (the library's warmup_steps, prefixed so that a matrix's
+    # warmup_steps does not warm the run up twice, once in the schedule and once in here).
     # It keeps two weight sequences, so it declares train()/eval(): see "Optimizer modes" in
     # bench.hookspecs; bench evaluates and checkpoints the averaged weights.
     beta1, beta2 = _betas(betas)
     _check(lr, weight_decay, beta1=beta1, beta2=beta2)
     _positive(eps=eps)
-    if warmup_steps < 0:
-        raise ValueError(f"warmup_steps must be >= 0, got {warmup_steps}")
+    if schedulefree_warmup_steps < 0:
+        raise ValueError(f"schedulefree_warmup_steps must be >= 0, got {schedulefree_warmup_steps}")
     return ScheduleFreeAdamW(decay_groups(params, weight_decay, decay_exclude), lr=lr, betas=(beta1, beta2), eps=eps,
-                             weight_decay=weight_decay, warmup_steps=warmup_steps, r=r,
+                             weight_decay=weight_decay, warmup_steps=schedulefree_warmup_steps, r=r,
                              weight_lr_power=weight_lr_power, foreach=True)
 
 
@@ -318,7 +324,7 @@ def bench_optimizers() -> list[Component]:
                                   "min_ndim_triangular": 2, "memory_save_mode": "", "balance_prob": 0.01},
                    "Kron: PSGD with Kronecker-factored preconditioners", f"{PO} Kron",
                    "Li 2019, arXiv:1809.10232"),
-        _component("ademamix", ademamix, {"lr": 1e-3, "betas": [0.9, 0.999, 0.9999], "alpha": 5.0,
+        _component("ademamix", ademamix, {"lr": 1e-3, "betas": [0.9, 0.999, 0.9999], "ademamix_alpha": 5.0,
                                           "t_alpha_beta3": 0, "eps": 1e-8, "weight_decay": 0.0},
                    "AdEMAMix: Adam plus a slow EMA of gradients", f"{PO} AdEMAMix",
                    "Pagliardini et al. 2024, arXiv:2409.03050"),
@@ -328,7 +334,8 @@ def bench_optimizers() -> list[Component]:
                    "MARS-AdamW: variance-reduced gradients (approximate)", f"{PO} MARS",
                    "Yuan et al. 2024, arXiv:2411.10438"),
         _component("schedulefree-adamw", schedulefree_adamw,
-                   {"lr": 2.5e-3, "betas": [0.9, 0.999], "eps": 1e-8, "weight_decay": 0.0, "warmup_steps": 0,
+                   {"lr": 2.5e-3, "betas": [0.9, 0.999], "eps": 1e-8, "weight_decay": 0.0,
+                    "schedulefree_warmup_steps": 0,
                     "r": 0.0, "weight_lr_power": 2.0},
                    "Schedule-Free AdamW (use schedule = constant)", f"{SF} AdamWScheduleFree",
                    "Defazio et al. 2024, arXiv:2405.15682"),
