@@ -18,6 +18,9 @@ class Component:
     arguments; matrix keys are routed to a component exactly when they appear here.
     ``tags`` carries small facts the harness needs before building anything
     (a dataset tagged ``"text"`` needs a tokenizer, one tagged ``"tokens"`` does not).
+    ``depends_on`` names the distributions (as pip spells them) whose code computes this
+    component's results besides the plugin's own, e.g. the library an optimizer wraps: their installed
+    versions are recorded with each cell and an upgrade makes the cell stale (:mod:`bench.provenance`).
     The rules for keys (shared keys, harness keys such as an optimizer's ``lr``) are in
     :mod:`bench.hookspecs`.
     """
@@ -27,12 +30,18 @@ class Component:
     defaults: Mapping[str, Any] = field(default_factory=dict)
     description: str = ""
     tags: frozenset[str] = frozenset()
+    depends_on: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if not self.name or not isinstance(self.name, str):
             raise ValueError(f"component name must be a non-empty string, got {self.name!r}")
         object.__setattr__(self, "defaults", dict(self.defaults))
         object.__setattr__(self, "tags", frozenset(self.tags))
+        # One name is a distribution, not a sequence of one-letter names.
+        names = (self.depends_on,) if isinstance(self.depends_on, str) else tuple(self.depends_on)
+        if not all(isinstance(n, str) and n.strip() for n in names):
+            raise ValueError(f"depends_on must name distributions (non-empty strings), got {self.depends_on!r}")
+        object.__setattr__(self, "depends_on", names)
 
     def params(self, config: Mapping[str, Any]) -> dict[str, Any]:
         """The subset of a resolved cell config that this component's factory takes."""

@@ -27,6 +27,16 @@ hyperparameter the factory takes, by keyword) and a description. Names are globa
 plugins register the same name, cells that use it fail with a message naming both distributions;
 every other cell runs.
 
+A component whose results are computed by another distribution's code as well as the plugin's own
+(an optimizer wrapping a library's class) names it in ``depends_on`` (distribution names as pip
+spells them: ``Component("lion", lion, {...}, depends_on=("pytorch-optimizer",))``). bench looks up
+each one's installed version with ``importlib.metadata`` when it loads the plugins and records it in
+the cell's provenance next to the plugin's own version (``None`` when not installed); a finished cell
+whose recorded version of such a library differs from the installed one is stale and trained again,
+as one whose plugin version changed is, and ``bench report``'s versions table shows it. A result
+stored before its component declared a library (or before bench recorded libraries) records none and
+is kept: nothing says which version computed it. bench's own distribution and torch need no entry.
+
 ``Component.params(config)`` is the part of a resolved cell config a component's factory takes, and
 ``Component.build(config, *args, **named)`` calls the factory with it (bench builds every component
 this way).
@@ -181,7 +191,7 @@ __all__ = [
     "bench_trackers", "bench_run_start", "bench_log_step", "bench_evaluation", "bench_run_end",
 ]
 
-PLUGIN_API_VERSION = "1.2"  # see Stability above and CHANGELOG.md
+PLUGIN_API_VERSION = "1.3"  # see Stability above and CHANGELOG.md
 PROJECT = "bench"
 hookspec = pluggy.HookspecMarker(PROJECT)
 hookimpl = pluggy.HookimplMarker(PROJECT)

@@ -22,7 +22,7 @@ from bench import hookspecs
 from bench.components import KINDS, Component
 from bench.errors import ConfigError
 from bench.hooks import GuardedHooks, stderr_line
-from bench.provenance import DISTRIBUTION  # bench's own; its entry points are the built-in plugins
+from bench.provenance import DISTRIBUTION, installed_version  # DISTRIBUTION: bench's own, the built-ins'
 
 ENTRY_POINT_GROUP = "bench.plugins"
 DISABLE_ENV = "BENCH_DISABLE_PLUGINS"
@@ -58,9 +58,13 @@ class Provider:
 
 @dataclass(frozen=True)
 class Registered:
+    """A component as registered. ``libraries`` pairs each distribution of its ``depends_on`` with
+    the version installed when the registry was built (``None``: not installed)."""
+
     component: Component
     kind: str
     provider: Provider
+    libraries: tuple[tuple[str, str | None], ...] = ()
 
     @property
     def distribution(self) -> str:
@@ -287,6 +291,7 @@ def build_registry(manager: pluggy.PluginManager, providers: Mapping[str, Provid
             providers.setdefault(ep.name, Provider(dist.metadata["name"], dist.version, ep.value))
     by_name = {record.name: record for record in records or []}
     entries: list[Registered] = []
+    versions: dict[str, str | None] = {}
     for kind, hook_name in _HOOK_BY_KIND.items():
         for impl in getattr(manager.hook, hook_name).get_hookimpls():
             provider = providers.get(impl.plugin_name, Provider(None, None, impl.plugin_name))
@@ -303,5 +308,15 @@ def build_registry(manager: pluggy.PluginManager, providers: Mapping[str, Provid
                 warn(f"bench: warning: plugin {provider.label} failed in {hook_name}: {error}; its {kind}s are "
                      f"left out, the other plugins work (--disable-plugin {impl.plugin_name} silences this)")
                 continue
-            entries.extend(Registered(component, kind, provider) for component in components)
+            entries.extend(Registered(component, kind, provider, _libraries(component, versions))
+                           for component in components)
     return Registry(entries)
+
+
+def _libraries(component: Component, versions: dict[str, str | None]) -> tuple[tuple[str, str | None], ...]:
+    """The installed version of each library the component depends on, each looked up once per
+    registry (``versions`` caches them: a lookup scans sys.path)."""
+    for name in component.depends_on:
+        if name not in versions:
+            versions[name] = installed_version(name)
+    return tuple((name, versions[name]) for name in component.depends_on)

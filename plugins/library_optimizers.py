@@ -37,8 +37,11 @@ from bench.hookspecs import hookimpl
 from bench.param_roles import role_of
 from bench_plugins.optimizers import Params, _betas, _check, decay_groups
 
-PO = f"pytorch-optimizer {version('pytorch-optimizer')}"
-SF = f"schedulefree {version('schedulefree')}"
+# The distributions whose code computes these optimizers' results: recorded with each cell, so that
+# upgrading one marks the cells it computed stale (Component.depends_on, bench.provenance).
+PO_DIST, SF_DIST = "pytorch-optimizer", "schedulefree"
+PO = f"{PO_DIST} {version(PO_DIST)}"
+SF = f"{SF_DIST} {version(SF_DIST)}"
 
 
 def _triple(betas: Sequence[float]) -> tuple[float, float, float]:
@@ -298,7 +301,8 @@ _EXCLUDE: dict[str, Any] = {"decay_exclude": []}
 
 
 def _component(name: str, factory: Any, defaults: dict[str, Any], what: str, source: str, paper: str) -> Component:
-    return Component(name, factory, {**defaults, **_EXCLUDE}, f"{what} [{source}; {paper}]")
+    library = SF_DIST if source.startswith(SF_DIST) else PO_DIST
+    return Component(name, factory, {**defaults, **_EXCLUDE}, f"{what} [{source}; {paper}]", depends_on=(library,))
 
 
 @hookimpl

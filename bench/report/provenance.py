@@ -11,8 +11,9 @@ from bench.components import KINDS
 from bench.provenance import component_label
 from bench.report.render import CELL_ID, CELL_NAME
 
-NOTE = ("Versions recorded when each cell trained; a cell whose plugin versions have changed since is "
-        "trained again by the next `bench run`. '-': stored before bench recorded versions.")
+NOTE = ("Versions recorded when each cell trained ('with': the library a component wraps); a cell whose plugin "
+        "or library versions have changed since is trained again by the next `bench run`. '-': stored before "
+        "bench recorded versions.")
 
 
 def provenance_columns(summary: dict[str, Any]) -> dict[str, str | None]:
