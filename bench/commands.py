@@ -155,9 +155,24 @@ def _dry_run(cells: list[Cell], registry: Registry, matrix_name: str, device: to
     for cell in cells:
         if cell.problem:
             print(f"bench: error: {cell.problem}", file=sys.stderr)
+    for line in _pairing_warnings(buildable, registry):
+        print(line, file=sys.stderr)
     unbuildable = f", {len(cells) - len(buildable)} of them unbuildable" if len(buildable) < len(cells) else ""
     print(f"{plural(len(cells), 'cell')} in matrix {matrix_name!r}{unbuildable}; nothing trained (--dry-run)")
     return 2 if len(buildable) < len(cells) else 0
+
+
+def _pairing_warnings(cells: list[Cell], registry: Registry) -> list[str]:
+    """One line per optimizer/schedule pairing that bench.schedule_free warns about, with its cells."""
+    from bench.schedule_free import schedule_free_problem
+
+    by_problem: dict[str, list[str]] = {}
+    for cell in cells:
+        problem = schedule_free_problem(cell.config, registry)
+        if problem:
+            by_problem.setdefault(problem, []).append(cell.name)
+    return [f"bench: warning: {plural(len(names), 'cell')} ({', '.join(names[:3])}{', ...' if len(names) > 3 else ''})"
+            f": {problem}" for problem, names in by_problem.items()]
 
 
 def _dry_run_table(cells: list[Cell], registry: Registry, device: torch.device) -> str:

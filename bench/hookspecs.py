@@ -57,10 +57,13 @@ the named arguments are passed by bench, and a declared ``lr`` arrives once, as 
   ``context_length`` (``None`` when unbounded); implements ``flops_per_token(seq_len)``)
 * optimizer: ``factory(params, *, lr: float, device_type: str, **hparams) -> torch.optim.Optimizer``
   (must read ``param_groups[i]["lr"]`` at every step: schedules set it; ``params`` is an iterable of
-  parameters or of parameter-group dicts)
+  parameters or of parameter-group dicts); tag it ``"schedule-free"`` if it replaces the schedule
+  (Schedule-Free AdamW): under a schedule not tagged ``"flat"`` bench then warns, one line at
+  ``--dry-run`` and when the cell starts, that the rate decays on top of it (not an error)
 * schedule:  ``factory(*, lr: float, total_steps: int, **hparams) -> Callable[[int], float]``
   (maps a 0-based optimizer step to the learning rate for that step; a stateful schedule exposes
-  ``state_dict()`` and ``load_state_dict(state)`` and is checkpointed with the cell)
+  ``state_dict()`` and ``load_state_dict(state)`` and is checkpointed with the cell); tag it
+  ``"flat"`` if the rate stays constant after its warmup (the built-in ``constant``)
 * dataset:   ``factory(**hparams) -> bench.Corpus`` (splits ``train``/``valid``/``test`` of text (a
   ``str``, or a ``bench.TextFile`` that stays on disk and is streamed) or of token ids;
   tag the component ``"text"`` or ``"tokens"``: a ``"tokens"`` dataset sets

@@ -134,7 +134,8 @@ def run_cells(cells: list[Cell], *, registry: Registry, hooks: Any, store: Resul
             _record_problem(cell, record, previous, say, session.label(cell))
         else:
             if stale:  # the stored state came from other code: start over
-                say(f"{session.label(cell)}: stored result came from other plugin or library versions ({stale}); training again")
+                say(f"{session.label(cell)}: stored result came from other plugin or library versions ({stale}); "
+                    "training again")
                 CheckpointStore(record.path / CHECKPOINT_DIR, cell.id).clear()
             if previous.get("status") in FINAL_STATUSES:  # stale or --force: kept until a new result settles
                 store.set_aside(cell.id)

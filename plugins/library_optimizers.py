@@ -301,8 +301,11 @@ _EXCLUDE: dict[str, Any] = {"decay_exclude": []}
 
 
 def _component(name: str, factory: Any, defaults: dict[str, Any], what: str, source: str, paper: str) -> Component:
-    library = SF_DIST if source.startswith(SF_DIST) else PO_DIST
-    return Component(name, factory, {**defaults, **_EXCLUDE}, f"{what} [{source}; {paper}]", depends_on=(library,))
+    schedule_free = source.startswith(SF_DIST)
+    return Component(name, factory, {**defaults, **_EXCLUDE}, f"{what} [{source}; {paper}]",
+                     # "schedule-free": bench warns when a decaying schedule is put on top (bench.schedule_free)
+                     tags={"schedule-free"} if schedule_free else (),
+                     depends_on=(SF_DIST if schedule_free else PO_DIST,))
 
 
 @hookimpl

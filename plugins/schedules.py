@@ -97,7 +97,7 @@ def wsd(*, lr: float, total_steps: int, warmup_steps: int = 0, min_lr_fraction: 
 def bench_schedules():
     return [
         Component("constant", constant, {"warmup_steps": 0, "min_lr_fraction": 0.0},
-                  "constant lr after an optional linear warmup"),
+                  "constant lr after an optional linear warmup", tags={"flat"}),
         Component("cosine", cosine, {"warmup_steps": 0, "min_lr_fraction": 0.1, "decay_steps": 0},
                   "linear warmup, half-cosine decay to min_lr_fraction*lr, then flat"),
         Component("linear", linear, {"warmup_steps": 0, "min_lr_fraction": 0.0, "decay_steps": 0},

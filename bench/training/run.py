@@ -24,6 +24,7 @@ from bench.evaluation.perplexity import evaluate
 from bench.loss import lm_loss
 from bench.param_roles import tag_parameter_roles
 from bench.registry import Registry
+from bench.schedule_free import schedule_free_problem
 from bench.store import CellRecord
 from bench.training.footprint import estimate_training_bytes, free_bytes, too_large_warning
 from bench.training.state import LoopState
@@ -126,6 +127,7 @@ def build_run(cell: Cell, registry: Registry, hooks: Any, device: torch.device, 
     loop.total_steps, loop.plan = plan.total_steps, plan
     if loop.step == 0:
         _warn_if_too_large(run)
+        _warn_if_schedule_free_decays(run, registry)
     return run
 
 
@@ -145,6 +147,12 @@ def _warn_if_too_large(run: Run) -> None:
     line = too_large_warning(estimate, free_bytes(run.device), run.cell.name)
     if line:
         run.say(line)
+
+
+def _warn_if_schedule_free_decays(run: Run, registry: Registry) -> None:
+    problem = schedule_free_problem(run.config, registry)
+    if problem:
+        run.say(f"warning: {problem}")
 
 
 def resume(run: Run, checkpoints: CheckpointStore) -> None:
