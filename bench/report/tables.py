@@ -278,6 +278,6 @@ def build_sections(frame: pd.DataFrame, *, sort: str = "ppl", peak_tflops: float
         sections.append(Section("params", "parameters and FLOPs", params_table(frame, peak_tflops),
                                 params_notes(frame, peak_tflops), axis_formats))
     if "versions" in which:
-        sections.append(Section("versions", "versions (the distribution that provided each component, and any library it wraps)",
-                                provenance_table(frame), [PROVENANCE_NOTE]))
+        title = "versions (the distribution that provided each component, and any library it wraps)"
+        sections.append(Section("versions", title, provenance_table(frame), [PROVENANCE_NOTE]))
     return sections
