@@ -46,8 +46,8 @@ def cell_provenance(used: Mapping[str, Registered]) -> dict[str, Any]:
 
 
 def _component_record(entry: Registered) -> dict[str, Any]:
-    record = {"name": entry.component.name, "distribution": entry.provider.distribution,
-              "version": entry.provider.version, "module": entry.provider.module}
+    record: dict[str, Any] = {"name": entry.component.name, "distribution": entry.provider.distribution,
+                              "version": entry.provider.version, "module": entry.provider.module}
     if entry.libraries:
         record["depends_on"] = dict(entry.libraries)
     return record
