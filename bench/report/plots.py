@@ -261,14 +261,8 @@ def matrix_figure(name: str, cells: list[CellCurves]) -> Figure:
                 high = [_ppl(v) if math.isfinite(v) else p for v, p in zip(band.high, ppl)]
                 axis.fill_between(x, low, high, color=color, alpha=0.2, linewidth=0)
                 everything += low + high
-    floors = {c.summary["entropy_floor_ppl"] for c in cells if c.summary.get("entropy_floor_ppl") is not None}
-    for axis, xlabel in ((by_epoch, "epoch"), (by_time, "training wall-clock (s, evaluation excluded; seed mean)")):
-        if len(floors) == 1:
-            _floor_at(axis, next(iter(floors)))
-        _maybe_log(axis, everything + list(floors))
-        axis.set_xlabel(xlabel)
-        axis.set_ylabel("validation perplexity")
-        axis.grid(True, alpha=0.3, which="both")
+    _perplexity_axes(cells, everything, ((by_epoch, "epoch"),
+                                         (by_time, "training wall-clock (s, evaluation excluded; seed mean)")))
     by_epoch.xaxis.set_major_locator(MaxNLocator(integer=True))
     # Below both panels: a long list of configurations must not cover the curves.
     fig.legend(*by_epoch.get_legend_handles_labels(), loc="outside lower center", fontsize=7,
@@ -277,6 +271,19 @@ def matrix_figure(name: str, cells: list[CellCurves]) -> Figure:
     fig.suptitle(f"{name}: validation perplexity per configuration"
                  + (" (line: exp of the mean val loss over n seeds; band: 95 % t interval)" if banded else ""))
     return fig
+
+
+def _perplexity_axes(cells: list[CellCurves], everything: list[float], axes: tuple) -> None:
+    """Label, grid and scale each (axis, x label) of an overview, with the entropy floor when the
+    cells share one (taken from any cell that has it: a pruned trial's summary has none)."""
+    floors = {c.summary["entropy_floor_ppl"] for c in cells if c.summary.get("entropy_floor_ppl") is not None}
+    for axis, xlabel in axes:
+        if len(floors) == 1:
+            _floor_at(axis, next(iter(floors)))
+        _maybe_log(axis, everything + list(floors))
+        axis.set_xlabel(xlabel)
+        axis.set_ylabel("validation perplexity")
+        axis.grid(True, alpha=0.3, which="both")
 
 
 OUTSIDE_SWEEP = "not a sweep cell"
@@ -304,14 +311,8 @@ def sweep_figure(name: str, cells: list[CellCurves], sweep: dict[str, tuple[str,
         for axis, x in ((by_step, [p[0] for p in points]), (by_time, [p[1] for p in points])):
             axis.plot(x, ppl, color=colors[group], linestyle="--" if final else "-", linewidth=1.6 if final else 1,
                       marker="o", markersize=3, alpha=0.9 if final else 0.6)
-    floors = {c.summary["entropy_floor_ppl"] for c in cells if c.summary.get("entropy_floor_ppl") is not None}
-    for axis, xlabel in ((by_step, "optimizer step"), (by_time, "training wall-clock (s, evaluation excluded)")):
-        if len(floors) == 1:  # a pruned trial's summary has no floor: take it from any cell that has
-            _floor_at(axis, next(iter(floors)))
-        _maybe_log(axis, everything + list(floors))
-        axis.set_xlabel(xlabel)
-        axis.set_ylabel("validation perplexity")
-        axis.grid(True, alpha=0.3, which="both")
+    _perplexity_axes(cells, everything, ((by_step, "optimizer step"),
+                                         (by_time, "training wall-clock (s, evaluation excluded)")))
     by_step.xaxis.set_major_locator(MaxNLocator(integer=True))
     handles = [Line2D([], [], color=colors[g], marker="o", markersize=3,
                       label=_group_label(g, [final for group, final in member.values() if group == g])) for g in groups]
