@@ -181,6 +181,23 @@ def declared_defaults(config: dict[str, Any], registry: Registry) -> dict[str, A
     return {k: v for k, v in defaults.items() if k not in clashing}
 
 
+def unused_key_warnings(matrix: Matrix, cells: list[Cell], registry: Registry) -> list[str]:
+    """One line per key the matrix sets that none of its cells uses: a key only some other component
+    declares (AdEMAMix's ``ademamix_alpha`` on a matrix of Adam cells; the synthetic dataset's ``alpha``
+    meant for another component) would otherwise be dropped without a word. A key used by at least
+    one cell is fine: a grid's ``[defaults]`` are shared by cells of different components."""
+    user = set(matrix.defaults).union(*matrix.combinations) - {"seed"}
+    used = set().union(*(cell.config for cell in cells))
+    lines = []
+    for key in sorted(user - used):
+        owners = [f"{kind} {entry.component.name!r}" for kind in KIND_KEYS for entry in registry.entries(kind)
+                  if key in entry.component.defaults]
+        lines.append(f"bench: warning: {key!r} is set in matrix {matrix.name!r} but none of its cells uses it "
+                     f"(declared only by {', '.join(owners[:3])}{', ...' if len(owners) > 3 else ''}); "
+                     "remove it, or use a component that reads it")
+    return lines
+
+
 def _check_known_keys(user: dict[str, Any], registry: Registry, where: str) -> None:
     """Every key must mean something to bench or to some registered component; keys that another
     component understands (e.g. `tie_weights` in a grid that mixes models) are simply not part of

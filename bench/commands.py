@@ -13,7 +13,7 @@ from typing import Any, Sequence
 import torch
 from tabulate import tabulate
 
-from bench.cells import Cell, resolve_cells
+from bench.cells import Cell, resolve_cells, unused_key_warnings
 from bench.components import KINDS
 from bench.errors import BenchError
 from bench.evaluation.cell_hellaswag import check_eval_settings
@@ -84,7 +84,10 @@ def run_matrix(path: str, *, device: str, filter_expr: str | None, dry_run: bool
         return run_sweep_matrix(matrix, path, registry=registry, hooks=loaded.hooks, device=device, outputs=outputs,
                                 dry_run=dry_run, filter_expr=filter_expr, force=force, executor=runner,
                                 plugins=loaded.selection)
-    cells = select_cells(resolve_cells(matrix, registry), filter_expr)
+    resolved = resolve_cells(matrix, registry)
+    for line in unused_key_warnings(matrix, resolved, registry):
+        print(line, file=sys.stderr)
+    cells = select_cells(resolved, filter_expr)
     if dry_run:  # shows each cell's estimate, with a warning for one that cannot fit
         return _dry_run(cells, registry, matrix.name, resolve_device(device))
     refuse_what_cannot_fit([(c.name, c.config) for c in cells if not c.problem], registry, resolve_device(device))

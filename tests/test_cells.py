@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from bench.cells import cell_id, resolve_cells, resolve_config
+from bench.cells import cell_id, resolve_cells, resolve_config, unused_key_warnings
 from bench.errors import ConfigError
 from bench.matrix import parse_matrix
 from bench.registry import build_registry, plugin_manager
@@ -169,3 +169,20 @@ def test_cells_stored_before_later_keys_existed_keep_their_ids():
         "5a44480c3f52", "b54aa114e942", "2699cfccc5aa", "34503aed95d5", "441333eedde4", "a5e0667ef0a2"]
     assert cells[0].id == cell_id(cells[0].config)
     assert cells[0].id != cell_id({**cells[0].config, "eval_stride": 8})  # a non-neutral value is a new cell
+
+
+def test_a_key_no_cell_uses_is_named_once_with_who_declares_it():
+    # AdEMAMix's key on a matrix without AdEMAMix: dropped from every cell, so said out loud.
+    raw = {"defaults": {"dataset": "synthetic", "model": "gpt1", "ademamix_alpha": 8.0, "momentum": 0.9},
+           "matrix": {"optimizer": ["sgd", "momentum"]}}
+    matrix = parse_matrix(raw, default_name="m", where="m")
+    warnings = unused_key_warnings(matrix, resolve_cells(matrix, REGISTRY), REGISTRY)
+    assert warnings == ["bench: warning: 'ademamix_alpha' is set in matrix 'm' but none of its cells uses it "
+                        "(declared only by optimizer 'ademamix'); remove it, or use a component that reads it"]
+
+
+def test_a_default_used_by_some_cells_of_a_grid_is_not_warned_about():
+    raw = {"defaults": {"dataset": "synthetic", "model": "gpt1", "momentum": 0.9},
+           "matrix": {"optimizer": ["adam", "momentum"]}}  # momentum: used by the momentum cell only
+    matrix = parse_matrix(raw, default_name="m", where="m")
+    assert unused_key_warnings(matrix, resolve_cells(matrix, REGISTRY), REGISTRY) == []
