@@ -100,3 +100,18 @@ def plugin_site(tmp_path, monkeypatch):
         module = sys.modules.get(name)
         if str(site) in str(getattr(module, "__file__", "") or ""):
             del sys.modules[name]
+
+
+@pytest.fixture(scope="session")
+def hyperband_sweep(tmp_path_factory) -> tuple[Path, tuple]:
+    """The Hyperband sweep of tests/sweep/test_driver.py (its matrix file), trained sequentially in this
+    process once per session: its state is what the local pool and Ray must both reproduce (~7 s each)."""
+    from bench import cli
+    from tests.sweep.test_driver import HYPERBAND, sweep_state
+    folder = tmp_path_factory.mktemp("hyperband")
+    path = folder / "hb.toml"
+    path.write_text(HYPERBAND)
+    assert cli.main(["run", str(path), "--outputs", str(folder / "reference")]) == 0
+    state = sweep_state(folder / "reference")
+    assert [len(t) for t in state[0].values()] == [5, 5]
+    return path, state
