@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import importlib
 import os
 import subprocess
@@ -24,6 +25,17 @@ if str(REPO) not in sys.path:
 # the suite's time steady on a loaded 2-core machine. Subprocesses inherit the same setting.
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 torch.set_num_threads(1)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def frozen_heap() -> None:
+    """Collect, then move every surviving object (imported modules: torch, torch._dynamo, optuna, ...)
+    out of the collector's reach. The runner's gc.collect() after each cell then scans only what
+    the tests made since; over this process's whole heap it took ~0.25 s per cell (tests/sweep,
+    test_runner.py and test_memory.py ran in 59 s instead of 93 s). Garbage is collected first, so
+    nothing collectable is kept."""
+    gc.collect()
+    gc.freeze()
 
 
 @pytest.fixture(autouse=True)
