@@ -25,13 +25,10 @@ from __future__ import annotations
 from importlib.metadata import version
 from typing import Any, Sequence
 
-import numpy as np
-import pytorch_optimizer as po
 import schedulefree
 import torch
 from torch import nn
 
-from bench import rng
 from bench.components import Component
 from bench.hookspecs import hookimpl
 from bench.param_roles import role_of
@@ -42,6 +39,14 @@ from bench_plugins.optimizers import Params, _betas, _check, decay_groups
 PO_DIST, SF_DIST = "pytorch-optimizer", "schedulefree"
 PO = f"{PO_DIST} {version(PO_DIST)}"
 SF = f"{SF_DIST} {version(SF_DIST)}"
+
+
+def _po() -> Any:
+    """pytorch_optimizer, imported when a cell builds one of its optimizers: importing it pulls in
+    transformers (~0.6 s), which every bench process and worker paid at plugin loading otherwise."""
+    import pytorch_optimizer
+
+    return pytorch_optimizer
 
 
 def _triple(betas: Sequence[float]) -> tuple[float, float, float]:
@@ -61,15 +66,15 @@ def lion(params: Params, *, lr: float, device_type: str, betas: Sequence[float] 
          weight_decay: float = 0.0, decay_exclude: Sequence[str] = ()) -> torch.optim.Optimizer:
     beta1, beta2 = _betas(betas)
     _check(lr, weight_decay, beta1=beta1, beta2=beta2)
-    return po.Lion(decay_groups(params, weight_decay, decay_exclude), lr=lr, betas=(beta1, beta2),
-                   weight_decay=weight_decay, weight_decouple=True)
+    return _po().Lion(decay_groups(params, weight_decay, decay_exclude), lr=lr, betas=(beta1, beta2),
+                      weight_decay=weight_decay, weight_decouple=True)
 
 
 def signum(params: Params, *, lr: float, device_type: str, momentum: float = 0.9, weight_decay: float = 0.0,
            decay_exclude: Sequence[str] = ()) -> torch.optim.Optimizer:
     _check(lr, weight_decay, momentum=momentum)
-    return po.SignSGD(decay_groups(params, weight_decay, decay_exclude), lr=lr, momentum=momentum,
-                      weight_decay=weight_decay, weight_decouple=True)
+    return _po().SignSGD(decay_groups(params, weight_decay, decay_exclude), lr=lr, momentum=momentum,
+                         weight_decay=weight_decay, weight_decouple=True)
 
 
 def soap(params: Params, *, lr: float, device_type: str, betas: Sequence[float] = (0.95, 0.95),
@@ -80,10 +85,10 @@ def soap(params: Params, *, lr: float, device_type: str, betas: Sequence[float] 
     beta1, beta2 = _betas(betas)
     _check(lr, weight_decay, beta1=beta1, beta2=beta2)
     _positive(eps=eps, precondition_frequency=precondition_frequency, max_precondition_dim=max_precondition_dim)
-    return po.SOAP(decay_groups(params, weight_decay, decay_exclude), lr=lr, betas=(beta1, beta2),
-                   shampoo_beta=None if shampoo_beta < 0 else shampoo_beta, eps=eps, weight_decay=weight_decay,
-                   precondition_frequency=precondition_frequency, max_precondition_dim=max_precondition_dim,
-                   precondition_1d=precondition_1d)
+    return _po().SOAP(decay_groups(params, weight_decay, decay_exclude), lr=lr, betas=(beta1, beta2),
+                      shampoo_beta=None if shampoo_beta < 0 else shampoo_beta, eps=eps, weight_decay=weight_decay,
+                      precondition_frequency=precondition_frequency, max_precondition_dim=max_precondition_dim,
+                      precondition_1d=precondition_1d)
 
 
 def shampoo(params: Params, *, lr: float, device_type: str, momentum: float = 0.0, weight_decay: float = 0.0,
@@ -93,9 +98,9 @@ def shampoo(params: Params, *, lr: float, device_type: str, momentum: float = 0.
     # recomputed every preconditioning_compute_steps steps (matrix cost: keep it for small models).
     _check(lr, weight_decay, momentum=momentum)
     _positive(preconditioning_compute_steps=preconditioning_compute_steps, matrix_eps=matrix_eps)
-    return po.Shampoo(decay_groups(params, weight_decay, decay_exclude), lr=lr, momentum=momentum,
-                      weight_decay=weight_decay, weight_decouple=True,
-                      preconditioning_compute_steps=preconditioning_compute_steps, matrix_eps=matrix_eps)
+    return _po().Shampoo(decay_groups(params, weight_decay, decay_exclude), lr=lr, momentum=momentum,
+                         weight_decay=weight_decay, weight_decouple=True,
+                         preconditioning_compute_steps=preconditioning_compute_steps, matrix_eps=matrix_eps)
 
 
 def ademamix(params: Params, *, lr: float, device_type: str, betas: Sequence[float] = (0.9, 0.999, 0.9999),
@@ -111,9 +116,9 @@ def ademamix(params: Params, *, lr: float, device_type: str, betas: Sequence[flo
     if ademamix_alpha < 0 or t_alpha_beta3 < 0:
         raise ValueError(f"ademamix_alpha and t_alpha_beta3 must be >= 0, got ademamix_alpha={ademamix_alpha}, "
                          f"t_alpha_beta3={t_alpha_beta3}")
-    return po.AdEMAMix(decay_groups(params, weight_decay, decay_exclude), lr=lr, betas=(beta1, beta2, beta3),
-                       alpha=ademamix_alpha, t_alpha_beta3=t_alpha_beta3 or None, eps=eps, weight_decay=weight_decay,
-                       weight_decouple=True)
+    return _po().AdEMAMix(decay_groups(params, weight_decay, decay_exclude), lr=lr, betas=(beta1, beta2, beta3),
+                          alpha=ademamix_alpha, t_alpha_beta3=t_alpha_beta3 or None, eps=eps, weight_decay=weight_decay,
+                          weight_decouple=True)
 
 
 def mars(params: Params, *, lr: float, device_type: str, betas: Sequence[float] = (0.95, 0.99), gamma: float = 0.025,
@@ -126,9 +131,9 @@ def mars(params: Params, *, lr: float, device_type: str, betas: Sequence[float] 
     _positive(lr_1d=lr_1d, eps=eps)
     if mars_type not in ("adamw", "lion", "shampoo"):
         raise ValueError(f"mars_type must be 'adamw', 'lion' or 'shampoo', got {mars_type!r}")
-    return po.MARS(decay_groups(params, weight_decay, decay_exclude), lr=lr, betas=(beta1, beta2), gamma=gamma,
-                   mars_type=mars_type, optimize_1d=optimize_1d, lr_1d=lr_1d, betas_1d=_betas(betas_1d),
-                   weight_decay=weight_decay, weight_decay_1d=weight_decay_1d, eps=eps)
+    return _po().MARS(decay_groups(params, weight_decay, decay_exclude), lr=lr, betas=(beta1, beta2), gamma=gamma,
+                      mars_type=mars_type, optimize_1d=optimize_1d, lr_1d=lr_1d, betas_1d=_betas(betas_1d),
+                      weight_decay=weight_decay, weight_decay_1d=weight_decay_1d, eps=eps)
 
 
 def prodigy(params: Params, *, lr: float, device_type: str, betas: Sequence[float] = (0.9, 0.999),
@@ -139,9 +144,9 @@ def prodigy(params: Params, *, lr: float, device_type: str, betas: Sequence[floa
     beta1, beta2 = _betas(betas)
     _check(lr, weight_decay, beta1=beta1, beta2=beta2)
     _positive(d0=d0, d_coef=d_coef, eps=eps)
-    return po.Prodigy(decay_groups(params, weight_decay, decay_exclude), lr=lr, betas=(beta1, beta2), d0=d0,
-                      d_coef=d_coef, weight_decay=weight_decay, bias_correction=bias_correction,
-                      safeguard_warmup=safeguard_warmup, eps=eps)
+    return _po().Prodigy(decay_groups(params, weight_decay, decay_exclude), lr=lr, betas=(beta1, beta2), d0=d0,
+                         d_coef=d_coef, weight_decay=weight_decay, bias_correction=bias_correction,
+                         safeguard_warmup=safeguard_warmup, eps=eps)
 
 
 def adopt(params: Params, *, lr: float, device_type: str, betas: Sequence[float] = (0.9, 0.9999), eps: float = 1e-6,
@@ -150,48 +155,8 @@ def adopt(params: Params, *, lr: float, device_type: str, betas: Sequence[float]
     beta1, beta2 = _betas(betas)
     _check(lr, weight_decay, beta1=beta1, beta2=beta2)
     _positive(eps=eps)
-    return po.ADOPT(decay_groups(params, weight_decay, decay_exclude), lr=lr, betas=(beta1, beta2), eps=eps,
-                    weight_decay=weight_decay, weight_decouple=True)
-
-
-class Kron(po.Kron):
-    """pytorch-optimizer's Kron (PSGD) drawing from random streams of its own, kept in its state.
-
-    The library draws the preconditioner's probe vectors from torch's global generator and its
-    balancing coin from numpy's, so its next step depended on generators its state_dict does not
-    hold (resuming was not exact) and it shifted every later draw of the run (dropout, sampling).
-    Here each step runs with the optimizer's own generator states, saved in ``param_groups[0]``
-    (tensors and numbers, so checkpoints load weights-only), and the global ones are put back.
-    The streams start from the seed torch was last seeded with (the cell's seed under bench).
-    """
-
-    def __init__(self, params: Any, **hparams: Any):
-        super().__init__(params, **hparams)
-        outer = rng.capture()
-        seed = torch.initial_seed() % 2**32
-        torch.manual_seed(seed)
-        np.random.seed(seed)
-        self.param_groups[0]["bench_rng"] = _rng_state()
-        rng.restore(outer)
-
-    def step(self, closure: Any = None) -> Any:
-        outer = rng.capture()
-        _restore_rng(self.param_groups[0]["bench_rng"])
-        try:
-            return super().step(closure)
-        finally:
-            self.param_groups[0]["bench_rng"] = _rng_state()
-            rng.restore(outer)
-
-
-def _rng_state() -> dict[str, Any]:
-    """The torch (CPU and initialised CUDA) and numpy generator states, as bench.rng keeps them."""
-    state = rng.capture()
-    return {"torch": state["torch"], "cuda": state["cuda"], "numpy": state["numpy"]}
-
-
-def _restore_rng(state: dict[str, Any]) -> None:
-    rng.restore({**rng.capture(), **state})
+    return _po().ADOPT(decay_groups(params, weight_decay, decay_exclude), lr=lr, betas=(beta1, beta2), eps=eps,
+                       weight_decay=weight_decay, weight_decouple=True)
 
 
 def kron(params: Params, *, lr: float, device_type: str, momentum: float = 0.9, weight_decay: float = 0.0,
@@ -211,6 +176,8 @@ def kron(params: Params, *, lr: float, device_type: str, momentum: float = 0.9, 
     if not 0 <= balance_prob <= 1:
         raise ValueError(f"balance_prob must be in [0, 1], got {balance_prob}")
     probability = None if pre_conditioner_update_probability < 0 else pre_conditioner_update_probability
+    from bench_plugins.library_kron import Kron
+
     return Kron(decay_groups(params, weight_decay, decay_exclude), lr=lr, momentum=momentum, weight_decay=weight_decay,
                 weight_decouple=True, pre_conditioner_update_probability=probability,
                 max_size_triangular=max_size_triangular, min_ndim_triangular=min_ndim_triangular,
@@ -240,8 +207,8 @@ def adam_mini(params: Params, *, lr: float, device_type: str, betas: Sequence[fl
     decay_groups(plain, weight_decay, decay_exclude)  # validates decay_exclude (and that roles are tagged)
     # num_embeds/num_heads only size the query/key head split, which needs parameter names bench does not
     # pass (a fused qkv matrix has none): q and k get one second moment per tensor like other matrices.
-    opt = po.AdamMini(_RoleNamed(plain), lr=lr, betas=(beta1, beta2), eps=eps, weight_decay=weight_decay,
-                      num_embeds=1, num_heads=1)
+    opt = _po().AdamMini(_RoleNamed(plain), lr=lr, betas=(beta1, beta2), eps=eps, weight_decay=weight_decay,
+                         num_embeds=1, num_heads=1)
     excluded = set(decay_exclude)
     for group in opt.param_groups:
         if excluded and all(role_of(p) in excluded for p in group["params"]):

@@ -239,11 +239,9 @@ def test_a_stop_cancels_queued_tasks_and_leaves_their_cells_untouched(matrix_fil
     assert not any("momentum" in s["name"] for s in summaries)  # the matrix's third cell
 
 
-def test_a_sweep_on_ray_equals_the_sequential_sweep(cluster, tmp_path, capsys):
-    from tests.sweep.test_driver import HYPERBAND, sweep_state
-    path = tmp_path / "hb.toml"
-    path.write_text(HYPERBAND)
-    assert cli.main(["run", str(path), "--outputs", str(tmp_path / "sequential")]) == 0
+def test_a_sweep_on_ray_equals_the_sequential_sweep(hyperband_sweep, cluster, tmp_path, capsys):
+    from tests.sweep.test_driver import sweep_state
+    path, sequential = hyperband_sweep  # trained one cell after another in this process
     assert _ray_run(path, tmp_path / "ray", cluster) == 0
     assert "submitted to Ray" in capsys.readouterr().err
-    assert sweep_state(tmp_path / "ray") == sweep_state(tmp_path / "sequential")  # same trials, bitwise losses
+    assert sweep_state(tmp_path / "ray") == sequential  # same trials, bitwise losses

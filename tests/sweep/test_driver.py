@@ -47,20 +47,14 @@ def sweep_state(outputs: Path) -> tuple[dict[str, list], dict[str, dict[str, Any
 
 
 @pytest.fixture(scope="module")
-def matrix_file(tmp_path_factory) -> Path:
-    path = tmp_path_factory.mktemp("sweep") / "hb.toml"
-    path.write_text(HYPERBAND)
-    return path
+def matrix_file(hyperband_sweep) -> Path:
+    return hyperband_sweep[0]
 
 
 @pytest.fixture(scope="module")
-def reference(matrix_file, tmp_path_factory):
-    """The sweep with every cell trained one after another in this process."""
-    outputs = tmp_path_factory.mktemp("reference")
-    assert cli.main(["run", str(matrix_file), "--outputs", str(outputs)]) == 0
-    state = sweep_state(outputs)
-    assert [len(t) for t in state[0].values()] == [5, 5]
-    return state
+def reference(hyperband_sweep):
+    """The sweep with every cell trained one after another in this process (shared with the Ray test)."""
+    return hyperband_sweep[1]
 
 
 def test_each_round_is_one_executor_call_and_two_jobs_give_the_same_sweep(matrix_file, reference, tmp_path,
