@@ -186,6 +186,8 @@ def unused_key_warnings(matrix: Matrix, cells: list[Cell], registry: Registry) -
     declares (AdEMAMix's ``ademamix_alpha`` on a matrix of Adam cells; the synthetic dataset's ``alpha``
     meant for another component) would otherwise be dropped without a word. A key used by at least
     one cell is fine: a grid's ``[defaults]`` are shared by cells of different components."""
+    if any(cell.problem for cell in cells):
+        return []  # a cell that cannot be built is the message; its config may be partial
     user = set(matrix.defaults).union(*matrix.combinations) - {"seed"}
     used = set().union(*(cell.config for cell in cells))
     lines = []

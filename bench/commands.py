@@ -85,10 +85,11 @@ def run_matrix(path: str, *, device: str, filter_expr: str | None, dry_run: bool
                                 dry_run=dry_run, filter_expr=filter_expr, force=force, executor=runner,
                                 plugins=loaded.selection)
     resolved = resolve_cells(matrix, registry)
-    for line in unused_key_warnings(matrix, resolved, registry):
-        print(line, file=sys.stderr)
     cells = select_cells(resolved, filter_expr)
-    if dry_run:  # shows each cell's estimate, with a warning for one that cannot fit
+    if dry_run:  # where a matrix is inspected: a training run's stderr stays the one line it needs
+        for line in unused_key_warnings(matrix, resolved, registry):
+            print(line, file=sys.stderr)
+        # each cell's estimate, with a warning for one that cannot fit
         return _dry_run(cells, registry, matrix.name, resolve_device(device))
     refuse_what_cannot_fit([(c.name, c.config) for c in cells if not c.problem], registry, resolve_device(device))
     return _train(cells, matrix, loaded, device=resolve_device(device), force=force, outputs=outputs,
