@@ -53,6 +53,31 @@ def write_matrix(tmp_path):
     return write
 
 
+# The data and shape of a tiny GPT-1 cell, shared by sweep and estimate tests, which add their own
+# steps, logging and components below it (still the [defaults] table).
+TINY_SWEEP_CELL = """
+[defaults]
+dataset = "synthetic"
+vocab_size = 16
+train_tokens = 3000
+valid_tokens = 300
+test_tokens = 300
+seq_len = 16
+batch_size = 4
+n_embd = 16
+n_head = 2
+n_positions = 32
+"""
+
+
+def sweep_studies(outputs: Path, name: str) -> dict:
+    """The Optuna studies of matrix ``name``'s sweep under ``outputs``, by study name."""
+    import optuna
+
+    storage = optuna.storages.RDBStorage(f"sqlite:///{outputs / name / 'sweep.db'}")
+    return {n: optuna.load_study(study_name=n, storage=storage) for n in optuna.study.get_all_study_names(storage)}
+
+
 TINY_DEFAULTS = """
 [defaults]
 dataset = "synthetic"

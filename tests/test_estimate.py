@@ -10,20 +10,9 @@ from bench.cells import Cell
 from bench.cli import main
 from bench.estimate import Measurement, noisy_warning, project, projected, shape_key
 from bench.timing import StepWindowTimer
+from tests.conftest import TINY_SWEEP_CELL
 
-TINY = """
-[defaults]
-dataset = "synthetic"
-vocab_size = 16
-train_tokens = 3000
-valid_tokens = 300
-test_tokens = 300
-seq_len = 16
-batch_size = 4
-max_steps = 30
-n_embd = 16
-n_head = 2
-n_positions = 32
+TINY = TINY_SWEEP_CELL + """max_steps = 30
 model = "gpt1"
 [matrix]
 optimizer = ["sgd", "adam"]

@@ -6,29 +6,17 @@ import textwrap
 import tomllib
 from pathlib import Path
 
-import optuna
 import pytest
 
 from bench.cells import declared_defaults, resolve_cells
 from bench.cli import main
 from bench.matrix import load_matrix
 from bench.registry import load_plugins
+from tests.conftest import TINY_SWEEP_CELL, sweep_studies
 
-TINY = """
-[defaults]
-dataset = "synthetic"
-vocab_size = 16
-train_tokens = 3000
-valid_tokens = 300
-test_tokens = 300
-seq_len = 16
-batch_size = 4
-max_steps = 6
-n_embd = 16
+TINY = TINY_SWEEP_CELL + """max_steps = 6
 n_hidden = 16
-n_head = 2
 n_layer = 2
-n_positions = 32
 log_every = 3
 memory_interval_ms = 0
 model = "gpt1"
@@ -37,15 +25,11 @@ optimizer = "adam"
 
 
 def final_cells(outputs: Path, name: str) -> list[str]:
-    storage = optuna.storages.RDBStorage(f"sqlite:///{outputs / name / 'sweep.db'}")
-    studies = [optuna.load_study(study_name=n, storage=storage) for n in optuna.study.get_all_study_names(storage)]
-    return [c for s in studies for c in s.user_attrs.get("final_cells", [])]
+    return [c for s in sweep_studies(outputs, name).values() for c in s.user_attrs.get("final_cells", [])]
 
 
 def trial_cells(outputs: Path, name: str) -> list[str]:
-    storage = optuna.storages.RDBStorage(f"sqlite:///{outputs / name / 'sweep.db'}")
-    studies = [optuna.load_study(study_name=n, storage=storage) for n in optuna.study.get_all_study_names(storage)]
-    return [t.user_attrs["cell_id"] for s in studies for t in s.trials]
+    return [t.user_attrs["cell_id"] for s in sweep_studies(outputs, name).values() for t in s.trials]
 
 
 def stored(outputs: Path, name: str, cell: str) -> dict:

@@ -1,37 +1,19 @@
 """Pruned random/TPE searches, intermediate values in the storage, warm starts and AlgoPerf studies,
 end to end through the real runner and trainer on tiny cells."""
 
-from pathlib import Path
 
-import optuna
 from optuna.trial import TrialState
 
 from bench.cli import main
+from tests.conftest import TINY_SWEEP_CELL, sweep_studies
 
-TINY = """
-[defaults]
-dataset = "synthetic"
-vocab_size = 16
-train_tokens = 3000
-valid_tokens = 300
-test_tokens = 300
-seq_len = 16
-batch_size = 4
-max_steps = 8
+TINY = TINY_SWEEP_CELL + """max_steps = 8
 eval_every = 2
-n_embd = 16
-n_head = 2
-n_positions = 32
 log_every = 4
 memory_interval_ms = 0
 model = "gpt1"
 optimizer = "adam"
 """
-
-
-def studies(outputs: Path, name: str) -> dict[str, optuna.Study]:
-    storage = optuna.storages.RDBStorage(f"sqlite:///{outputs / name / 'sweep.db'}")
-    return {n: optuna.load_study(study_name=n, storage=storage) for n in optuna.study.get_all_study_names(storage)}
 
 
 def test_pruned_search_reports_every_evaluation_and_stops_losers(write_matrix, tmp_path):
@@ -47,7 +29,7 @@ lr = { loguniform = [1e-4, 1.0] }
 """, name="pruned")
     outputs = tmp_path / "out"
     assert main(["run", str(path), "--outputs", str(outputs)]) == 0
-    study, = studies(outputs, "pruned").values()
+    study, = sweep_studies(outputs, "pruned").values()
     trials = study.get_trials()
     assert len(trials) == 5
     for trial in trials:
@@ -78,7 +60,7 @@ warm_start = ["base"]
 lr = { loguniform = [1e-4, 1.0] }
 """, name="warm")
     assert main(["run", str(sweep), "--outputs", str(outputs)]) == 0
-    study, = studies(outputs, "warm").values()
+    study, = sweep_studies(outputs, "warm").values()
     trials = study.get_trials()
     warm = [t for t in trials if t.user_attrs.get("warm_start")]
     assert sorted(t.params["lr"] for t in warm) == [0.001, 0.01]
@@ -89,7 +71,7 @@ lr = { loguniform = [1e-4, 1.0] }
     assert not trained & {t.user_attrs["cell_id"] for t in warm}
     # Resumed: nothing is added twice, nothing new is proposed.
     assert main(["run", str(sweep), "--outputs", str(outputs)]) == 0
-    assert len(next(iter(studies(outputs, "warm").values())).get_trials()) == 4
+    assert len(next(iter(sweep_studies(outputs, "warm").values())).get_trials()) == 4
 
 
 def test_studies_split_the_trials_into_independent_searches(write_matrix, tmp_path):
@@ -104,7 +86,7 @@ lr = { loguniform = [1e-3, 1e-1] }
 """, name="studied")
     outputs = tmp_path / "out"
     assert main(["run", str(path), "--outputs", str(outputs)]) == 0
-    found = studies(outputs, "studied")
+    found = sweep_studies(outputs, "studied")
     assert sorted(found) == ["all study 1", "all study 2"]
     first, second = (found[k] for k in sorted(found))
     assert len(first.trials) == len(second.trials) == 2
@@ -163,7 +145,7 @@ lr = { loguniform = [1e-3, 1e-1] }
 """, name="asha_run")
     outputs = tmp_path / "out"
     assert main(["run", str(path), "--outputs", str(outputs)]) == 0
-    study, = studies(outputs, "asha_run").values()
+    study, = sweep_studies(outputs, "asha_run").values()
     states = [t.state for t in study.get_trials()]
     # 9 at rung 0 -> its top 3 to rung 1 -> their top 1 to the end; the other 8 are pruned.
     assert len(states) == 9 and TrialState.RUNNING not in states

@@ -15,31 +15,15 @@ from bench.cli import main
 from bench.sweep.spec import parse_sweep
 from bench.sweep.strategies import GroupContext, distributions, strategy_for
 from bench.sweep.trials import GroupTrials, Outcome
+from tests.conftest import TINY_SWEEP_CELL, sweep_studies
 
-TINY = """
-[defaults]
-dataset = "synthetic"
-vocab_size = 16
-train_tokens = 3000
-valid_tokens = 300
-test_tokens = 300
-seq_len = 16
-batch_size = 4
-max_steps = 8
-n_embd = 16
+TINY = TINY_SWEEP_CELL + """max_steps = 8
 n_hidden = 16
-n_head = 2
-n_positions = 32
 log_every = 4
 memory_interval_ms = 0
 model = "gpt1"
 optimizer = "adam"
 """
-
-
-def studies(outputs: Path, name: str) -> dict[str, optuna.Study]:
-    storage = optuna.storages.RDBStorage(f"sqlite:///{outputs / name / 'sweep.db'}")
-    return {n: optuna.load_study(study_name=n, storage=storage) for n in optuna.study.get_all_study_names(storage)}
 
 
 def test_fair_protocol_gives_every_group_the_same_trials(write_matrix, tmp_path, capsys):
@@ -56,7 +40,7 @@ lr = { loguniform = [1e-3, 1e-1] }
 """, name="fair")
     outputs = tmp_path / "out"
     assert main(["run", str(path), "--outputs", str(outputs)]) == 0
-    groups = studies(outputs, "fair")
+    groups = sweep_studies(outputs, "fair")
     assert sorted(groups) == ["optimizer=adam", "optimizer=sgd"]
     assert [len(s.trials) for s in groups.values()] == [2, 2]
     assert all(t.state.name == "COMPLETE" for s in groups.values() for t in s.trials)
@@ -132,7 +116,7 @@ lr = { loguniform = [1e-3, 1e-1] }
     assert main(["run", str(path), "--outputs", str(outputs)]) == 0  # the rerun, in this process
     for summary, (content, mtime) in finished.items():
         assert summary.read_bytes() == content and summary.stat().st_mtime_ns == mtime
-    study = studies(outputs, "killed")["all"]
+    study = sweep_studies(outputs, "killed")["all"]
     assert [t.params for t in study.trials] == reference_proposals(sweep, 3)
     assert all(t.state.name == "COMPLETE" for t in study.trials)
 
@@ -155,7 +139,7 @@ lr = { loguniform = [1e-3, 1e-1] }
 """, name="hb")
     outputs = tmp_path / "out"
     assert main(["run", str(path), "--outputs", str(outputs)]) == 0
-    study = studies(outputs, "hb")["all"]
+    study = sweep_studies(outputs, "hb")["all"]
     first = [t for t in study.trials if t.user_attrs["bracket"] == 1]
     assert len(first) == 3 and len(study.trials) == 5
     cells = summaries(outputs, "hb")
@@ -178,7 +162,7 @@ lr = { loguniform = [1e-3, 1e-1] }
     stamps = {p: p.stat().st_mtime_ns for p in (outputs / "hb").glob("*/summary.json")}
     assert main(["run", str(path), "--outputs", str(outputs)]) == 0
     assert {p: p.stat().st_mtime_ns for p in (outputs / "hb").glob("*/summary.json")} == stamps
-    assert len(studies(outputs, "hb")["all"].trials) == 5
+    assert len(sweep_studies(outputs, "hb")["all"].trials) == 5
 
 
 def test_lr_range_doubles_until_a_real_cell_diverges(write_matrix, tmp_path):
@@ -192,7 +176,7 @@ fractions = [0.5]
 """, name="lrr")
     outputs = tmp_path / "out"
     assert main(["run", str(path), "--outputs", str(outputs)]) == 0
-    study = studies(outputs, "lrr")["all"]
+    study = sweep_studies(outputs, "lrr")["all"]
     cells = summaries(outputs, "lrr")
     tried = [(t.params["lr"], cells[t.user_attrs["cell_id"]]["status"]) for t in study.trials]
     first = next(i for i, (_, status) in enumerate(tried) if status == "diverged")
@@ -208,9 +192,9 @@ def test_raising_trials_extends_a_sweep_and_changing_the_space_is_refused(write_
     body = TINY + '[sweep]\nstrategy = "random"\ntrials = {n}\n[sweep.space]\nlr = {{ loguniform = [1e-3, {high}] }}\n'
     outputs = tmp_path / "out"
     assert main(["run", str(write_matrix(body.format(n=1, high=0.1), name="ext")), "--outputs", str(outputs)]) == 0
-    first = studies(outputs, "ext")["all"].trials[0].params
+    first = sweep_studies(outputs, "ext")["all"].trials[0].params
     assert main(["run", str(write_matrix(body.format(n=2, high=0.1), name="ext")), "--outputs", str(outputs)]) == 0
-    extended = studies(outputs, "ext")["all"].trials
+    extended = sweep_studies(outputs, "ext")["all"].trials
     assert len(extended) == 2 and extended[0].params == first
     assert extended[1].params == reference_proposals(
         {"strategy": "random", "trials": 2, "space": {"lr": {"loguniform": [1e-3, 0.1]}}}, 2)[1]
