@@ -308,12 +308,12 @@ def build_registry(manager: pluggy.PluginManager, providers: Mapping[str, Provid
                 warn(f"bench: warning: plugin {provider.label} failed in {hook_name}: {error}; its {kind}s are "
                      f"left out, the other plugins work (--disable-plugin {impl.plugin_name} silences this)")
                 continue
-            entries.extend(Registered(component, kind, provider, _libraries(component, versions))
+            entries.extend(Registered(component, kind, provider, _library_versions(component, versions))
                            for component in components)
     return Registry(entries)
 
 
-def _libraries(component: Component, versions: dict[str, str | None]) -> tuple[tuple[str, str | None], ...]:
+def _library_versions(component: Component, versions: dict[str, str | None]) -> tuple[tuple[str, str | None], ...]:
     """The installed version of each library the component depends on, each looked up once per
     registry (``versions`` caches them: a lookup scans sys.path)."""
     for name in component.depends_on:

@@ -22,6 +22,7 @@ from matplotlib.ticker import FuncFormatter, MaxNLocator
 
 from bench.fileio import atomic_write_bytes
 from bench.store import ResultStore
+from bench.words import plural
 
 LOG_SPREAD = 5.0
 DPI = 110
@@ -326,7 +327,7 @@ def sweep_figure(name: str, cells: list[CellCurves], sweep: dict[str, tuple[str,
 
 def _group_label(group: str, finals: list[bool]) -> str:
     trials, reruns = finals.count(False), finals.count(True)
-    return f"{group} ({trials} trial{'s' * (trials != 1)}" + (f", {reruns} final" if reruns else "") + ")"
+    return f"{group} ({plural(trials, 'trial')}" + (f", {reruns} final" if reruns else "") + ")"
 
 
 def _palette(count: int) -> list:
