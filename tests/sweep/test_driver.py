@@ -18,8 +18,9 @@ from bench.runner import lost_cell
 from bench.store import ResultStore
 from bench.sweep.command import prepare
 from bench.sweep.driver import SweepRun
+from tests.conftest import sweep_studies
 from tests.executors.conftest import results
-from tests.sweep.test_sweep_run import TINY, studies
+from tests.sweep.test_sweep_run import TINY
 
 # Two groups; per group R = 3 units of 2 steps, eta = 3: bracket s=1 trains 3 configurations to 2
 # steps and the best to 6, bracket s=0 trains 2 configurations to 6 steps.
@@ -42,7 +43,7 @@ def sweep_state(outputs: Path) -> tuple[dict[str, list], dict[str, dict[str, Any
     """Every group's trials (number, params, state, value, facts) and every cell's results
     without timing figures (losses compared exactly)."""
     trials = {name: [(t.number, t.params, t.state.name, t.value, t.user_attrs) for t in study.trials]
-              for name, study in studies(outputs, "hb").items()}
+              for name, study in sweep_studies(outputs, "hb").items()}
     return trials, results(outputs, "hb")
 
 
@@ -115,7 +116,7 @@ def test_batch_enters_the_fingerprint_only_where_it_changes_proposals(write_matr
         assert cli.main(["run", str(write_matrix(body.format(s=strategy, batch=""), name="fp")),
                          "--outputs", str(outputs)]) == 0
         # The default leaves the fingerprint as it was before `batch` existed: older sweeps replay.
-        study = next(iter(studies(outputs, "fp").values()))
+        study = next(iter(sweep_studies(outputs, "fp").values()))
         assert "batch" not in json.loads(study.user_attrs["fingerprint"])["sweep"]
         capsys.readouterr()
         code = cli.main(["run", str(write_matrix(body.format(s=strategy, batch="batch = 2\n"), name="fp")),

@@ -11,7 +11,8 @@ from bench.cli import main
 from bench.errors import ConfigError
 from bench.store import ResultStore
 from bench.sweep.ledger import CHARGE, REUSED, Ledger, trial_flops
-from tests.sweep.test_sweep_run import TINY, studies
+from tests.conftest import sweep_studies
+from tests.sweep.test_sweep_run import TINY
 
 
 def test_trial_flops_is_steps_times_tokens_per_step_times_flops_per_token():
@@ -57,7 +58,8 @@ lr = {space}
 
 
 def _charges(outputs: Path, name: str) -> list[float]:
-    return [t.user_attrs[CHARGE] for s in studies(outputs, name).values() for t in s.trials if CHARGE in t.user_attrs]
+    return [t.user_attrs[CHARGE] for s in sweep_studies(outputs, name).values() for t in s.trials
+            if CHARGE in t.user_attrs]
 
 
 def test_sweep_stops_at_its_ledger_resumes_from_the_store_and_reuses_repeats(write_matrix, tmp_path, capsys):
