@@ -125,7 +125,7 @@ def report(trees: dict[str, Path], samples: Samples) -> str:
              f"load average {os.getloadavg()[0]:.2f} at the end), Python {platform.python_version()}",
              f"- {len(samples[torch_run])} interleaved rounds of fresh interpreters; medians of wall time and of "
              "CPU time (user + system, less disturbed by other load); checkouts: "
-             + ", ".join(f"{label} = {path}" for label, path in trees.items()),
+             + ", ".join(trees) + " (a revision exported with git archive; 'this': the working tree)",
              "",
              "| checkout | command | wall s | wall - import torch s | CPU s | CPU - import torch s "
              "| CPU / import torch | heavy modules imported |",
